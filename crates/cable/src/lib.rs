@@ -1,0 +1,23 @@
+//! `cable`: an Action Cable protocol server engine. It owns the WebSocket
+//! session of each client, the wire format, the stream registry and the
+//! fan-out of broadcasts; applications plug in their [`Channel`]s and know
+//! nothing of frames. It knows nothing of chat.
+//!
+//! - [`protocol`]: client commands and server frames, parsed and encoded once.
+//! - [`registry`]: streams, their subscribers, and the fan-out of one broadcast.
+//! - [`channel`]: the [`Channel`] trait applications implement.
+//! - [`origin`]: which `Origin`s may open a cable.
+//! - [`server`]: the [`Cable`] handle: configuration, upgrade, broadcast, shutdown.
+//! - `session`: one connection's read/write loop.
+
+pub mod channel;
+pub mod origin;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+mod session;
+
+pub use channel::{Channel, Params, Rejection, Subscription};
+pub use origin::OriginPolicy;
+pub use protocol::{ActionData, DisconnectReason};
+pub use server::{Cable, CableBuilder, Config, Stats};

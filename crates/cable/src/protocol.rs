@@ -1,0 +1,245 @@
+//! The Action Cable wire format: client commands in, server frames out.
+//!
+//! Everything that reads or writes the cable's JSON lives here, so the rest of
+//! the engine deals in typed values and pre-encoded frames only.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The sub-protocol that Action Cable clients offer and servers echo.
+pub const PROTOCOL_V1_JSON: &str = "actioncable-v1-json";
+
+/// A command sent by a client, as Action Cable's `subscriptions.js` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Subscribe to the channel named inside `identifier` (itself a JSON string).
+    Subscribe { identifier: String },
+    /// Drop the subscription registered under exactly this `identifier`.
+    Unsubscribe { identifier: String },
+    /// Perform an action: `data` is a JSON string holding `{"action": …, …}`.
+    Message { identifier: String, data: String },
+}
+
+/// Why a client frame could not be turned into a [`Command`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("frame is not a JSON object with a known command: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl Command {
+    /// Parses one text frame.
+    pub fn parse(frame: &str) -> Result<Self, CommandError> {
+        Ok(serde_json::from_str(frame)?)
+    }
+}
+
+/// The parsed contents of an identifier: `{"channel": "...", ...params}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identifier {
+    /// The channel class name, e.g. `ChatroomChannel`.
+    pub channel: String,
+    /// Every other key of the identifier object.
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Identifier {
+    /// Parses the identifier string a client sent; `None` when it is not an
+    /// object with a string `channel`.
+    pub fn parse(identifier: &str) -> Option<Self> {
+        let serde_json::Value::Object(mut params) = serde_json::from_str(identifier).ok()? else {
+            return None;
+        };
+        let serde_json::Value::String(channel) = params.remove("channel")? else {
+            return None;
+        };
+        Some(Self { channel, params })
+    }
+}
+
+/// The `data` of a `message` command: an action name and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionData {
+    /// The `action` key, e.g. `speak`.
+    pub action: String,
+    /// Every other key.
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ActionData {
+    /// Parses the `data` string of a `message` command.
+    pub fn parse(data: &str) -> Option<Self> {
+        let serde_json::Value::Object(mut args) = serde_json::from_str(data).ok()? else {
+            return None;
+        };
+        let serde_json::Value::String(action) = args.remove("action")? else {
+            return None;
+        };
+        Some(Self { action, args })
+    }
+}
+
+/// A control frame sent by the server.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control<'a> {
+    Welcome,
+    Ping { message: i64 },
+    ConfirmSubscription { identifier: &'a str },
+    RejectSubscription { identifier: &'a str },
+    Disconnect { reason: &'a str, reconnect: bool },
+}
+
+/// A message for one subscription: `{"identifier": …, "message": …}`.
+#[derive(Serialize)]
+struct ToSubscription<'a> {
+    identifier: &'a str,
+    message: &'a RawValue,
+}
+
+fn encode<T: Serialize>(value: &T) -> Utf8Bytes {
+    // Serialising these plain structs cannot fail: every field is a string,
+    // a number, a bool or already-valid JSON.
+    serde_json::to_string(value)
+        .expect("cable frames always serialise")
+        .into()
+}
+
+/// `{"type":"welcome"}`
+pub fn welcome() -> Utf8Bytes {
+    encode(&Control::Welcome)
+}
+
+/// `{"type":"ping","message":<unix seconds>}`
+pub fn ping(unix_seconds: i64) -> Utf8Bytes {
+    encode(&Control::Ping {
+        message: unix_seconds,
+    })
+}
+
+/// `{"type":"confirm_subscription","identifier":…}`
+pub fn confirm_subscription(identifier: &str) -> Utf8Bytes {
+    encode(&Control::ConfirmSubscription { identifier })
+}
+
+/// `{"type":"reject_subscription","identifier":…}`
+pub fn reject_subscription(identifier: &str) -> Utf8Bytes {
+    encode(&Control::RejectSubscription { identifier })
+}
+
+/// `{"type":"disconnect","reason":…,"reconnect":…}`
+pub fn disconnect(reason: DisconnectReason) -> Utf8Bytes {
+    encode(&Control::Disconnect {
+        reason: reason.as_str(),
+        reconnect: reason.reconnect(),
+    })
+}
+
+/// `{"identifier":…,"message":…}` — a broadcast or a reply to one subscription.
+/// The identifier is echoed exactly as the client sent it.
+pub fn to_subscription(identifier: &str, message: &RawValue) -> Utf8Bytes {
+    encode(&ToSubscription {
+        identifier,
+        message,
+    })
+}
+
+/// The reasons the server gives when it closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// No valid session: the client must not retry.
+    Unauthorized,
+    /// The server is restarting: the client should come back.
+    ServerRestart,
+    /// The client did not read fast enough and its queue filled up.
+    TooSlow,
+}
+
+impl DisconnectReason {
+    /// The `reason` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::ServerRestart => "server_restart",
+            Self::TooSlow => "too_slow",
+        }
+    }
+
+    /// Whether the client is invited to reconnect.
+    pub fn reconnect(self) -> bool {
+        !matches!(self, Self::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_commands() {
+        assert_eq!(
+            Command::parse(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#)
+                .unwrap(),
+            Command::Subscribe {
+                identifier: r#"{"channel":"A"}"#.into()
+            }
+        );
+        assert_eq!(
+            Command::parse(r#"{"command":"unsubscribe","identifier":"x"}"#).unwrap(),
+            Command::Unsubscribe {
+                identifier: "x".into()
+            }
+        );
+        assert_eq!(
+            Command::parse(r#"{"command":"message","identifier":"x","data":"{}"}"#).unwrap(),
+            Command::Message {
+                identifier: "x".into(),
+                data: "{}".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_garbage() {
+        assert!(Command::parse(r#"{"command":"dance","identifier":"x"}"#).is_err());
+        assert!(Command::parse("not json").is_err());
+        assert!(Command::parse(r#"{"command":"subscribe"}"#).is_err());
+        assert!(Command::parse("[]").is_err());
+    }
+
+    #[test]
+    fn identifier_keeps_params_and_needs_a_channel() {
+        let id = Identifier::parse(r#"{"channel":"ChatroomChannel","id":"7"}"#).unwrap();
+        assert_eq!(id.channel, "ChatroomChannel");
+        assert_eq!(id.params["id"], "7");
+        assert!(Identifier::parse(r#"{"id":7}"#).is_none());
+        assert!(Identifier::parse(r#"{"channel":7}"#).is_none());
+        assert!(Identifier::parse("nope").is_none());
+    }
+
+    #[test]
+    fn broadcast_frame_echoes_the_identifier_string() {
+        let identifier = r#"{"id": 1, "channel":"ChatroomChannel"}"#;
+        let message = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let frame = to_subscription(identifier, &message);
+        let parsed: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(parsed["identifier"], identifier);
+        assert_eq!(parsed["message"]["a"], 1);
+    }
+
+    #[test]
+    fn control_frames_match_rails() {
+        assert_eq!(welcome().as_str(), r#"{"type":"welcome"}"#);
+        assert_eq!(ping(42).as_str(), r#"{"type":"ping","message":42}"#);
+        assert_eq!(
+            disconnect(DisconnectReason::Unauthorized).as_str(),
+            r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#
+        );
+        assert_eq!(
+            confirm_subscription("x").as_str(),
+            r#"{"type":"confirm_subscription","identifier":"x"}"#
+        );
+    }
+}

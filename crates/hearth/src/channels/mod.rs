@@ -1,0 +1,5 @@
+//! Hearth's Action Cable channels.
+
+mod chatroom;
+
+pub use chatroom::ChatroomChannel;

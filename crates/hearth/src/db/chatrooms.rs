@@ -1,0 +1,81 @@
+//! The `chatrooms` table.
+
+use sqlx::FromRow;
+
+use super::{Db, is_unique_violation, now_millis};
+use crate::domain::RoomName;
+
+/// The room every instance starts with.
+pub const GENERAL: &str = "general";
+
+/// A room.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Chatroom {
+    /// Primary key.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+}
+
+/// Why a room could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertChatroomError {
+    #[error("A room with that name already exists")]
+    NameTaken,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Every room, by name.
+pub async fn list(db: &Db) -> sqlx::Result<Vec<Chatroom>> {
+    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY lower(name), id")
+        .fetch_all(db)
+        .await
+}
+
+/// One room.
+pub async fn find(db: &Db, id: i64) -> sqlx::Result<Option<Chatroom>> {
+    sqlx::query_as("SELECT id, name FROM chatrooms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The room to land in: "general", else the oldest.
+pub async fn landing(db: &Db) -> sqlx::Result<Option<Chatroom>> {
+    sqlx::query_as(
+        "SELECT id, name FROM chatrooms ORDER BY CASE WHEN name = $1 THEN 0 ELSE 1 END, id LIMIT 1",
+    )
+    .bind(GENERAL)
+    .fetch_optional(db)
+    .await
+}
+
+/// Creates a room.
+pub async fn insert(db: &Db, name: &RoomName) -> Result<Chatroom, InsertChatroomError> {
+    sqlx::query_as("INSERT INTO chatrooms (name, created_at) VALUES ($1, $2) RETURNING id, name")
+        .bind(name.as_str())
+        .bind(now_millis())
+        .fetch_one(db)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                InsertChatroomError::NameTaken
+            } else {
+                error.into()
+            }
+        })
+}
+
+/// Creates "general" unless it exists.
+pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO chatrooms (name, created_at) SELECT $1, $2
+         WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE lower(name) = $1)",
+    )
+    .bind(GENERAL)
+    .bind(now_millis())
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The data layer: one module per table, plain functions taking an executor.
+//!
+//! Every query is portable SQL with `$n` placeholders, run through
+//! `sqlx::Any`, so SQLite and PostgreSQL share it; [`connect`] is the one
+//! seam that picks the engine and its migrations.
+
+pub mod chatrooms;
+pub mod messages;
+pub mod sessions;
+pub mod users;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::any::AnyPoolOptions;
+
+/// The connection pool, whichever engine is behind it.
+pub type Db = sqlx::AnyPool;
+
+/// The SQLite database inside a data folder, created if missing.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("hearth.db").display())
+}
+
+/// Opens the database at `url` (`sqlite://…` or `postgres://…`) and runs
+/// its migrations. SQLite runs in WAL mode with foreign keys on.
+pub async fn connect(url: &str) -> anyhow::Result<Db> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let pool = AnyPoolOptions::new()
+        .max_connections(if sqlite { 8 } else { 16 })
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))?;
+    if sqlite {
+        // WAL lets readers run beside the one writer; sqlx also defaults to it,
+        // but say it here so the file's mode never depends on a default.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    } else {
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Now, in Unix milliseconds, as stored in every `*_at` column.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether `error` is a violated unique constraint, on either engine.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,15 @@
+//! Parsed values: once a request field becomes one of these types it is
+//! known to be valid, and handlers and queries take nothing else.
+
+mod chatroom;
+mod message;
+mod user;
+
+pub use chatroom::RoomName;
+pub use message::MessageContent;
+pub use user::{Email, Nickname, Password};
+
+/// Why a field was refused; the message is shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub &'static str);

@@ -1,0 +1,267 @@
+//! Accounts: sign up, sign in, sign out, and the signed-in user extractor.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::db::sessions::{self, SessionToken};
+use crate::db::users::{self, InsertUserError, User};
+use crate::domain::{Email, Nickname, Password};
+use crate::error::{Error, Result};
+use crate::templates::{SignInPage, SignUpPage, render};
+
+/// The cookie that carries the session token.
+pub const SESSION_COOKIE: &str = "hearth_session";
+
+/// The sign-up, sign-in and sign-out routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sign_up", get(new_user).post(create_user))
+        .route("/sign_in", get(new_session).post(create_session))
+        .route("/sign_out", post(destroy_session))
+}
+
+/// The user of a valid session cookie: the identity of pages and cables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentUser {
+    /// User id.
+    pub id: i64,
+    /// Lower-cased email.
+    pub email: String,
+    /// Display name.
+    pub nickname: String,
+}
+
+impl CurrentUser {
+    /// As a plain [`User`], for templates.
+    pub fn user(&self) -> User {
+        User {
+            id: self.id,
+            email: self.email.clone(),
+            nickname: self.nickname.clone(),
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for CurrentUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(cookie) = jar.get(SESSION_COOKIE) else {
+            return Ok(None);
+        };
+        let token = SessionToken::from_cookie(cookie.value());
+        Ok(sessions::find_user(&state.db, &token)
+            .await?
+            .map(|user| Self {
+                id: user.id,
+                email: user.email,
+                nickname: user.nickname,
+            }))
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        <Self as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await?
+            .ok_or(Error::SignInRequired)
+    }
+}
+
+/// Argon2id hashing, off the async threads. Holds a decoy hash so that an
+/// unknown email costs the same time as a wrong password.
+#[derive(Clone)]
+pub struct Passwords {
+    decoy: Arc<str>,
+}
+
+impl Passwords {
+    /// Prepares the decoy hash.
+    pub async fn new() -> anyhow::Result<Self> {
+        let decoy = hash_password(Password::parse("decoy password, never used")?).await?;
+        Ok(Self {
+            decoy: decoy.into(),
+        })
+    }
+
+    /// Whether `password` matches `hash`; with no hash, checks the decoy and fails.
+    async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.decoy.to_string());
+        let matches = tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&hash)
+                .map_err(|e| anyhow::anyhow!("stored hash is unreadable: {e}"))?;
+            Ok::<_, anyhow::Error>(
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+            )
+        })
+        .await
+        .context("password check panicked")??;
+        Ok(known && matches)
+    }
+}
+
+/// Argon2id with the crate's defaults: 19 MiB, 2 passes, 1 lane — OWASP's minimum.
+async fn hash_password(password: Password) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+    })
+    .await
+    .context("password hashing panicked")?
+}
+
+fn session_cookie(token: &SessionToken) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, token.as_str().to_owned()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::milliseconds(sessions::SESSION_TTL_MILLIS))
+        .build()
+}
+
+/// Starts a fresh session for `user`, ending the one the browser had, if any.
+async fn sign_in_as(state: &AppState, jar: CookieJar, user: &User) -> Result<Response> {
+    if let Some(old) = jar.get(SESSION_COOKIE) {
+        sessions::delete(&state.db, &SessionToken::from_cookie(old.value())).await?;
+    }
+    let token = sessions::create(&state.db, user.id).await?;
+    Ok((jar.add(session_cookie(&token)), Redirect::to("/")).into_response())
+}
+
+/// The sign-up form fields; missing ones are empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SignUpForm {
+    email: String,
+    nickname: String,
+    password: String,
+}
+
+async fn new_user(user: Option<CurrentUser>) -> Response {
+    render(
+        StatusCode::OK,
+        &SignUpPage {
+            current_user: user.map(|u| u.user()),
+            ..SignUpPage::default()
+        },
+    )
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<SignUpForm>,
+) -> Result<Response> {
+    let email = Email::parse(&form.email);
+    let nickname = Nickname::parse(&form.nickname);
+    let password = Password::parse(&form.password);
+    let refuse = |errors: Vec<String>| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &SignUpPage {
+                current_user: None,
+                errors,
+                email: form.email.clone(),
+                nickname: form.nickname.clone(),
+            },
+        )
+    };
+    let (email, nickname, password) = match (email, nickname, password) {
+        (Ok(e), Ok(n), Ok(p)) => (e, n, p),
+        (e, n, p) => {
+            let errors = [e.err(), n.err(), p.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| e.to_string())
+                .collect();
+            return Ok(refuse(errors));
+        }
+    };
+    let hash = hash_password(password).await?;
+    let user = match users::insert(&state.db, &email, &nickname, &hash).await {
+        Ok(user) => user,
+        Err(InsertUserError::Database(error)) => return Err(error.into()),
+        Err(taken) => return Ok(refuse(vec![taken.to_string()])),
+    };
+    tracing::info!(user_id = user.id, nickname = %user.nickname, "signed up");
+    sign_in_as(&state, jar, &user).await
+}
+
+/// The sign-in form fields; missing ones are empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SignInForm {
+    email: String,
+    password: String,
+}
+
+async fn new_session(user: Option<CurrentUser>) -> Response {
+    render(
+        StatusCode::OK,
+        &SignInPage {
+            current_user: user.map(|u| u.user()),
+            ..SignInPage::default()
+        },
+    )
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<SignInForm>,
+) -> Result<Response> {
+    let found = match Email::parse(&form.email) {
+        Ok(email) => users::find_by_email(&state.db, &email).await?,
+        Err(_) => None,
+    };
+    let (user, hash) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    let matches = state.passwords.verify(form.password, hash).await?;
+    match user {
+        Some(user) if matches => {
+            tracing::info!(user_id = user.id, "signed in");
+            sign_in_as(&state, jar, &user).await
+        }
+        _ => Ok(render(
+            StatusCode::UNAUTHORIZED,
+            &SignInPage {
+                current_user: None,
+                errors: vec!["Invalid email or password".into()],
+                email: form.email,
+            },
+        )),
+    }
+}
+
+async fn destroy_session(State(state): State<AppState>, jar: CookieJar) -> Result<Response> {
+    if let Some(cookie) = jar.get(SESSION_COOKIE) {
+        sessions::delete(&state.db, &SessionToken::from_cookie(cookie.value())).await?;
+    }
+    let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
+    Ok((jar, Redirect::to("/sign_in")).into_response())
+}

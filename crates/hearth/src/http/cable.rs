@@ -1,0 +1,32 @@
+//! `GET /cable`: the Action Cable WebSocket.
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::auth::CurrentUser;
+use crate::AppState;
+
+/// `/cable`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/cable", get(open_cable))
+}
+
+/// Refuses foreign origins with 403 before any upgrade; otherwise upgrades and
+/// hands the socket to the engine, with the signed-in user if any (without
+/// one the client is told `unauthorized`).
+async fn open_cable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: Option<CurrentUser>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !state.cable.origin_allowed(&headers) {
+        tracing::warn!(origin = ?headers.get("origin"), "refused a cable from a foreign origin");
+        return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
+    }
+    state.cable.upgrade(upgrade, user)
+}

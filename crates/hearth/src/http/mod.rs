@@ -1,0 +1,101 @@
+//! HTTP: the router, one module per resource, and the layers every route shares.
+
+pub mod assets;
+pub mod auth;
+pub mod cable;
+pub mod chatrooms;
+pub mod messages;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::error::{Error, Result};
+use auth::CurrentUser;
+
+/// Every route of the app.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(show_home))
+        .merge(auth::router())
+        .merge(chatrooms::router())
+        .merge(messages::router())
+        .merge(cable::router())
+        .merge(assets::router())
+        .fallback(chatrooms::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_cross_site,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `/`: the landing room when signed in, else the sign-in page.
+async fn show_home(State(state): State<AppState>, user: Option<CurrentUser>) -> Result<Redirect> {
+    if user.is_none() {
+        return Ok(Redirect::to("/sign_in"));
+    }
+    Ok(match crate::db::chatrooms::landing(&state.db).await? {
+        Some(room) => Redirect::to(&format!("/chatrooms/{}", room.id)),
+        None => Redirect::to("/chatrooms"),
+    })
+}
+
+/// Refuses state-changing requests that a browser marks as cross-site, or
+/// whose `Origin` is neither this server nor an allowed origin. Requests with
+/// neither header (non-browser clients) pass.
+async fn refuse_cross_site(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe {
+        let headers = request.headers();
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if cross_site || !state.origins.allows(headers) {
+            tracing::warn!(method = %request.method(), uri = %request.uri(), "refused a cross-site request");
+            return Error::Forbidden.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether the client asked for JSON rather than a page.
+pub fn wants_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}

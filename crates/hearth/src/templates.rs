@@ -1,0 +1,102 @@
+//! Page and partial types, one per template under `templates/`.
+//! Askama escapes every value for HTML, so user text is never trusted.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::db::chatrooms::Chatroom;
+use crate::db::messages::Message;
+use crate::db::users::User;
+
+/// The sign-up form.
+#[derive(Template, Default)]
+#[template(path = "sign_up.html")]
+pub struct SignUpPage {
+    pub current_user: Option<User>,
+    pub errors: Vec<String>,
+    pub email: String,
+    pub nickname: String,
+}
+
+/// The sign-in form.
+#[derive(Template, Default)]
+#[template(path = "sign_in.html")]
+pub struct SignInPage {
+    pub current_user: Option<User>,
+    pub errors: Vec<String>,
+    pub email: String,
+}
+
+/// The list of rooms and the form to create one.
+#[derive(Template)]
+#[template(path = "chatrooms/index.html")]
+pub struct ChatroomsPage {
+    pub current_user: Option<User>,
+    pub rooms: Vec<Chatroom>,
+    pub current_room_id: i64,
+    pub errors: Vec<String>,
+    pub name: String,
+}
+
+/// One room: its latest messages and the message form.
+#[derive(Template)]
+#[template(path = "chatrooms/show.html")]
+pub struct ChatroomPage {
+    pub current_user: Option<User>,
+    pub rooms: Vec<Chatroom>,
+    pub current_room_id: i64,
+    pub room: Chatroom,
+    pub messages: Vec<Message>,
+    pub errors: Vec<String>,
+    pub draft: String,
+}
+
+/// The 404 page.
+#[derive(Template)]
+#[template(path = "not_found.html")]
+pub struct NotFoundPage {
+    pub current_user: Option<User>,
+}
+
+/// One message element, as listed on the room page and broadcast as `html`.
+#[derive(Template)]
+#[template(path = "messages/_message.html")]
+pub struct MessagePartial<'a> {
+    pub message: &'a Message,
+}
+
+impl Message {
+    fn created(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.created_at) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// `created_at` as RFC 3339, UTC, millisecond precision.
+    pub fn created_rfc3339(&self) -> String {
+        let created = self.created();
+        let created = created
+            .replace_nanosecond(created.millisecond() as u32 * 1_000_000)
+            .unwrap_or(created);
+        created.format(&Rfc3339).unwrap_or_default()
+    }
+
+    /// `HH:MM` in UTC; the page's script shows it in the reader's time zone.
+    pub fn clock(&self) -> String {
+        let created = self.created();
+        format!("{:02}:{:02}", created.hour(), created.minute())
+    }
+}
+
+/// Renders a template with a status; a template error becomes a logged 500.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "template failed to render");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The message writer: the one place messages are stored and broadcast.
+//!
+//! Posts from every HTTP request and every `speak` go through one task. It
+//! takes whatever is waiting, stores it in one transaction (group commit: one
+//! fsync for the lot), and only after the commit broadcasts each message, in
+//! the order of the room's sequence. So a message is never broadcast unless it
+//! is stored, and subscribers see each room's messages in order.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::Acquire;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::messages::{self, Message};
+use crate::db::{Db, now_millis};
+use crate::domain::MessageContent;
+use crate::templates::MessagePartial;
+
+/// Most posts stored in one transaction.
+const MAX_BATCH: usize = 512;
+/// Posts waiting for the writer before new ones wait for room in the queue.
+const QUEUE: usize = 4096;
+
+/// The Action Cable stream of a room.
+pub fn room_stream(chatroom_id: i64) -> String {
+    format!("chatrooms:{chatroom_id}")
+}
+
+/// A message to store: who, where, what.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The room.
+    pub chatroom_id: i64,
+    /// The author's id.
+    pub user_id: i64,
+    /// The author's nickname, for the broadcast.
+    pub nickname: String,
+    /// The text.
+    pub content: MessageContent,
+}
+
+/// Why a post was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("chatroom not found")]
+    RoomNotFound,
+    #[error("the message writer has stopped")]
+    Stopped,
+    #[error("storing the message failed")]
+    Database(#[source] std::sync::Arc<sqlx::Error>),
+}
+
+/// The payload every subscriber of the room receives for a new message.
+#[derive(Debug, Serialize)]
+pub struct MessagePayload<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: i64,
+    chatroom_id: i64,
+    seq: i64,
+    user_id: i64,
+    nickname: &'a str,
+    content: &'a str,
+    created_at: String,
+    html: String,
+}
+
+impl<'a> MessagePayload<'a> {
+    /// The payload of a stored message, with its rendered element.
+    pub fn new(message: &'a Message) -> Self {
+        let html = askama::Template::render(&MessagePartial { message }).unwrap_or_default();
+        Self {
+            kind: "message",
+            id: message.id,
+            chatroom_id: message.chatroom_id,
+            seq: message.seq,
+            user_id: message.user_id,
+            nickname: &message.nickname,
+            content: &message.content,
+            created_at: message.created_rfc3339(),
+            html,
+        }
+    }
+}
+
+/// Somewhere broadcasts go: the cable engine in the app, a recorder in tests.
+pub trait Broadcast: Send + Sync + 'static {
+    /// Sends `message` to every subscriber of `stream`.
+    fn broadcast(&self, stream: &str, message: &RawValue);
+}
+
+struct Post {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Message, PostError>>,
+}
+
+/// The handle requests use to post; cheap to clone.
+#[derive(Clone)]
+pub struct MessageWriter {
+    posts: mpsc::Sender<Post>,
+}
+
+/// The writer task's side, started once the broadcaster exists.
+pub struct WriterTask {
+    posts: mpsc::Receiver<Post>,
+}
+
+/// A writer handle and the task to run it with.
+pub fn channel() -> (MessageWriter, WriterTask) {
+    let (posts, rx) = mpsc::channel(QUEUE);
+    (MessageWriter { posts }, WriterTask { posts: rx })
+}
+
+impl MessageWriter {
+    /// Stores and broadcasts a message; returns it once committed.
+    pub async fn post(&self, message: NewMessage) -> Result<Message, PostError> {
+        let (reply, answer) = oneshot::channel();
+        self.posts
+            .send(Post { message, reply })
+            .await
+            .map_err(|_| PostError::Stopped)?;
+        answer.await.map_err(|_| PostError::Stopped)?
+    }
+}
+
+impl WriterTask {
+    /// Runs until `stop` is cancelled, then refuses new posts, stores and
+    /// broadcasts those already queued, and returns.
+    pub async fn run(mut self, db: Db, broadcaster: impl Broadcast, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let received = tokio::select! {
+                received = self.posts.recv_many(&mut batch, MAX_BATCH) => received,
+                _ = stop.cancelled() => {
+                    self.posts.close();
+                    self.posts.recv_many(&mut batch, MAX_BATCH).await
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            let stored = store(&db, &batch).await;
+            for (post, result) in batch.drain(..).zip(stored) {
+                if let Ok(message) = &result {
+                    match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
+                        Ok(payload) => {
+                            broadcaster.broadcast(&room_stream(message.chatroom_id), &payload)
+                        }
+                        Err(error) => tracing::error!(%error, "could not encode a message payload"),
+                    }
+                }
+                // The poster may have gone away; the message is stored regardless.
+                let _ = post.reply.send(result);
+            }
+        }
+    }
+}
+
+/// Stores a batch in one transaction; one result per post, in order.
+async fn store(db: &Db, batch: &[Post]) -> Vec<Result<Message, PostError>> {
+    match store_all(db, batch).await {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::error!(%error, posts = batch.len(), "storing a batch of messages failed");
+            let error = std::sync::Arc::new(error);
+            batch
+                .iter()
+                .map(|_| Err(PostError::Database(error.clone())))
+                .collect()
+        }
+    }
+}
+
+async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, PostError>>> {
+    let mut conn = db.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for Post { message, .. } in batch {
+        let Some(seq) = messages::next_seq(&mut tx, message.chatroom_id).await? else {
+            results.push(Err(PostError::RoomNotFound));
+            continue;
+        };
+        let created_at = now_millis();
+        let content = message.content.as_str();
+        let id = messages::insert(
+            &mut tx,
+            message.chatroom_id,
+            seq,
+            message.user_id,
+            content,
+            created_at,
+        )
+        .await?;
+        results.push(Ok(Message {
+            id,
+            chatroom_id: message.chatroom_id,
+            seq,
+            user_id: message.user_id,
+            nickname: message.nickname.clone(),
+            content: content.to_owned(),
+            created_at,
+        }));
+    }
+    tx.commit().await?;
+    Ok(results)
+}
