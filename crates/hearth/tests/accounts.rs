@@ -1,0 +1,199 @@
+//! Signing up, in and out, over real HTTP.
+
+mod common;
+
+use common::{TestApp, session_cookie};
+use reqwest::header::{LOCATION, SET_COOKIE};
+
+#[tokio::test]
+async fn sign_up_signs_in_and_the_navbar_shows_the_nickname() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_form(
+            "/sign_up",
+            None,
+            &[
+                ("email", "Ann@Example.com"),
+                ("nickname", "ann"),
+                ("password", "correct horse"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let cookie = session_cookie(response.headers()).unwrap();
+
+    let room = app.get("/", Some(&cookie)).await;
+    let location = room.headers()[LOCATION].to_str().unwrap().to_owned();
+    let page = app.page(&location, &cookie).await;
+    assert!(
+        page.contains(r#"id="current-user">ann</span>"#),
+        "navbar shows the nickname"
+    );
+    assert!(
+        page.contains(r#"action="/sign_out""#),
+        "navbar has a sign-out button"
+    );
+}
+
+#[tokio::test]
+async fn invalid_sign_ups_re_render_with_422_and_create_nothing() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("not-an-email", "ann", "long enough", "Email must look like"),
+        (
+            "ann@example.com",
+            "",
+            "long enough",
+            "Nickname must be 1 to 32",
+        ),
+        (
+            "ann@example.com",
+            "ann smith",
+            "long enough",
+            "Nickname may contain only",
+        ),
+        (
+            "ann@example.com",
+            &"a".repeat(33),
+            "long enough",
+            "Nickname must be 1 to 32",
+        ),
+        (
+            "ann@example.com",
+            "ann",
+            "short",
+            "Password must be at least 8",
+        ),
+    ];
+    for (email, nickname, password, error) in cases {
+        let response = app
+            .post_form(
+                "/sign_up",
+                None,
+                &[
+                    ("email", email),
+                    ("nickname", nickname),
+                    ("password", password),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 422, "{email} {nickname} {password}");
+        assert!(session_cookie(response.headers()).is_none());
+        let body = response.text().await.unwrap();
+        assert!(body.contains(error), "expected {error:?} in the page");
+    }
+    assert_eq!(app.count("users").await, 0);
+    app.sign_up("ann").await;
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn taken_emails_ignore_case_and_taken_nicknames_are_refused() {
+    let app = TestApp::spawn().await;
+    app.sign_up("ann").await;
+    let again = app
+        .post_form(
+            "/sign_up",
+            None,
+            &[
+                ("email", "ANN@example.com"),
+                ("nickname", "other"),
+                ("password", "long enough"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status(), 422);
+    assert!(again.text().await.unwrap().contains("already registered"));
+    let nick = app
+        .post_form(
+            "/sign_up",
+            None,
+            &[
+                ("email", "x@example.com"),
+                ("nickname", "ANN"),
+                ("password", "long enough"),
+            ],
+        )
+        .await;
+    assert_eq!(nick.status(), 422);
+    assert!(nick.text().await.unwrap().contains("nickname is taken"));
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn sign_in_gives_a_new_session_and_refuses_bad_credentials() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+
+    for (email, password) in [
+        (ann.email.as_str(), "wrong password"),
+        ("nobody@example.com", "whatever1"),
+    ] {
+        let response = app
+            .post_form(
+                "/sign_in",
+                None,
+                &[("email", email), ("password", password)],
+            )
+            .await;
+        assert_eq!(response.status(), 401);
+        assert!(session_cookie(response.headers()).is_none());
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("Invalid email or password")
+        );
+    }
+
+    let response = app
+        .post_form(
+            "/sign_in",
+            Some(&ann.cookie),
+            &[("email", "ANN@example.com"), ("password", &ann.password)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let fresh = session_cookie(response.headers()).unwrap();
+    assert_ne!(fresh, ann.cookie, "sign-in issues a new session id");
+    assert_eq!(app.get("/chatrooms", Some(&fresh)).await.status(), 200);
+    assert_eq!(
+        app.get("/chatrooms", Some(&ann.cookie)).await.status(),
+        303,
+        "the session the browser had before signing in is ended"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_on_the_server() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let response = app.post_form("/sign_out", Some(&ann.cookie), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/sign_in");
+    let replayed = app.get("/chatrooms", Some(&ann.cookie)).await;
+    assert_eq!(replayed.status(), 303, "the old cookie no longer works");
+    assert_eq!(replayed.headers()[LOCATION], "/sign_in");
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[tokio::test]
+async fn pages_that_need_a_user_redirect_to_sign_in() {
+    let app = TestApp::spawn().await;
+    for path in ["/", "/chatrooms", "/chatrooms/1"] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()[LOCATION], "/sign_in", "{path}");
+    }
+    let response = app
+        .post_form("/chatrooms/1/messages", None, &[("content", "hi")])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(app.count("messages").await, 0);
+    assert_eq!(app.get("/sign_in", None).await.status(), 200);
+    assert_eq!(app.get("/sign_up", None).await.status(), 200);
+}

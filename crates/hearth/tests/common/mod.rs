@@ -1,0 +1,381 @@
+//! `TestApp`: a real Hearth server on port 0 with its own data folder, and
+//! typed helpers that talk to it over real HTTP and real WebSockets.
+
+#![allow(dead_code)] // each test file uses a different part of this kit
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    /// The server's own pool, for checking what was stored.
+    pub db: hearth::db::Db,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A signed-up user and the cookie of their session.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub nickname: String,
+    pub email: String,
+    pub password: String,
+    /// `hearth_session=…`, ready for a `Cookie` header.
+    pub cookie: String,
+}
+
+impl TestApp {
+    /// Starts a server with default settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Starts a server with extra `hearth serve` arguments.
+    pub async fn spawn_with(args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut all = vec![
+            "--bind".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--data-dir".to_string(),
+            data_dir.path().display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let config = hearth::Config::from_args(all);
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let app = hearth::App::build(config).await.expect("app builds");
+        let db = app.state().db.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(hearth::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            data_dir,
+            db,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), server)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server ends cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client that shows redirects instead of following them.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Posts a form, with the user's cookie if any.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client().post(self.url(path)).form(form);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.expect("POST")
+    }
+
+    /// GETs a path, with the user's cookie if any.
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let mut request = self.client().get(self.url(path));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.expect("GET")
+    }
+
+    /// GETs a page and returns its body, asserting 200.
+    pub async fn page(&self, path: &str, cookie: &str) -> String {
+        let response = self.get(path, Some(cookie)).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.unwrap()
+    }
+
+    /// Signs a new user up and returns their session cookie.
+    pub async fn sign_up(&self, nickname: &str) -> TestUser {
+        let email = format!("{nickname}@example.com");
+        let password = format!("{nickname}-password");
+        let response = self
+            .post_form(
+                "/sign_up",
+                None,
+                &[
+                    ("email", &email),
+                    ("nickname", nickname),
+                    ("password", &password),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "sign up {nickname}");
+        TestUser {
+            nickname: nickname.into(),
+            email,
+            password,
+            cookie: session_cookie(response.headers()).expect("sign-up sets the session cookie"),
+        }
+    }
+
+    /// The id of the room `/` lands on ("general").
+    pub async fn general_room(&self, user: &TestUser) -> i64 {
+        let response = self.get("/", Some(&user.cookie)).await;
+        assert_eq!(response.status(), 303);
+        let location = response.headers()[LOCATION].to_str().unwrap();
+        location
+            .strip_prefix("/chatrooms/")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("/ should redirect to a room, not {location}"))
+    }
+
+    /// Creates a room and returns its id.
+    pub async fn create_room(&self, user: &TestUser, name: &str) -> i64 {
+        let response = self
+            .post_form("/chatrooms", Some(&user.cookie), &[("name", name)])
+            .await;
+        assert_eq!(response.status(), 303, "create room {name}");
+        let location = response.headers()[LOCATION].to_str().unwrap();
+        location
+            .strip_prefix("/chatrooms/")
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Posts a message asking for JSON; returns the response.
+    pub async fn post_message(
+        &self,
+        user: &TestUser,
+        room: i64,
+        content: &str,
+    ) -> reqwest::Response {
+        self.client()
+            .post(self.url(&format!("/chatrooms/{room}/messages")))
+            .header("cookie", &user.cookie)
+            .header(ACCEPT, "application/json")
+            .form(&[("content", content)])
+            .send()
+            .await
+            .expect("POST message")
+    }
+
+    /// Opens `/cable` with the default sub-protocol and an optional cookie.
+    pub async fn connect_cable(&self, cookie: Option<&str>) -> CableClient {
+        self.try_connect_cable(cookie, &[])
+            .await
+            .expect("cable upgrade")
+    }
+
+    /// Opens `/cable` with extra headers; the handshake's error on refusal.
+    pub async fn try_connect_cable(
+        &self,
+        cookie: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<CableClient, tungstenite::Error> {
+        let mut request = format!("ws://{}/cable", self.addr)
+            .into_client_request()
+            .unwrap();
+        let h = request.headers_mut();
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("actioncable-v1-json"),
+        );
+        if let Some(cookie) = cookie {
+            h.insert("cookie", HeaderValue::from_str(cookie).unwrap());
+        }
+        for (name, value) in headers {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake in time")?;
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|p| p.to_str().unwrap().to_owned());
+        Ok(CableClient { ws, protocol })
+    }
+
+    /// Count of rows in a table, read from the server's database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar(&sql).fetch_one(&self.db).await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `hearth_session=…` from a response's `Set-Cookie`, if it sets one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(SET_COOKIE).iter().find_map(|value| {
+        let value = value.to_str().ok()?;
+        let pair = value.split(';').next()?.trim();
+        (pair.starts_with("hearth_session=") && pair.len() > "hearth_session=".len())
+            .then(|| pair.to_owned())
+    })
+}
+
+/// The identifier a client sends for a room.
+pub fn room_identifier(room: i64) -> String {
+    json!({ "channel": "ChatroomChannel", "id": room }).to_string()
+}
+
+/// A test's end of a cable.
+pub struct CableClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The sub-protocol the server chose in its 101 answer.
+    pub protocol: Option<String>,
+}
+
+/// What the next event on a cable was.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl CableClient {
+    /// The next JSON frame or the close, skipping pings; fails after [`WAIT`].
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait");
+            match message {
+                None => return Event::Closed(None),
+                Some(Err(_)) => return Event::Closed(None),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("server frames are JSON");
+                    if frame["type"] == "ping" {
+                        continue;
+                    }
+                    return Event::Frame(frame);
+                }
+                Some(Ok(Message::Close(close))) => {
+                    return Event::Closed(close.map(|c| c.code.into()));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next frame other than a ping; panics on close.
+    pub async fn next_frame(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Frame(frame) => frame,
+            Event::Closed(code) => panic!("cable closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Asserts that no frame but pings arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(frame["type"], "ping", "unexpected frame {frame}");
+                }
+                Ok(other) => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    /// Reads the welcome.
+    pub async fn expect_welcome(&mut self) {
+        let frame = self.next_frame().await;
+        assert_eq!(frame, json!({ "type": "welcome" }));
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Sends subscribe and returns the answer frame.
+    pub async fn subscribe_raw(&mut self, identifier: &str) -> Value {
+        self.send_json(json!({ "command": "subscribe", "identifier": identifier }))
+            .await;
+        self.next_frame().await
+    }
+
+    /// Welcome, then subscribe to a room and assert the confirmation.
+    pub async fn join_room(&mut self, room: i64) -> String {
+        self.expect_welcome().await;
+        let identifier = room_identifier(room);
+        let answer = self.subscribe_raw(&identifier).await;
+        assert_eq!(
+            answer,
+            json!({ "type": "confirm_subscription", "identifier": identifier })
+        );
+        identifier
+    }
+
+    /// Performs `speak`.
+    pub async fn speak(&mut self, identifier: &str, content: &str) {
+        let data = json!({ "action": "speak", "content": content }).to_string();
+        self.send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
+            .await;
+    }
+
+    /// The `message` of the next broadcast to `identifier`.
+    pub async fn next_message(&mut self, identifier: &str) -> Value {
+        let frame = self.next_frame().await;
+        assert_eq!(frame["identifier"], identifier, "frame {frame}");
+        frame["message"].clone()
+    }
+}
