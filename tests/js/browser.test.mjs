@@ -1,0 +1,240 @@
+// Hearth's pages in a real browser: two people sign up through the form, chat
+// live in one room, and someone without JavaScript still gets a working form.
+
+import assert from "node:assert/strict";
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+import { startServer } from "./support/server.mjs";
+
+const TEST_TIMEOUT_MS = 30_000;
+/** Any single wait in a page; keeps a failure from hanging. */
+const STEP_TIMEOUT_MS = 5_000;
+/** How soon a message must show on the other person's page. */
+const LIVE_WITHIN_MS = 1_000;
+const VIEWPORT = { width: 1000, height: 640 };
+const ARTIFACTS = process.env.HEARTH_ARTIFACTS
+  ? path.resolve(process.env.HEARTH_ARTIFACTS)
+  : fileURLToPath(new URL("./artifacts/", import.meta.url));
+
+/** @type {import("./support/server.mjs").TestServer} */
+let server;
+/** @type {import("playwright-core").Browser} */
+let browser;
+
+/**
+ * @typedef {object} Person Someone signed up in their own browser context.
+ * @property {string} nickname
+ * @property {import("playwright-core").Page} page
+ * @property {string[]} frames Every cable frame the page received, as text.
+ */
+
+/** @type {Person} */
+let maya;
+/** @type {Person} */
+let theo;
+
+before(async () => {
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  await mkdir(ARTIFACTS, { recursive: true });
+  [maya, theo] = await Promise.all([
+    signUpInBrowser({ email: "maya@example.com", nickname: "maya", password: "correct horse 1" }),
+    signUpInBrowser({ email: "theo@example.com", nickname: "theo", password: "correct horse 2" }),
+  ]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * Opens a fresh browser context, fills in the sign-up form and waits to land in a room.
+ * @param {{ email: string, nickname: string, password: string }} account
+ * @param {import("playwright-core").BrowserContextOptions} [options]
+ * @returns {Promise<Person>}
+ */
+async function signUpInBrowser(account, options = {}) {
+  const context = await browser.newContext({ viewport: VIEWPORT, ...options });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  /** @type {string[]} */
+  const frames = [];
+  page.on("websocket", (socket) => socket.on("framereceived", ({ payload }) => frames.push(String(payload))));
+
+  await page.goto(`${server.url}/sign_up`);
+  await page.getByLabel("Email").fill(account.email);
+  await page.getByLabel("Nickname").fill(account.nickname);
+  await page.getByLabel("Password").fill(account.password);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.waitForURL(/\/chatrooms\/\d+$/);
+  return { nickname: account.nickname, page, frames };
+}
+
+/**
+ * Resolves once `check` returns something truthy; polls, and fails after `timeoutMs`.
+ * @template T
+ * @param {string} what
+ * @param {() => T | Promise<T>} check
+ * @param {number} [timeoutMs]
+ * @returns {Promise<T>}
+ */
+async function eventually(what, check, timeoutMs = STEP_TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await check();
+    if (result) return result;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * The element showing exactly `text` in the room's message list.
+ * @param {import("playwright-core").Page} page
+ * @param {string} text
+ */
+const listed = (page, text) => page.locator("#messages").getByText(text, { exact: true });
+
+/**
+ * Waits until the composer is empty and focused again: the page's answer to a sent message.
+ * @param {import("playwright-core").Page} page
+ */
+function composerReady(page) {
+  return page.waitForFunction(
+    () => {
+      const input = /** @type {HTMLInputElement | null} */ (document.getElementById("message-content"));
+      return input !== null && input.value === "" && document.activeElement === input;
+    },
+    null,
+    { timeout: STEP_TIMEOUT_MS },
+  );
+}
+
+/**
+ * Types `text` into the composer, presses Enter, and waits for the page to take it.
+ * @param {Person} person
+ * @param {string} text
+ */
+async function say(person, text) {
+  const input = person.page.locator("#message-content");
+  await input.pressSequentially(text);
+  await input.press("Enter");
+  await composerReady(person.page);
+}
+
+/**
+ * The room's messages as a reader sees them: who said what, top to bottom.
+ * @param {import("playwright-core").Page} page
+ */
+function transcript(page) {
+  return page.locator("#messages article.message").evaluateAll((articles) =>
+    articles.map((article) => `${article.querySelector(".nickname")?.textContent}: ${article.querySelector(".content")?.textContent}`),
+  );
+}
+
+test(
+  "a message sent in one browser appears in the other within a second, without a reload, and once for its sender",
+  { timeout: TEST_TIMEOUT_MS },
+  async (t) => {
+    assert.equal(maya.page.url(), theo.page.url(), "both landed in the same room");
+    await Promise.all(
+      [maya, theo].map((p) => p.page.locator('#connection-status[data-state="online"]').waitFor()),
+    );
+    await theo.page.evaluate(() => {
+      /** @type {any} */ (window).__marker = 1;
+    });
+    const text = "Morning Theo! Is the staging deploy out yet?";
+
+    const input = maya.page.locator("#message-content");
+    await input.pressSequentially(text);
+    const sentAt = Date.now();
+    await input.press("Enter");
+    await listed(theo.page, text).waitFor({ timeout: LIVE_WITHIN_MS });
+    t.diagnostic(`shown on the other page ${Date.now() - sentAt} ms after Enter`);
+
+    assert.equal(await theo.page.evaluate(() => /** @type {any} */ (window).__marker), 1, "theo's page was not reloaded");
+    assert.equal(await listed(theo.page, text).count(), 1);
+
+    // The sender's page gets the message twice — in the POST's answer and as a
+    // broadcast — so count only after both have arrived.
+    await composerReady(maya.page);
+    await eventually("the broadcast to reach maya's page", () =>
+      maya.frames.some((frame) => JSON.parse(frame).message?.content === text),
+    );
+    assert.equal(await listed(maya.page, text).count(), 1, "the message is shown once on maya's page");
+  },
+);
+
+test(
+  "a short conversation reads the same in both browsers",
+  { timeout: TEST_TIMEOUT_MS },
+  async () => {
+    const conversation = /** @type {const} */ ([
+      [() => theo, "Yes, it went out ten minutes ago. Smoke tests are green."],
+      [() => maya, "Great, I'll let the support team know it's live."],
+      [() => theo, "Thanks! Grabbing a coffee, back in five."],
+    ]);
+    for (const [author, text] of conversation) {
+      await say(author(), text);
+      const reader = author() === maya ? theo : maya;
+      await listed(reader.page, text).waitFor({ timeout: LIVE_WITHIN_MS });
+    }
+
+    const [seenByMaya, seenByTheo] = await Promise.all([transcript(maya.page), transcript(theo.page)]);
+    assert.deepEqual(seenByTheo, seenByMaya);
+    assert.deepEqual(
+      seenByMaya.slice(-3),
+      conversation.map(([author, text]) => `${author().nickname}: ${text}`),
+    );
+
+    await maya.page.screenshot({ path: path.join(ARTIFACTS, "chat-a.png") });
+    await theo.page.screenshot({ path: path.join(ARTIFACTS, "chat-b.png") });
+  },
+);
+
+test(
+  "without JavaScript the form posts, redirects back to the room and lists the message",
+  { timeout: TEST_TIMEOUT_MS },
+  async () => {
+    const ines = await signUpInBrowser(
+      { email: "ines@example.com", nickname: "ines", password: "correct horse 3" },
+      { javaScriptEnabled: false },
+    );
+    const { page } = ines;
+    const room = new URL(page.url()).pathname;
+    const text = "Posting from a browser with scripts turned off.";
+
+    await page.locator("#message-content").fill(text);
+    const answered = page.waitForResponse(
+      (r) => r.request().method() === "POST" && new URL(r.url()).pathname === `${room}/messages`,
+    );
+    await page.locator("#message-content").press("Enter");
+    const response = await answered;
+
+    assert.equal(response.status(), 303);
+    assert.equal(await response.headerValue("location"), room);
+    await listed(page, text).waitFor();
+    assert.equal(new URL(page.url()).pathname, room);
+    assert.equal(await listed(page, text).count(), 1);
+    // Nothing live happened: the page's script never ran.
+    assert.equal(await page.locator("#connection-status").getAttribute("data-state"), "offline");
+    await page.context().close();
+  },
+);
