@@ -6,10 +6,12 @@
 //! - [`protocol`]: client commands and server frames, parsed and encoded once.
 //! - [`registry`]: streams, their subscribers, and the fan-out of one broadcast.
 //! - [`channel`]: the [`Channel`] trait applications implement.
+//! - [`broker`]: carrying broadcasts between nodes through Redis pub/sub.
 //! - [`origin`]: which `Origin`s may open a cable.
 //! - [`server`]: the [`Cable`] handle: configuration, upgrade, broadcast, shutdown.
 //! - `session`: one connection's read/write loop.
 
+pub mod broker;
 pub mod channel;
 pub mod origin;
 pub mod protocol;
@@ -17,6 +19,7 @@ pub mod registry;
 pub mod server;
 mod session;
 
+pub use broker::{BrokerEvent, RedisBroker};
 pub use channel::{Channel, Params, Rejection, Subscription};
 pub use origin::OriginPolicy;
 pub use protocol::{ActionData, DisconnectReason};

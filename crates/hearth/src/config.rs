@@ -26,6 +26,39 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat (the default).
     Serve(Config),
+    /// Create or update the database schema, then exit.
+    Migrate(MigrateArgs),
+    /// Copy a whole instance from one database to another (e.g. SQLite to
+    /// PostgreSQL), then check that the counts match.
+    Copy(CopyArgs),
+}
+
+/// `hearth migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The database to migrate; defaults to SQLite in the data folder.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Folder for the SQLite database, when no URL is given.
+    #[arg(long, env = "HEARTH_DATA", default_value = "./hearth-data")]
+    pub data_dir: PathBuf,
+}
+
+/// `hearth copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The source database, e.g. sqlite://hearth-data/hearth.db
+    #[arg(long)]
+    pub from: String,
+
+    /// The target database, e.g. postgres://hearth@db/hearth; must hold no chat data yet.
+    #[arg(long)]
+    pub to: String,
+
+    /// Also copy sign-in sessions, so nobody has to sign in again.
+    #[arg(long)]
+    pub with_sessions: bool,
 }
 
 /// How `hearth serve` runs.
@@ -38,6 +71,20 @@ pub struct Config {
     /// Folder for the SQLite database.
     #[arg(long, env = "HEARTH_DATA", default_value = "./hearth-data")]
     pub data_dir: PathBuf,
+
+    /// The database: `sqlite://…` or `postgres://…`; defaults to SQLite in the data folder.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Redis, to fan broadcasts out between several nodes (e.g. redis://127.0.0.1:6379);
+    /// without it broadcasts stay in this process.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the Redis channels: broadcasts go to `<prefix>:<stream>`, as
+    /// Action Cable's Redis adapter with `channel_prefix` does.
+    #[arg(long, env = "HEARTH_REDIS_CHANNEL_PREFIX", default_value = "hearth")]
+    pub redis_channel_prefix: String,
 
     /// Another origin allowed to open the cable and post forms
     /// (e.g. https://chat.example.com); repeat or separate with commas.
@@ -76,6 +123,13 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The database URL in force: the configured one, else SQLite in the data folder.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| crate::db::sqlite_url(&self.data_dir))
+    }
+
     /// The configuration `hearth serve` would use with these arguments
     /// (without the program name) and the environment.
     pub fn from_args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(
@@ -86,7 +140,7 @@ impl Config {
         );
         match cli.command {
             Some(Command::Serve(config)) => config,
-            None => cli.serve,
+            _ => cli.serve,
         }
     }
 }

@@ -4,18 +4,23 @@
 //! - [`config`]: command-line and environment settings.
 //! - [`error`]: the app's error type and its HTTP answers.
 //! - [`domain`]: parsed field types (`Email`, `Nickname`, `RoomName`, …).
+//! - [`copy`]: `hearth copy`, moving an instance between databases.
 //! - [`db`]: SQL, one module per table, portable between SQLite and PostgreSQL.
-//! - [`writer`]: the single path that stores messages and broadcasts them.
+//! - [`writer`]: the single path that stores messages (group commit).
+//! - [`relay`]: hands each room's messages to local subscribers once and in
+//!   order, across nodes (Redis) and gaps (the database).
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
 //! - [`templates`]: page and partial types for the Askama templates.
 
 pub mod channels;
 pub mod config;
+pub mod copy;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod relay;
 pub mod templates;
 pub mod writer;
 
@@ -24,8 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cable::{Cable, OriginPolicy};
-use serde_json::value::RawValue;
+use cable::{Cable, OriginPolicy, RedisBroker};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +49,10 @@ pub struct AppState {
     pub cable: Cable<CurrentUser>,
     /// Where messages are posted.
     pub writer: writer::MessageWriter,
+    /// The relay's counters.
+    pub relay: relay::RelayHandle,
+    /// The Redis broker, when several nodes share the work.
+    pub broker: Option<RedisBroker>,
     /// Password hashing, with the decoy hash for unknown emails.
     pub passwords: Passwords,
     /// Origins allowed besides the server's own.
@@ -53,31 +61,42 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
+/// How often a node with a broker compares its rooms with the database.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
 /// A built app: its state and the background tasks it owns.
 pub struct App {
     state: AppState,
-    /// The message writer task; stopped and awaited at shutdown.
+    /// The message writer task; stopped first at shutdown, so every accepted
+    /// post is stored and handed to the relay.
     writer_task: JoinHandle<()>,
     stop_writer: CancellationToken,
-}
-
-struct CableBroadcast(Cable<CurrentUser>);
-
-impl writer::Broadcast for CableBroadcast {
-    fn broadcast(&self, stream: &str, message: &RawValue) {
-        self.0.broadcast(stream, message);
-    }
+    /// The relay task; stopped after the writer, once nothing more can arrive.
+    relay_task: JoinHandle<()>,
+    stop_relay: CancellationToken,
 }
 
 impl App {
     /// Opens the database (running migrations), creates "general" if needed,
     /// and starts the cable engine and the message writer.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
-        let db = db::connect(&db::sqlite_url(&config.data_dir)).await?;
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+        }
+        let db = db::connect(&config.database_url()).await?;
         db::chatrooms::ensure_general(&db).await?;
 
+        let stop_relay = CancellationToken::new();
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let broker = match &config.redis_url {
+            Some(url) => Some(
+                RedisBroker::start(url, &config.redis_channel_prefix, events_tx, stop_relay.clone())
+                    .context("reading the Redis URL")?,
+            ),
+            None => None,
+        };
+        let (relay, relay_task) = relay::relay(db.clone(), broker.clone());
         let origins = OriginPolicy::new(config.allowed_origins.iter().cloned());
         let (writer, writer_task) = writer::channel();
         let cable = Cable::builder(cable::Config {
@@ -89,28 +108,35 @@ impl App {
         })
         .channel(
             "ChatroomChannel",
-            channels::ChatroomChannel::new(db.clone(), writer.clone()),
+            channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone()),
         )
         .build();
 
-        let stop_writer = CancellationToken::new();
-        let writer_task = tokio::spawn(writer_task.run(
-            db.clone(),
-            CableBroadcast(cable.clone()),
-            stop_writer.clone(),
+        let relay_task = tokio::spawn(relay_task.run(
+            cable.clone(),
+            events,
+            RECONCILE_EVERY,
+            stop_relay.clone(),
         ));
+        let stop_writer = CancellationToken::new();
+        let writer_task =
+            tokio::spawn(writer_task.run(db.clone(), relay.clone(), stop_writer.clone()));
         let passwords = Passwords::new().await?;
         Ok(Self {
             state: AppState {
                 db,
                 cable,
                 writer,
+                relay,
+                broker,
                 passwords,
                 origins,
                 config: Arc::new(config),
             },
             writer_task,
             stop_writer,
+            relay_task,
+            stop_relay,
         })
     }
 
@@ -132,6 +158,8 @@ pub async fn serve(
         state,
         writer_task,
         stop_writer,
+        relay_task,
+        stop_relay,
     } = app;
     let cable = state.cable.clone();
     let db = state.db.clone();
@@ -153,6 +181,10 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("the message writer did not finish in time");
+    }
+    stop_relay.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, relay_task).await.is_err() {
+        tracing::warn!("the relay did not finish in time");
     }
     db.close().await;
     tracing::info!("stopped");

@@ -1,7 +1,7 @@
 //! The `hearth` binary: parse the command line, set up logging, serve.
 
 use clap::Parser;
-use hearth::config::{Cli, Command, Config, LogFormat};
+use hearth::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -10,20 +10,38 @@ async fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Serve(config)) => config,
         None => cli.serve,
+        Some(Command::Migrate(args)) => {
+            init_tracing(LogFormat::Text);
+            let url = args
+                .database_url
+                .unwrap_or_else(|| hearth::db::sqlite_url(&args.data_dir));
+            if url.starts_with("sqlite:") {
+                std::fs::create_dir_all(&args.data_dir)?;
+            }
+            hearth::db::connect(&url).await?.close().await;
+            println!("{} is up to date", hearth::db::redact(&url));
+            return Ok(());
+        }
+        Some(Command::Copy(args)) => {
+            init_tracing(LogFormat::Text);
+            let report = hearth::copy::copy(&args.from, &args.to, args.with_sessions).await?;
+            println!("copied {report}; counts verified");
+            return Ok(());
+        }
     };
-    init_tracing(&config);
+    init_tracing(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     let app = hearth::App::build(config).await?;
     hearth::serve(listener, app, shutdown_signal()).await
 }
 
-fn init_tracing(config: &Config) {
+fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("hearth=info,cable=info,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

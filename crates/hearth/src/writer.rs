@@ -3,11 +3,13 @@
 //! Posts from every HTTP request and every `speak` go through one task. It
 //! takes whatever is waiting, stores it in one transaction (group commit: one
 //! fsync for the lot), and only after the commit broadcasts each message, in
-//! the order of the room's sequence. So a message is never broadcast unless it
+//! the order of the room's sequence (through the [`crate::relay`]). So a message is never broadcast unless it
 //! is stored, and subscribers see each room's messages in order.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::Serialize;
-use serde_json::value::RawValue;
 use sqlx::Acquire;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::messages::{self, Message};
 use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
+use crate::relay::RelayHandle;
 use crate::templates::MessagePartial;
 
 /// Most posts stored in one transaction.
@@ -84,35 +87,56 @@ impl<'a> MessagePayload<'a> {
     }
 }
 
-/// Somewhere broadcasts go: the cable engine in the app, a recorder in tests.
-pub trait Broadcast: Send + Sync + 'static {
-    /// Sends `message` to every subscriber of `stream`.
-    fn broadcast(&self, stream: &str, message: &RawValue);
-}
-
 struct Post {
     message: NewMessage,
     reply: oneshot::Sender<Result<Message, PostError>>,
 }
 
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Messages stored.
+    pub stored: AtomicU64,
+    /// Transactions committed (each stores a batch).
+    pub commits: AtomicU64,
+    /// Time spent storing batches, begin to commit, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
 /// The handle requests use to post; cheap to clone.
 #[derive(Clone)]
 pub struct MessageWriter {
+    /// To the writer task; bounded by [`QUEUE`], so a flood of posts waits
+    /// instead of growing memory.
     posts: mpsc::Sender<Post>,
+    stats: Arc<WriterStats>,
 }
 
-/// The writer task's side, started once the broadcaster exists.
+/// The writer task's side, started once the relay exists.
 pub struct WriterTask {
     posts: mpsc::Receiver<Post>,
+    stats: Arc<WriterStats>,
 }
 
 /// A writer handle and the task to run it with.
 pub fn channel() -> (MessageWriter, WriterTask) {
     let (posts, rx) = mpsc::channel(QUEUE);
-    (MessageWriter { posts }, WriterTask { posts: rx })
+    let stats = Arc::new(WriterStats::default());
+    (
+        MessageWriter {
+            posts,
+            stats: stats.clone(),
+        },
+        WriterTask { posts: rx, stats },
+    )
 }
 
 impl MessageWriter {
+    /// Counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
     /// Stores and broadcasts a message; returns it once committed.
     pub async fn post(&self, message: NewMessage) -> Result<Message, PostError> {
         let (reply, answer) = oneshot::channel();
@@ -127,7 +151,7 @@ impl MessageWriter {
 impl WriterTask {
     /// Runs until `stop` is cancelled, then refuses new posts, stores and
     /// broadcasts those already queued, and returns.
-    pub async fn run(mut self, db: Db, broadcaster: impl Broadcast, stop: CancellationToken) {
+    pub async fn run(mut self, db: Db, relay: RelayHandle, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let received = tokio::select! {
@@ -140,13 +164,18 @@ impl WriterTask {
             if received == 0 {
                 break;
             }
+            let started = std::time::Instant::now();
             let stored = store(&db, &batch).await;
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .commit_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let ok = stored.iter().filter(|r| r.is_ok()).count();
+            self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
             for (post, result) in batch.drain(..).zip(stored) {
                 if let Ok(message) = &result {
                     match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
-                        Ok(payload) => {
-                            broadcaster.broadcast(&room_stream(message.chatroom_id), &payload)
-                        }
+                        Ok(payload) => relay.stored(message.chatroom_id, message.seq, payload),
                         Err(error) => tracing::error!(%error, "could not encode a message payload"),
                     }
                 }

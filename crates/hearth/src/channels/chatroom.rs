@@ -8,18 +8,20 @@ use serde_json::value::{RawValue, to_raw_value};
 use crate::db::{self, Db};
 use crate::domain::MessageContent;
 use crate::http::auth::CurrentUser;
+use crate::relay::RelayHandle;
 use crate::writer::{MessageWriter, NewMessage, PostError, room_stream};
 
 /// Identifier `{"channel":"ChatroomChannel","id":<room id>}`.
 pub struct ChatroomChannel {
     db: Db,
     writer: MessageWriter,
+    relay: RelayHandle,
 }
 
 impl ChatroomChannel {
     /// A channel reading rooms from `db` and posting through `writer`.
-    pub fn new(db: Db, writer: MessageWriter) -> Self {
-        Self { db, writer }
+    pub fn new(db: Db, writer: MessageWriter, relay: RelayHandle) -> Self {
+        Self { db, writer, relay }
     }
 }
 
@@ -48,10 +50,13 @@ impl Channel<CurrentUser> for ChatroomChannel {
         params: &Params,
     ) -> Result<Subscription, Rejection> {
         let id = room_id(params).ok_or_else(|| Rejection("missing or malformed room id".into()))?;
-        match db::chatrooms::find(&self.db, id).await {
-            Ok(Some(room)) => Ok(Subscription {
-                streams: vec![room_stream(room.id)],
-            }),
+        match db::chatrooms::last_seq(&self.db, id).await {
+            Ok(Some(last_seq)) => {
+                self.relay.track(id, last_seq);
+                Ok(Subscription {
+                    streams: vec![room_stream(id)],
+                })
+            }
             Ok(None) => Err(Rejection(format!("no chatroom {id}"))),
             Err(error) => Err(Rejection(format!("database error: {error}"))),
         }

@@ -79,3 +79,16 @@ pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
     .await?;
     Ok(())
 }
+
+/// The newest sequence of each room: `(id, last_seq)`.
+pub async fn last_seqs(db: &Db) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as("SELECT id, last_seq FROM chatrooms").fetch_all(db).await
+}
+
+/// The newest sequence of one room.
+pub async fn last_seq(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT last_seq FROM chatrooms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}

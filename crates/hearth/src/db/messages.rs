@@ -71,3 +71,25 @@ pub async fn insert(
     .fetch_one(conn)
     .await
 }
+
+/// A room's messages with `after < seq < before`, oldest first, at most `limit`.
+pub async fn between(
+    db: &Db,
+    chatroom_id: i64,
+    after: i64,
+    before: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Message>> {
+    sqlx::query_as(
+        "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at
+         FROM messages m JOIN users u ON u.id = m.user_id
+         WHERE m.chatroom_id = $1 AND m.seq > $2 AND m.seq < $3
+         ORDER BY m.seq LIMIT $4",
+    )
+    .bind(chatroom_id)
+    .bind(after)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

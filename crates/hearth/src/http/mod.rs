@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cable;
 pub mod chatrooms;
 pub mod messages;
+pub mod ops;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(cable::router())
         .merge(assets::router())
+        .merge(ops::router())
         .fallback(chatrooms::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

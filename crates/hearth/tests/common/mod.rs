@@ -20,6 +20,65 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// A database of its own for one test: a fresh PostgreSQL database when
+/// `HEARTH_TEST_POSTGRES_URL` is set (dropped afterwards), else none, and the
+/// server uses SQLite in its temporary data folder.
+pub struct TestDatabase {
+    /// The `--database-url` to give the server, if not SQLite.
+    pub url: Option<String>,
+    admin: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh database for this test.
+    pub async fn create() -> Self {
+        let Ok(admin_url) = std::env::var("HEARTH_TEST_POSTGRES_URL") else {
+            return Self { url: None, admin: None };
+        };
+        let name = format!("hearth_test_{}", uuid_like());
+        Self::admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        Self {
+            url: Some(format!("{base}/{name}")),
+            admin: Some((admin_url, name)),
+        }
+    }
+
+    /// Whether the suite runs against PostgreSQL.
+    pub fn postgres_configured() -> bool {
+        std::env::var("HEARTH_TEST_POSTGRES_URL").is_ok()
+    }
+
+    async fn admin(admin_url: &str, sql: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("HEARTH_TEST_POSTGRES_URL must reach PostgreSQL");
+        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+        let _ = conn.close().await;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.admin.take() else { return };
+        // Drop runs outside async code: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(Self::admin(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        })
+        .join();
+    }
+}
+
+/// A random lowercase hex string, unique enough to name test resources.
+pub fn uuid_like() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = RandomState::new().hash_one(std::process::id());
+    format!("{a:016x}{b:08x}")[..20].to_owned()
+}
+
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -27,6 +86,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// The server's own pool, for checking what was stored.
     pub db: hearth::db::Db,
+    /// Its PostgreSQL database, if the suite runs on PostgreSQL; dropped last.
+    pub database: Option<std::sync::Arc<TestDatabase>>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -47,8 +108,16 @@ impl TestApp {
         Self::spawn_with(&[]).await
     }
 
-    /// Starts a server with extra `hearth serve` arguments.
+    /// Starts a server with extra `hearth serve` arguments, on a fresh
+    /// database of its own.
     pub async fn spawn_with(args: &[&str]) -> Self {
+        let database = std::sync::Arc::new(TestDatabase::create().await);
+        Self::spawn_on(Some(database), args).await
+    }
+
+    /// Starts a server on `database` (shared by several nodes), or on SQLite
+    /// in its own folder when `None` or when the database is not PostgreSQL.
+    pub async fn spawn_on(database: Option<std::sync::Arc<TestDatabase>>, args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut all = vec![
             "--bind".to_string(),
@@ -56,6 +125,9 @@ impl TestApp {
             "--data-dir".to_string(),
             data_dir.path().display().to_string(),
         ];
+        if let Some(url) = database.as_ref().and_then(|d| d.url.clone()) {
+            all.extend(["--database-url".to_string(), url]);
+        }
         all.extend(args.iter().map(|a| a.to_string()));
         let config = hearth::Config::from_args(all);
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -73,6 +145,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             data_dir,
             db,
+            database,
             stop: Some(stop),
             server: Some(server),
         }

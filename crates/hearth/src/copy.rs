@@ -1,0 +1,200 @@
+//! `hearth copy`: moves a whole instance from one database to another — the
+//! path from one SQLite node to PostgreSQL — and checks the counts after.
+
+use anyhow::{Context, bail};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{self, Db};
+
+/// Rows read and written per round trip.
+const CHUNK: i64 = 1000;
+
+/// How many rows of each table were copied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub users: i64,
+    pub chatrooms: i64,
+    pub messages: i64,
+    pub sessions: i64,
+}
+
+impl std::fmt::Display for CopyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} users, {} chatrooms, {} messages, {} sessions",
+            self.users, self.chatrooms, self.messages, self.sessions
+        )
+    }
+}
+
+/// One table's copy: its columns, in the order both sides use.
+struct Table {
+    name: &'static str,
+    key: &'static str,
+    columns: &'static [(&'static str, Kind)],
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Int,
+    Text,
+}
+
+const USERS: Table = Table {
+    name: "users",
+    key: "id",
+    columns: &[
+        ("id", Kind::Int),
+        ("email", Kind::Text),
+        ("nickname", Kind::Text),
+        ("password_hash", Kind::Text),
+        ("created_at", Kind::Int),
+    ],
+};
+const CHATROOMS: Table = Table {
+    name: "chatrooms",
+    key: "id",
+    columns: &[
+        ("id", Kind::Int),
+        ("name", Kind::Text),
+        ("last_seq", Kind::Int),
+        ("created_at", Kind::Int),
+    ],
+};
+const MESSAGES: Table = Table {
+    name: "messages",
+    key: "id",
+    columns: &[
+        ("id", Kind::Int),
+        ("chatroom_id", Kind::Int),
+        ("seq", Kind::Int),
+        ("user_id", Kind::Int),
+        ("content", Kind::Text),
+        ("created_at", Kind::Int),
+    ],
+};
+const SESSIONS: Table = Table {
+    name: "sessions",
+    key: "token_hash",
+    columns: &[
+        ("token_hash", Kind::Text),
+        ("user_id", Kind::Int),
+        ("created_at", Kind::Int),
+        ("expires_at", Kind::Int),
+    ],
+};
+
+/// Copies every user, room and message (and sessions if asked) from `from`
+/// to `to`, in one transaction on the target, then compares the counts.
+/// The target may hold empty rooms (a server started on it creates
+/// "general"), but no users or messages.
+pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<CopyReport> {
+    let source = db::connect(from).await.context("opening the source")?;
+    let target = db::connect(to).await.context("opening the target")?;
+    for table in ["users", "messages"] {
+        if count(&target, table).await? > 0 {
+            bail!("the target already holds {table}; copy only into a fresh database");
+        }
+    }
+
+    let mut tx = target.begin().await?;
+    sqlx::query("DELETE FROM chatrooms").execute(&mut *tx).await?;
+    let mut report = CopyReport {
+        users: copy_table(&source, &mut tx, &USERS).await?,
+        chatrooms: copy_table(&source, &mut tx, &CHATROOMS).await?,
+        messages: copy_table(&source, &mut tx, &MESSAGES).await?,
+        sessions: 0,
+    };
+    if with_sessions {
+        report.sessions = copy_table(&source, &mut tx, &SESSIONS).await?;
+    }
+    if to.starts_with("postgres") {
+        // Rows came with their ids: move each identity past the largest, so new
+        // rows do not collide. (SQLite's AUTOINCREMENT tracks this by itself.)
+        for table in ["users", "chatrooms", "messages"] {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                 COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+            );
+            sqlx::query(&sql).execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+
+    for (table, copied) in [
+        ("users", report.users),
+        ("chatrooms", report.chatrooms),
+        ("messages", report.messages),
+    ] {
+        let (there, here) = (count(&source, table).await?, count(&target, table).await?);
+        if there != here || here != copied {
+            bail!("{table}: the source has {there}, the target {here} after copying {copied}");
+        }
+    }
+    source.close().await;
+    target.close().await;
+    Ok(report)
+}
+
+async fn count(db: &Db, table: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(db)
+        .await
+}
+
+async fn copy_table(
+    source: &Db,
+    target: &mut sqlx::AnyConnection,
+    table: &Table,
+) -> anyhow::Result<i64> {
+    let names: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let select = format!(
+        "SELECT {} FROM {} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
+        names.join(", "),
+        table.name,
+        key = table.key
+    );
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        names.join(", "),
+        placeholders.join(", ")
+    );
+    let text_key = matches!(table.columns[0].1, Kind::Text);
+    let mut after_int = i64::MIN;
+    let mut after_text = String::new();
+    let mut copied = 0;
+    loop {
+        let query = sqlx::query(&select);
+        let query = if text_key {
+            query.bind(after_text.clone())
+        } else {
+            query.bind(after_int)
+        };
+        let rows: Vec<AnyRow> = query.bind(CHUNK).fetch_all(source).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let mut query = sqlx::query(&insert);
+            for (index, (_, kind)) in table.columns.iter().enumerate() {
+                query = match kind {
+                    Kind::Int => query.bind(row.try_get::<i64, _>(index)?),
+                    Kind::Text => query.bind(row.try_get::<String, _>(index)?),
+                };
+            }
+            query.execute(&mut *target).await?;
+        }
+        let last = rows.last().expect("not empty");
+        if text_key {
+            after_text = last.try_get(0)?;
+        } else {
+            after_int = last.try_get(0)?;
+        }
+        copied += rows.len() as i64;
+    }
+    Ok(copied)
+}
