@@ -99,7 +99,11 @@ impl RedisBroker {
     /// a Redis outage loses the publish, which the status counts.
     pub fn publish(&self, stream: &str, payload: &str) {
         let channel = format!("{}:{stream}", self.prefix);
-        if self.publishes.try_send((channel, payload.to_owned())).is_err() {
+        if self
+            .publishes
+            .try_send((channel, payload.to_owned()))
+            .is_err()
+        {
             self.status.publish_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -139,7 +143,9 @@ async fn subscribe_loop(
                     status.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 info!(pattern, reconnected = was_up, "subscribed to Redis");
-                let _ = events.send(BrokerEvent::Up { reconnected: was_up });
+                let _ = events.send(BrokerEvent::Up {
+                    reconnected: was_up,
+                });
                 was_up = true;
                 let mut messages = pubsub.on_message();
                 loop {
@@ -149,7 +155,9 @@ async fn subscribe_loop(
                     };
                     let Some(message) = message else { break };
                     let channel = message.get_channel_name();
-                    let Some(stream) = channel.get(strip..) else { continue };
+                    let Some(stream) = channel.get(strip..) else {
+                        continue;
+                    };
                     let Ok(payload) = message.get_payload::<String>() else {
                         warn!(channel, "ignoring a non-UTF-8 broadcast from Redis");
                         continue;
@@ -208,7 +216,9 @@ async fn publish_loop(
                 continue;
             }
         };
-        let Some((channel, payload)) = next else { return };
+        let Some((channel, payload)) = next else {
+            return;
+        };
         let Some(conn) = connection.as_mut() else {
             status.publish_failures.fetch_add(1, Ordering::Relaxed);
             continue;

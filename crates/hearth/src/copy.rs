@@ -100,7 +100,9 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
     }
 
     let mut tx = target.begin().await?;
-    sqlx::query("DELETE FROM chatrooms").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM chatrooms")
+        .execute(&mut *tx)
+        .await?;
     let mut report = CopyReport {
         users: copy_table(&source, &mut tx, &USERS).await?,
         chatrooms: copy_table(&source, &mut tx, &CHATROOMS).await?,

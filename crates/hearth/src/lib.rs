@@ -81,8 +81,9 @@ impl App {
     /// and starts the cable engine and the message writer.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data folder {}", config.data_dir.display())
+            })?;
         }
         let db = db::connect(&config.database_url()).await?;
         db::chatrooms::ensure_general(&db).await?;
@@ -91,8 +92,13 @@ impl App {
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let broker = match &config.redis_url {
             Some(url) => Some(
-                RedisBroker::start(url, &config.redis_channel_prefix, events_tx, stop_relay.clone())
-                    .context("reading the Redis URL")?,
+                RedisBroker::start(
+                    url,
+                    &config.redis_channel_prefix,
+                    events_tx,
+                    stop_relay.clone(),
+                )
+                .context("reading the Redis URL")?,
             ),
             None => None,
         };
@@ -183,7 +189,10 @@ pub async fn serve(
         tracing::warn!("the message writer did not finish in time");
     }
     stop_relay.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, relay_task).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, relay_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("the relay did not finish in time");
     }
     db.close().await;

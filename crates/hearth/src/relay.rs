@@ -40,7 +40,11 @@ pub struct RelayStats {
 
 enum Input {
     /// Stored by this node's writer.
-    Stored { chatroom_id: i64, seq: i64, payload: Box<RawValue> },
+    Stored {
+        chatroom_id: i64,
+        seq: i64,
+        payload: Box<RawValue>,
+    },
     /// A local client subscribed to a room whose newest message is `last_seq`.
     Track { chatroom_id: i64, last_seq: i64 },
 }
@@ -57,12 +61,19 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// A message was committed by this node.
     pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>) {
-        let _ = self.inputs.send(Input::Stored { chatroom_id, seq, payload });
+        let _ = self.inputs.send(Input::Stored {
+            chatroom_id,
+            seq,
+            payload,
+        });
     }
 
     /// A local client follows `chatroom_id`, whose newest message is `last_seq`.
     pub fn track(&self, chatroom_id: i64, last_seq: i64) {
-        let _ = self.inputs.send(Input::Track { chatroom_id, last_seq });
+        let _ = self.inputs.send(Input::Track {
+            chatroom_id,
+            last_seq,
+        });
     }
 
     /// Counters.
@@ -95,7 +106,10 @@ pub fn relay(db: Db, broker: Option<RedisBroker>) -> (RelayHandle, RelayTask) {
     let (inputs, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(RelayStats::default());
     (
-        RelayHandle { inputs, stats: stats.clone() },
+        RelayHandle {
+            inputs,
+            stats: stats.clone(),
+        },
         RelayTask {
             db,
             broker,
@@ -159,14 +173,21 @@ impl Relay {
 
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Stored { chatroom_id, seq, payload } => {
+            Input::Stored {
+                chatroom_id,
+                seq,
+                payload,
+            } => {
                 let stream = room_stream(chatroom_id);
                 if let Some(broker) = &self.broker {
                     broker.publish(&stream, payload.get());
                 }
                 self.accept(chatroom_id, seq, &payload).await;
             }
-            Input::Track { chatroom_id, last_seq } => {
+            Input::Track {
+                chatroom_id,
+                last_seq,
+            } => {
                 self.delivered.entry(chatroom_id).or_insert(last_seq);
             }
         }
@@ -179,8 +200,12 @@ impl Relay {
                     tracing::warn!(stream, "ignoring a broadcast that is not JSON");
                     return;
                 };
-                let room = stream.strip_prefix("chatrooms:").and_then(|id| id.parse::<i64>().ok());
-                let seq = serde_json::from_str::<Sequenced>(payload.get()).ok().and_then(|s| s.seq);
+                let room = stream
+                    .strip_prefix("chatrooms:")
+                    .and_then(|id| id.parse::<i64>().ok());
+                let seq = serde_json::from_str::<Sequenced>(payload.get())
+                    .ok()
+                    .and_then(|s| s.seq);
                 match (room, seq) {
                     (Some(room), Some(seq)) => self.accept(room, seq, &payload).await,
                     // Not one of Hearth's messages (e.g. from a Rails app): pass it on.
@@ -215,14 +240,17 @@ impl Relay {
     /// Delivers the room's stored messages with `after < seq < before`.
     async fn fill(&mut self, room: i64, mut after: i64, before: i64) {
         while after + 1 < before {
-            let missed = match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
-                Ok(missed) => missed,
-                Err(error) => {
-                    tracing::error!(%error, room, "could not load missed messages");
-                    return;
-                }
+            let missed =
+                match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
+                    Ok(missed) => missed,
+                    Err(error) => {
+                        tracing::error!(%error, room, "could not load missed messages");
+                        return;
+                    }
+                };
+            let Some(newest) = missed.last().map(|m| m.seq) else {
+                return;
             };
-            let Some(newest) = missed.last().map(|m| m.seq) else { return };
             for message in &missed {
                 match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
                     Ok(payload) => {
@@ -231,8 +259,15 @@ impl Relay {
                     Err(error) => tracing::error!(%error, "could not encode a message payload"),
                 }
             }
-            self.stats.filled.fetch_add(missed.len() as u64, Ordering::Relaxed);
-            tracing::info!(room, from = after + 1, to = newest, "filled a gap from the database");
+            self.stats
+                .filled
+                .fetch_add(missed.len() as u64, Ordering::Relaxed);
+            tracing::info!(
+                room,
+                from = after + 1,
+                to = newest,
+                "filled a gap from the database"
+            );
             self.delivered.insert(room, newest);
             after = newest;
         }

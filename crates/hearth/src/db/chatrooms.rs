@@ -67,22 +67,28 @@ pub async fn insert(db: &Db, name: &RoomName) -> Result<Chatroom, InsertChatroom
         })
 }
 
-/// Creates "general" unless it exists.
+/// Creates "general" unless it exists. Several nodes may start at once: the
+/// loser of that race sees a unique violation, which means "exists" too.
 pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
-    sqlx::query(
+    let created = sqlx::query(
         "INSERT INTO chatrooms (name, created_at) SELECT $1, $2
          WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE lower(name) = $1)",
     )
     .bind(GENERAL)
     .bind(now_millis())
     .execute(db)
-    .await?;
-    Ok(())
+    .await;
+    match created {
+        Err(error) if !is_unique_violation(&error) => Err(error),
+        _ => Ok(()),
+    }
 }
 
 /// The newest sequence of each room: `(id, last_seq)`.
 pub async fn last_seqs(db: &Db) -> sqlx::Result<Vec<(i64, i64)>> {
-    sqlx::query_as("SELECT id, last_seq FROM chatrooms").fetch_all(db).await
+    sqlx::query_as("SELECT id, last_seq FROM chatrooms")
+        .fetch_all(db)
+        .await
 }
 
 /// The newest sequence of one room.

@@ -53,7 +53,11 @@ async fn show_readiness(State(state): State<AppState>) -> Response {
     let database = probe_database(&state).await.is_some();
     let broker = broker_state(&state);
     let ready = database && broker != "degraded";
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "degraded" },
         "database": if database { "ok" } else { "unreachable" },
@@ -63,17 +67,44 @@ async fn show_readiness(State(state): State<AppState>) -> Response {
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 async fn show_metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let cable = state.cable.stats();
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    metric(&mut out, "hearth_connections", "gauge", "Open cable connections.", load(&cable.connections));
-    metric(&mut out, "hearth_subscriptions", "gauge", "Active channel subscriptions.", load(&cable.subscriptions));
-    metric(&mut out, "hearth_broadcasts_total", "counter", "Broadcasts delivered on this node.", load(&cable.broadcasts));
-    metric(&mut out, "hearth_deliveries_total", "counter", "Frames queued to subscribers.", load(&cable.deliveries));
+    metric(
+        &mut out,
+        "hearth_connections",
+        "gauge",
+        "Open cable connections.",
+        load(&cable.connections),
+    );
+    metric(
+        &mut out,
+        "hearth_subscriptions",
+        "gauge",
+        "Active channel subscriptions.",
+        load(&cable.subscriptions),
+    );
+    metric(
+        &mut out,
+        "hearth_broadcasts_total",
+        "counter",
+        "Broadcasts delivered on this node.",
+        load(&cable.broadcasts),
+    );
+    metric(
+        &mut out,
+        "hearth_deliveries_total",
+        "counter",
+        "Frames queued to subscribers.",
+        load(&cable.deliveries),
+    );
     metric(
         &mut out,
         "hearth_queue_drops_total",
@@ -82,8 +113,20 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
         load(&cable.dropped),
     );
     let writer = state.writer.stats();
-    metric(&mut out, "hearth_messages_stored_total", "counter", "Messages stored by this node.", load(&writer.stored));
-    metric(&mut out, "hearth_message_commits_total", "counter", "Group commits of messages.", load(&writer.commits));
+    metric(
+        &mut out,
+        "hearth_messages_stored_total",
+        "counter",
+        "Messages stored by this node.",
+        load(&writer.stored),
+    );
+    metric(
+        &mut out,
+        "hearth_message_commits_total",
+        "counter",
+        "Group commits of messages.",
+        load(&writer.commits),
+    );
     metric(
         &mut out,
         "hearth_message_commit_seconds_total",
@@ -92,19 +135,80 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
         load(&writer.commit_micros) as f64 / 1e6,
     );
     let relay = state.relay.stats();
-    metric(&mut out, "hearth_relay_filled_total", "counter", "Missed messages loaded from the database and delivered.", load(&relay.filled));
-    metric(&mut out, "hearth_relay_duplicates_total", "counter", "Messages dropped as already delivered.", load(&relay.duplicates));
+    metric(
+        &mut out,
+        "hearth_relay_filled_total",
+        "counter",
+        "Missed messages loaded from the database and delivered.",
+        load(&relay.filled),
+    );
+    metric(
+        &mut out,
+        "hearth_relay_duplicates_total",
+        "counter",
+        "Messages dropped as already delivered.",
+        load(&relay.duplicates),
+    );
     if let Some(broker) = &state.broker {
         let status = broker.status();
-        metric(&mut out, "hearth_broker_up", "gauge", "1 while Redis is subscribed and publishable.", u8::from(status.healthy()));
-        metric(&mut out, "hearth_broker_published_total", "counter", "Broadcasts published to Redis.", load(&status.published));
-        metric(&mut out, "hearth_broker_publish_failures_total", "counter", "Broadcasts Redis did not take.", load(&status.publish_failures));
-        metric(&mut out, "hearth_broker_received_total", "counter", "Broadcasts received from Redis.", load(&status.received));
-        metric(&mut out, "hearth_broker_reconnects_total", "counter", "Redis subscriptions re-established.", load(&status.reconnects));
+        metric(
+            &mut out,
+            "hearth_broker_up",
+            "gauge",
+            "1 while Redis is subscribed and publishable.",
+            u8::from(status.healthy()),
+        );
+        metric(
+            &mut out,
+            "hearth_broker_published_total",
+            "counter",
+            "Broadcasts published to Redis.",
+            load(&status.published),
+        );
+        metric(
+            &mut out,
+            "hearth_broker_publish_failures_total",
+            "counter",
+            "Broadcasts Redis did not take.",
+            load(&status.publish_failures),
+        );
+        metric(
+            &mut out,
+            "hearth_broker_received_total",
+            "counter",
+            "Broadcasts received from Redis.",
+            load(&status.received),
+        );
+        metric(
+            &mut out,
+            "hearth_broker_reconnects_total",
+            "counter",
+            "Redis subscriptions re-established.",
+            load(&status.reconnects),
+        );
     }
     match probe_database(&state).await {
-        Some(latency) => metric(&mut out, "hearth_database_latency_seconds", "gauge", "Round trip of SELECT 1.", latency.as_secs_f64()),
-        None => metric(&mut out, "hearth_database_up", "gauge", "0 when the database did not answer.", 0),
+        Some(latency) => metric(
+            &mut out,
+            "hearth_database_latency_seconds",
+            "gauge",
+            "Round trip of SELECT 1.",
+            latency.as_secs_f64(),
+        ),
+        None => metric(
+            &mut out,
+            "hearth_database_up",
+            "gauge",
+            "0 when the database did not answer.",
+            0,
+        ),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }

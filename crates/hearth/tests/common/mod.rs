@@ -33,11 +33,17 @@ impl TestDatabase {
     /// A fresh database for this test.
     pub async fn create() -> Self {
         let Ok(admin_url) = std::env::var("HEARTH_TEST_POSTGRES_URL") else {
-            return Self { url: None, admin: None };
+            return Self {
+                url: None,
+                admin: None,
+            };
         };
         let name = format!("hearth_test_{}", uuid_like());
         Self::admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
-        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
         Self {
             url: Some(format!("{base}/{name}")),
             admin: Some((admin_url, name)),
@@ -61,11 +67,19 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.admin.take() else { return };
+        let Some((admin_url, name)) = self.admin.take() else {
+            return;
+        };
         // Drop runs outside async code: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(Self::admin(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(Self::admin(
+                &admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ));
         })
         .join();
     }
