@@ -3,23 +3,68 @@
 //! Everything that reads or writes the cable's JSON lives here, so the rest of
 //! the engine deals in typed values and pre-encoded frames only.
 
+use std::sync::Arc;
+
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The sub-protocol that Action Cable clients offer and servers echo.
 pub const PROTOCOL_V1_JSON: &str = "actioncable-v1-json";
+/// AnyCable's extended protocol: session ids, restore, stream positions, history.
+pub const PROTOCOL_V1_EXT_JSON: &str = "actioncable-v1-ext-json";
+
+/// Which dialect a connection speaks, chosen by sub-protocol at the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Plain Action Cable, as Rails speaks it.
+    V1,
+    /// AnyCable's `actioncable-v1-ext-json`.
+    Extended,
+}
+
+/// Where a client left off in one stream (extended protocol).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StreamPosition {
+    /// The history the offset belongs to; a different epoch means a different history.
+    pub epoch: String,
+    /// The last offset the client saw.
+    pub offset: i64,
+}
+
+/// A history request (extended protocol): what the client missed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HistoryRequest {
+    /// Unix seconds: streams without a known position are replayed from here.
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Known positions by stream name.
+    #[serde(default)]
+    pub streams: std::collections::HashMap<String, StreamPosition>,
+}
 
 /// A command sent by a client, as Action Cable's `subscriptions.js` writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    /// Subscribe to the channel named inside `identifier` (itself a JSON string).
-    Subscribe { identifier: String },
+    /// Subscribe to the channel named inside `identifier` (itself a JSON
+    /// string); extended clients may ask for history at the same time.
+    Subscribe {
+        identifier: String,
+        #[serde(default)]
+        history: Option<HistoryRequest>,
+    },
     /// Drop the subscription registered under exactly this `identifier`.
     Unsubscribe { identifier: String },
     /// Perform an action: `data` is a JSON string holding `{"action": …, …}`.
     Message { identifier: String, data: String },
+    /// Replay what a subscription missed (extended protocol).
+    History {
+        identifier: String,
+        history: HistoryRequest,
+    },
+    /// An answer to a ping (extended protocol); nothing to do.
+    Pong,
 }
 
 /// Why a client frame could not be turned into a [`Command`].
@@ -85,18 +130,58 @@ impl ActionData {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Control<'a> {
-    Welcome,
-    Ping { message: i64 },
-    ConfirmSubscription { identifier: &'a str },
-    RejectSubscription { identifier: &'a str },
-    Disconnect { reason: &'a str, reconnect: bool },
+    Welcome {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored_ids: Option<&'a [Arc<str>]>,
+    },
+    Ping {
+        message: i64,
+    },
+    ConfirmSubscription {
+        identifier: &'a str,
+    },
+    RejectSubscription {
+        identifier: &'a str,
+    },
+    ConfirmHistory {
+        identifier: &'a str,
+    },
+    RejectHistory {
+        identifier: &'a str,
+    },
+    Disconnect {
+        reason: &'a str,
+        reconnect: bool,
+    },
 }
 
-/// A message for one subscription: `{"identifier": …, "message": …}`.
+/// A message for one subscription: `{"identifier": …, "message": …}`, plus
+/// its place in the stream for extended clients.
 #[derive(Serialize)]
 struct ToSubscription<'a> {
     identifier: &'a str,
     message: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
+}
+
+/// A message's place in its stream: the stream, its history's epoch, the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The stream name.
+    pub stream: &'a str,
+    /// The history's epoch.
+    pub epoch: &'a str,
+    /// The offset within the stream (Hearth: the room's `seq`).
+    pub offset: i64,
 }
 
 fn encode<T: Serialize>(value: &T) -> Utf8Bytes {
@@ -109,7 +194,31 @@ fn encode<T: Serialize>(value: &T) -> Utf8Bytes {
 
 /// `{"type":"welcome"}`
 pub fn welcome() -> Utf8Bytes {
-    encode(&Control::Welcome)
+    encode(&Control::Welcome {
+        sid: None,
+        restored: None,
+        restored_ids: None,
+    })
+}
+
+/// `{"type":"welcome","sid":…}`, with `restored` and `restored_ids` after a
+/// session restore (extended protocol).
+pub fn welcome_extended(sid: &str, restored_ids: Option<&[Arc<str>]>) -> Utf8Bytes {
+    encode(&Control::Welcome {
+        sid: Some(sid),
+        restored: restored_ids.map(|_| true),
+        restored_ids,
+    })
+}
+
+/// `{"type":"confirm_history","identifier":…}`
+pub fn confirm_history(identifier: &str) -> Utf8Bytes {
+    encode(&Control::ConfirmHistory { identifier })
+}
+
+/// `{"type":"reject_history","identifier":…}`
+pub fn reject_history(identifier: &str) -> Utf8Bytes {
+    encode(&Control::RejectHistory { identifier })
 }
 
 /// `{"type":"ping","message":<unix seconds>}`
@@ -143,6 +252,24 @@ pub fn to_subscription(identifier: &str, message: &RawValue) -> Utf8Bytes {
     encode(&ToSubscription {
         identifier,
         message,
+        stream_id: None,
+        epoch: None,
+        offset: None,
+    })
+}
+
+/// The same with `stream_id`, `epoch` and `offset`, for extended clients.
+pub fn to_subscription_at(
+    identifier: &str,
+    message: &RawValue,
+    position: Position<'_>,
+) -> Utf8Bytes {
+    encode(&ToSubscription {
+        identifier,
+        message,
+        stream_id: Some(position.stream),
+        epoch: Some(position.epoch),
+        offset: Some(position.offset),
     })
 }
 
@@ -183,7 +310,8 @@ mod tests {
             Command::parse(r#"{"command":"subscribe","identifier":"{\"channel\":\"A\"}"}"#)
                 .unwrap(),
             Command::Subscribe {
-                identifier: r#"{"channel":"A"}"#.into()
+                identifier: r#"{"channel":"A"}"#.into(),
+                history: None,
             }
         );
         assert_eq!(
@@ -198,6 +326,56 @@ mod tests {
                 identifier: "x".into(),
                 data: "{}".into()
             }
+        );
+    }
+
+    #[test]
+    fn parses_extended_commands() {
+        let command = Command::parse(
+            r#"{"command":"history","identifier":"x","history":{"since":10,"streams":{"s":{"epoch":"e","offset":4}}}}"#,
+        )
+        .unwrap();
+        let Command::History { history, .. } = command else {
+            panic!("not a history command")
+        };
+        assert_eq!(history.since, Some(10));
+        assert_eq!(history.streams["s"].offset, 4);
+        assert_eq!(
+            Command::parse(r#"{"command":"pong"}"#).unwrap(),
+            Command::Pong
+        );
+        let subscribe =
+            Command::parse(r#"{"command":"subscribe","identifier":"x","history":{"since":5}}"#)
+                .unwrap();
+        assert!(matches!(
+            subscribe,
+            Command::Subscribe {
+                history: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn extended_frames_carry_sid_and_positions() {
+        let ids: Vec<Arc<str>> = vec![Arc::from("a")];
+        assert_eq!(
+            welcome_extended("s1", None).as_str(),
+            r#"{"type":"welcome","sid":"s1"}"#
+        );
+        assert_eq!(
+            welcome_extended("s2", Some(&ids)).as_str(),
+            r#"{"type":"welcome","sid":"s2","restored":true,"restored_ids":["a"]}"#
+        );
+        let message = RawValue::from_string("1".into()).unwrap();
+        let position = Position {
+            stream: "s",
+            epoch: "e",
+            offset: 7,
+        };
+        assert_eq!(
+            to_subscription_at("x", &message, position).as_str(),
+            r#"{"identifier":"x","message":1,"stream_id":"s","epoch":"e","offset":7}"#
         );
     }
 

@@ -14,17 +14,36 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
-use crate::protocol;
+use crate::protocol::{self, Dialect, Position};
 
 /// A connection's id, unique within one process.
 pub type ConnId = u64;
 
 const SHARDS: usize = 32;
 
+/// Which subscription and stream a positioned frame belongs to.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// The subscription's identifier, as the client sent it.
+    pub identifier: Arc<str>,
+    /// The stream.
+    pub stream: Arc<str>,
+}
+
+/// A frame queued for one connection. Frames for extended clients carry
+/// their stream position, so the session can skip what history already sent.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The encoded frame, shared with every other subscriber.
+    pub frame: Utf8Bytes,
+    /// The frame's subscription, stream and offset, when it has one.
+    pub position: Option<(Arc<StreamKey>, i64)>,
+}
+
 /// The sending side of a connection's bounded frame queue.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    frames: mpsc::Sender<Utf8Bytes>,
+    frames: mpsc::Sender<Outgoing>,
     /// Woken when a frame could not be queued because the queue was full.
     overflow: Arc<Notify>,
 }
@@ -42,7 +61,7 @@ pub enum Offer {
 
 impl Outbox {
     /// A queue of `capacity` frames, the receiving end, and the overflow signal.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Notify>) {
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>, Arc<Notify>) {
         let (frames, rx) = mpsc::channel(capacity.max(1));
         let overflow = Arc::new(Notify::new());
         (
@@ -56,7 +75,7 @@ impl Outbox {
     }
 
     /// Queues a frame without waiting; a full queue marks the connection too slow.
-    pub fn offer(&self, frame: Utf8Bytes) -> Offer {
+    pub fn offer(&self, frame: Outgoing) -> Offer {
         match self.frames.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -68,10 +87,12 @@ impl Outbox {
     }
 }
 
-/// The subscribers of one stream that used one identifier string.
+/// The subscribers of one stream that used one identifier string and one
+/// dialect: they all get the very same bytes.
 #[derive(Debug)]
 struct Group {
-    identifier: Arc<str>,
+    key: Arc<StreamKey>,
+    dialect: Dialect,
     subscribers: HashMap<ConnId, Outbox>,
 }
 
@@ -109,17 +130,31 @@ impl Registry {
     }
 
     /// Adds a subscriber; adding the same one twice keeps one entry.
-    pub fn add(&self, stream: &str, identifier: &Arc<str>, conn: ConnId, outbox: &Outbox) {
+    pub fn add(
+        &self,
+        stream: &str,
+        identifier: &Arc<str>,
+        dialect: Dialect,
+        conn: ConnId,
+        outbox: &Outbox,
+    ) {
         let mut shard = self
             .shard(stream)
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let groups = shard.entry(Arc::from(stream)).or_default();
-        let group = match groups.iter_mut().position(|g| g.identifier == *identifier) {
+        let found = groups
+            .iter()
+            .position(|g| g.key.identifier == *identifier && g.dialect == dialect);
+        let group = match found {
             Some(index) => &mut groups[index],
             None => {
                 groups.push(Group {
-                    identifier: identifier.clone(),
+                    key: Arc::new(StreamKey {
+                        identifier: identifier.clone(),
+                        stream: Arc::from(stream),
+                    }),
+                    dialect,
                     subscribers: HashMap::new(),
                 });
                 groups.last_mut().expect("just pushed")
@@ -137,28 +172,51 @@ impl Registry {
         let Some(groups) = shard.get_mut(stream) else {
             return;
         };
-        if let Some(index) = groups.iter().position(|g| &*g.identifier == identifier) {
-            groups[index].subscribers.remove(&conn);
-            if groups[index].subscribers.is_empty() {
-                groups.swap_remove(index);
+        groups.retain_mut(|group| {
+            if &*group.key.identifier == identifier {
+                group.subscribers.remove(&conn);
             }
-        }
+            !group.subscribers.is_empty()
+        });
         if groups.is_empty() {
             shard.remove(stream);
         }
     }
 
-    /// Queues `message` for every subscriber of `stream`.
-    pub fn deliver(&self, stream: &str, message: &RawValue) -> Delivery {
+    /// Queues `message` for every subscriber of `stream`; `offset` is its
+    /// place in the stream's history of `epoch`, if it has one.
+    pub fn deliver(
+        &self,
+        stream: &str,
+        message: &RawValue,
+        offset: Option<i64>,
+        epoch: &str,
+    ) -> Delivery {
         let shard = self.shard(stream).read().unwrap_or_else(|e| e.into_inner());
         let mut delivery = Delivery::default();
         let Some(groups) = shard.get(stream) else {
             return delivery;
         };
         for group in groups {
-            let frame = protocol::to_subscription(&group.identifier, message);
+            let identifier = &group.key.identifier;
+            let (frame, position) = match (group.dialect, offset) {
+                (Dialect::Extended, Some(offset)) => {
+                    let at = Position {
+                        stream,
+                        epoch,
+                        offset,
+                    };
+                    let frame = protocol::to_subscription_at(identifier, message, at);
+                    (frame, Some((group.key.clone(), offset)))
+                }
+                _ => (protocol::to_subscription(identifier, message), None),
+            };
             for outbox in group.subscribers.values() {
-                match outbox.offer(frame.clone()) {
+                let outgoing = Outgoing {
+                    frame: frame.clone(),
+                    position: position.clone(),
+                };
+                match outbox.offer(outgoing) {
                     Offer::Queued => delivery.queued += 1,
                     Offer::Full | Offer::Closed => delivery.dropped += 1,
                 }
@@ -192,11 +250,11 @@ mod tests {
         let (b, mut b_rx, _) = Outbox::new(8);
         let id_a: Arc<str> = Arc::from(r#"{"channel":"C","id":1}"#);
         let id_b: Arc<str> = Arc::from(r#"{"id":"1","channel":"C"}"#);
-        registry.add("room:1", &id_a, 1, &a);
-        registry.add("room:1", &id_b, 2, &b);
-        registry.add("room:1", &id_b, 2, &b);
+        registry.add("room:1", &id_a, Dialect::V1, 1, &a);
+        registry.add("room:1", &id_b, Dialect::Extended, 2, &b);
+        registry.add("room:1", &id_b, Dialect::Extended, 2, &b);
 
-        let delivery = registry.deliver("room:1", &raw(r#"{"n":1}"#));
+        let delivery = registry.deliver("room:1", &raw(r#"{"n":1}"#), Some(9), "e");
 
         assert_eq!(
             delivery,
@@ -205,12 +263,24 @@ mod tests {
                 dropped: 0
             }
         );
-        let frame: serde_json::Value =
-            serde_json::from_str(a_rx.recv().await.unwrap().as_str()).unwrap();
+        let a_frame = a_rx.recv().await.unwrap();
+        assert!(a_frame.position.is_none());
+        let frame: serde_json::Value = serde_json::from_str(a_frame.frame.as_str()).unwrap();
         assert_eq!(frame["identifier"], &*id_a);
-        let frame: serde_json::Value =
-            serde_json::from_str(b_rx.recv().await.unwrap().as_str()).unwrap();
+        assert!(
+            frame.get("offset").is_none(),
+            "plain clients get plain frames"
+        );
+        let b_frame = b_rx.recv().await.unwrap();
+        assert_eq!(
+            b_frame.position.as_ref().map(|(_, offset)| *offset),
+            Some(9)
+        );
+        let frame: serde_json::Value = serde_json::from_str(b_frame.frame.as_str()).unwrap();
         assert_eq!(frame["identifier"], &*id_b);
+        assert_eq!(frame["stream_id"], "room:1");
+        assert_eq!(frame["epoch"], "e");
+        assert_eq!(frame["offset"], 9);
         assert!(
             b_rx.try_recv().is_err(),
             "a duplicate add must not deliver twice"
@@ -222,9 +292,12 @@ mod tests {
         let registry = Registry::default();
         let (a, mut a_rx, _) = Outbox::new(8);
         let id: Arc<str> = Arc::from("x");
-        registry.add("s", &id, 1, &a);
+        registry.add("s", &id, Dialect::V1, 1, &a);
         registry.remove("s", "x", 1);
-        assert_eq!(registry.deliver("s", &raw("1")), Delivery::default());
+        assert_eq!(
+            registry.deliver("s", &raw("1"), None, "e"),
+            Delivery::default()
+        );
         assert_eq!(registry.subscriber_count("s"), 0);
         assert!(a_rx.try_recv().is_err());
     }
@@ -234,9 +307,9 @@ mod tests {
         let registry = Registry::default();
         let (a, _a_rx, overflow) = Outbox::new(1);
         let id: Arc<str> = Arc::from("x");
-        registry.add("s", &id, 1, &a);
-        assert_eq!(registry.deliver("s", &raw("1")).queued, 1);
-        assert_eq!(registry.deliver("s", &raw("2")).dropped, 1);
+        registry.add("s", &id, Dialect::V1, 1, &a);
+        assert_eq!(registry.deliver("s", &raw("1"), None, "e").queued, 1);
+        assert_eq!(registry.deliver("s", &raw("2"), None, "e").dropped, 1);
         tokio::time::timeout(std::time::Duration::from_secs(1), overflow.notified())
             .await
             .expect("overflow is signalled");

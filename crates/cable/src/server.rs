@@ -2,21 +2,22 @@
 //! broadcasts and shutdown.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channel::Channel;
 use crate::origin::OriginPolicy;
-use crate::protocol;
+use crate::protocol::{self, Dialect, DisconnectReason};
 use crate::registry::{Delivery, Registry};
 use crate::session;
 
@@ -35,6 +36,13 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// Origins allowed besides the server's own.
     pub origins: OriginPolicy,
+    /// Open connections allowed; past it, upgrades get 503.
+    pub max_connections: usize,
+    /// How long an extended-protocol session can be restored after its socket closed.
+    pub session_ttl: Duration,
+    /// The epoch of stream offsets: clients holding offsets of another epoch
+    /// replay by time instead.
+    pub epoch: String,
 }
 
 impl Default for Config {
@@ -46,6 +54,9 @@ impl Default for Config {
             max_subscriptions: 100,
             read_buffer_bytes: 4 * 1024,
             origins: OriginPolicy::default(),
+            max_connections: 100_000,
+            session_ttl: Duration::from_secs(300),
+            epoch: "hearth".to_owned(),
         }
     }
 }
@@ -65,6 +76,20 @@ pub struct Stats {
     pub dropped: AtomicU64,
 }
 
+/// A closed extended-protocol session kept for restoring.
+pub(crate) struct Parked<I> {
+    pub(crate) identity: Arc<I>,
+    pub(crate) subscriptions: Vec<session::Restorable<I>>,
+    pub(crate) expires: Instant,
+}
+
+/// How to reach a live session from outside it.
+struct Live<I> {
+    identity: Arc<I>,
+    /// Ends the session with this reason.
+    kick: oneshot::Sender<DisconnectReason>,
+}
+
 pub(crate) struct Inner<I> {
     pub(crate) config: Config,
     pub(crate) channels: HashMap<String, Arc<dyn Channel<I>>>,
@@ -77,11 +102,80 @@ pub(crate) struct Inner<I> {
     /// Every session task, so shutdown can wait for them to finish.
     pub(crate) sessions: TaskTracker,
     next_conn: AtomicU64,
+    /// Live sessions, so some can be ended from outside (e.g. at sign-out).
+    /// Held only to insert, remove or scan; never across an await.
+    live: Mutex<HashMap<u64, Live<I>>>,
+    /// Closed extended sessions by `sid`, until they expire. Same locking rule.
+    parked: Mutex<ParkedSessions<I>>,
+    /// Connections admitted (counted at the upgrade, before the session starts).
+    admitted: AtomicUsize,
+}
+
+pub(crate) struct ParkedSessions<I> {
+    by_sid: HashMap<String, Parked<I>>,
+    last_sweep: Instant,
 }
 
 impl<I> Inner<I> {
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a live session; returns the receiver of a kick.
+    pub(crate) fn go_live(
+        &self,
+        conn: u64,
+        identity: Arc<I>,
+    ) -> oneshot::Receiver<DisconnectReason> {
+        let (kick, kicked) = oneshot::channel();
+        lock(&self.live).insert(conn, Live { identity, kick });
+        kicked
+    }
+
+    pub(crate) fn leave(&self, conn: u64) {
+        lock(&self.live).remove(&conn);
+    }
+
+    /// Keeps a closed session for restoring under `sid`.
+    pub(crate) fn park(&self, sid: String, parked: Parked<I>) {
+        let mut store = lock(&self.parked);
+        let now = Instant::now();
+        if now.duration_since(store.last_sweep) > Duration::from_secs(1) {
+            store.by_sid.retain(|_, p| p.expires > now);
+            store.last_sweep = now;
+        }
+        store.by_sid.insert(sid, parked);
+    }
+
+    /// Takes the session parked under `sid`, if it has not expired and
+    /// belongs to the same identity.
+    pub(crate) fn unpark(&self, sid: &str, identity: &I) -> Option<Parked<I>>
+    where
+        I: PartialEq,
+    {
+        let mut store = lock(&self.parked);
+        let parked = store.by_sid.remove(sid)?;
+        if parked.expires > Instant::now() && *parked.identity == *identity {
+            Some(parked)
+        } else {
+            None
+        }
+    }
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: the maps stay valid.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Holds one admitted connection's place until dropped.
+pub(crate) struct Admission<I> {
+    inner: Arc<Inner<I>>,
+}
+
+impl<I> Drop for Admission<I> {
+    fn drop(&mut self) {
+        self.inner.admitted.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -91,7 +185,7 @@ pub struct CableBuilder<I> {
     channels: HashMap<String, Arc<dyn Channel<I>>>,
 }
 
-impl<I: Send + Sync + 'static> CableBuilder<I> {
+impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
     /// Registers `channel` under the class name clients put in identifiers.
     pub fn channel(mut self, name: &str, channel: impl Channel<I>) -> Self {
         self.channels.insert(name.to_owned(), Arc::new(channel));
@@ -111,6 +205,12 @@ impl<I: Send + Sync + 'static> CableBuilder<I> {
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
+            live: Mutex::new(HashMap::new()),
+            parked: Mutex::new(ParkedSessions {
+                by_sid: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+            admitted: AtomicUsize::new(0),
         });
         // The one ping ticker: owns the watch sender, ends at shutdown.
         let interval = inner.config.ping_interval;
@@ -146,7 +246,7 @@ impl<I> Clone for Cable<I> {
     }
 }
 
-impl<I: Send + Sync + 'static> Cable<I> {
+impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
     /// Starts configuring an engine.
     pub fn builder(config: Config) -> CableBuilder<I> {
         CableBuilder {
@@ -162,23 +262,84 @@ impl<I: Send + Sync + 'static> Cable<I> {
 
     /// Completes the WebSocket handshake and runs the session. Without an
     /// identity the client is told `unauthorized` and the socket is closed.
-    pub fn upgrade(&self, ws: WebSocketUpgrade, identity: Option<I>) -> Response {
-        let inner = self.inner.clone();
+    /// Over the connection limit the answer is 503 and no WebSocket.
+    /// An extended-protocol client may name a session to restore with
+    /// `?sid=` or the `X-ANYCABLE-RESTORE-SID` header.
+    pub fn upgrade(
+        &self,
+        ws: WebSocketUpgrade,
+        uri: &Uri,
+        headers: &HeaderMap,
+        identity: Option<I>,
+    ) -> Response {
         let config = &self.inner.config;
-        ws.protocols([protocol::PROTOCOL_V1_JSON])
+        let admitted = self.inner.admitted.fetch_add(1, Ordering::Relaxed);
+        let admission = Admission {
+            inner: self.inner.clone(),
+        };
+        if admitted >= config.max_connections {
+            drop(admission);
+            tracing::warn!(
+                limit = config.max_connections,
+                "refusing a cable: connection limit reached"
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections").into_response();
+        }
+        let restore = restore_sid(uri, headers);
+        let ws = ws
+            .protocols([protocol::PROTOCOL_V1_EXT_JSON, protocol::PROTOCOL_V1_JSON])
             .read_buffer_size(config.read_buffer_bytes)
             .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_message_size(config.max_frame_bytes)
-            .max_frame_size(config.max_frame_bytes)
-            .on_upgrade(move |socket| {
-                let tracker = inner.sessions.clone();
-                tracker.track_future(session::run(inner, socket, identity))
+            .max_frame_size(config.max_frame_bytes);
+        let dialect = match ws.selected_protocol().map(|p| p.as_bytes()) {
+            Some(p) if p == protocol::PROTOCOL_V1_EXT_JSON.as_bytes() => Dialect::Extended,
+            _ => Dialect::V1,
+        };
+        let inner = self.inner.clone();
+        ws.on_upgrade(move |socket| {
+            let tracker = inner.sessions.clone();
+            tracker.track_future(async move {
+                session::run(inner, socket, dialect, identity, restore).await;
+                drop(admission);
             })
+        })
+    }
+
+    /// Ends every live session whose identity matches, telling it `reason`
+    /// (e.g. `unauthorized` for the sockets of a session that signed out).
+    /// Returns how many were ended.
+    pub fn disconnect_where(
+        &self,
+        matches: impl Fn(&I) -> bool,
+        reason: DisconnectReason,
+    ) -> usize {
+        let mut live = lock(&self.inner.live);
+        let kicked: Vec<u64> = live
+            .iter()
+            .filter(|(_, l)| matches(&l.identity))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &kicked {
+            if let Some(l) = live.remove(id) {
+                let _ = l.kick.send(reason);
+            }
+        }
+        kicked.len()
     }
 
     /// Sends `message` (a JSON value) to every subscriber of `stream` on this node.
     pub fn broadcast(&self, stream: &str, message: &RawValue) -> Delivery {
-        let delivery = self.inner.registry.deliver(stream, message);
+        self.broadcast_at(stream, message, None)
+    }
+
+    /// The same, for a message at `offset` in the stream's history: extended
+    /// clients get `stream_id`, `epoch` and `offset` with it.
+    pub fn broadcast_at(&self, stream: &str, message: &RawValue, offset: Option<i64>) -> Delivery {
+        let delivery =
+            self.inner
+                .registry
+                .deliver(stream, message, offset, &self.inner.config.epoch);
         let stats = &self.inner.stats;
         stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         stats
@@ -220,7 +381,22 @@ impl<I: Send + Sync + 'static> Cable<I> {
 /// Frames are gathered up to this size before one write to the socket.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
-fn unix_seconds() -> i64 {
+/// The session a client asks to restore: `?sid=` or `X-ANYCABLE-RESTORE-SID`.
+fn restore_sid(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(sid) = headers
+        .get("x-anycable-restore-sid")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(sid.to_owned());
+    }
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "sid")
+        .map(|(_, value)| value.to_owned())
+}
+
+pub(crate) fn unix_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

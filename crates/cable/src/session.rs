@@ -1,5 +1,5 @@
 //! One client's session: the welcome, its subscriptions, commands in,
-//! frames out, pings, and the goodbye.
+//! frames out, pings, history, restore and the goodbye.
 //!
 //! A session is a single task. It owns the socket, so reads and writes never
 //! contend; broadcasts reach it through its bounded [`Outbox`] and are
@@ -8,16 +8,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::SinkExt;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::channel::{Channel, Params};
-use crate::protocol::{self, ActionData, Command, DisconnectReason, Identifier};
-use crate::registry::{ConnId, Outbox};
-use crate::server::Inner;
+use crate::channel::{Channel, HistoryFrom, Params};
+use crate::protocol::{
+    self, ActionData, Command, Dialect, DisconnectReason, HistoryRequest, Identifier, Position,
+};
+use crate::registry::{ConnId, Outbox, Outgoing, StreamKey};
+use crate::server::{Inner, Parked};
 
 /// Most queued frames written before one flush.
 const BATCH: usize = 256;
@@ -30,13 +33,27 @@ struct Subscribed<I> {
     streams: Vec<String>,
 }
 
+/// A subscription kept with a parked session, to be registered again on restore.
+pub(crate) struct Restorable<I> {
+    identifier: Arc<str>,
+    channel: Arc<dyn Channel<I>>,
+    params: Params,
+    streams: Vec<String>,
+}
+
 struct Session<I> {
     inner: Arc<Inner<I>>,
     id: ConnId,
-    identity: I,
+    dialect: Dialect,
+    identity: Arc<I>,
     outbox: Outbox,
     /// Keyed by the identifier string exactly as the client sent it.
     subscriptions: HashMap<Arc<str>, Subscribed<I>>,
+    /// Extended clients: the last offset written per subscription and stream,
+    /// so live frames that history already sent are skipped.
+    written: HashMap<StreamKey, i64>,
+    /// Extended clients: the id under which this session can be restored.
+    sid: Option<String>,
 }
 
 /// Why the loop ended.
@@ -49,40 +66,56 @@ enum End {
     Close(u16, &'static str),
 }
 
-pub(crate) async fn run<I: Send + Sync + 'static>(
+/// A frame to write now, in order.
+type Replies = Vec<Utf8Bytes>;
+
+pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
     inner: Arc<Inner<I>>,
     mut socket: WebSocket,
+    dialect: Dialect,
     identity: Option<I>,
+    restore: Option<String>,
 ) {
     let Some(identity) = identity else {
         goodbye(&mut socket, End::Disconnect(DisconnectReason::Unauthorized)).await;
         return;
     };
+    let identity = Arc::new(identity);
     inner.stats.connections.fetch_add(1, Ordering::Relaxed);
     let (outbox, mut queue, overflow) = Outbox::new(inner.config.outbox_capacity);
+    let id = inner.next_conn_id();
+    let mut kicked = inner.go_live(id, identity.clone());
     let mut session = Session {
-        id: inner.next_conn_id(),
+        id,
+        dialect,
         inner: inner.clone(),
         identity,
         outbox,
         subscriptions: HashMap::new(),
+        written: HashMap::new(),
+        sid: (dialect == Dialect::Extended).then(|| new_sid(id)),
     };
     let mut ping = inner.ping.clone();
     ping.mark_unchanged();
 
-    let end = if socket
-        .send(Message::Text(protocol::welcome()))
-        .await
-        .is_err()
-    {
+    let welcome = match dialect {
+        Dialect::V1 => protocol::welcome(),
+        Dialect::Extended => {
+            let restored = restore.and_then(|sid| session.restore(&sid));
+            let sid = session.sid.clone().unwrap_or_default();
+            protocol::welcome_extended(&sid, restored.as_deref())
+        }
+    };
+    let end = if socket.send(Message::Text(welcome)).await.is_err() {
         End::Gone
     } else {
         loop {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break End::Disconnect(DisconnectReason::ServerRestart),
+                reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
                 _ = overflow.notified() => break End::Disconnect(DisconnectReason::TooSlow),
-                Some(frame) = queue.recv() => {
-                    if write_batch(&mut socket, frame, &mut queue).await.is_err() {
+                Some(first) = queue.recv() => {
+                    if session.write_queued(&mut socket, first, &mut queue).await.is_err() {
                         break End::Gone;
                     }
                 }
@@ -99,10 +132,9 @@ pub(crate) async fn run<I: Send + Sync + 'static>(
                     None | Some(Ok(Message::Close(_))) => break End::Gone,
                     Some(Err(error)) => break read_failed(session.id, error),
                     Some(Ok(Message::Text(text))) => {
-                        for reply in session.handle(&text).await {
-                            if socket.send(Message::Text(reply)).await.is_err() {
-                                break;
-                            }
+                        let replies = session.handle(&text).await;
+                        if write_all(&mut socket, replies).await.is_err() {
+                            break End::Gone;
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
@@ -113,23 +145,28 @@ pub(crate) async fn run<I: Send + Sync + 'static>(
             }
         }
     };
-    session.unsubscribe_all();
+    inner.leave(session.id);
+    // An extended client that merely lost its socket may come back with its sid.
+    let restorable = matches!(end, End::Gone) && dialect == Dialect::Extended;
+    session.close(restorable);
     inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
     goodbye(&mut socket, end).await;
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    first: Utf8Bytes,
-    queue: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..BATCH {
-        match queue.try_recv() {
-            Ok(frame) => socket.feed(Message::Text(frame)).await?,
-            Err(_) => break,
-        }
+/// A session id: unique per connection and unguessable.
+fn new_sid(conn: ConnId) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one((conn, Instant::now()));
+    let b = RandomState::new().hash_one((a, std::process::id()));
+    format!("{a:016x}{b:016x}")
+}
+
+async fn write_all(socket: &mut WebSocket, frames: Replies) -> Result<(), axum::Error> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for frame in frames {
+        socket.feed(Message::Text(frame)).await?;
     }
     socket.flush().await
 }
@@ -176,9 +213,55 @@ async fn goodbye(socket: &mut WebSocket, end: End) {
     .await;
 }
 
-impl<I: Send + Sync + 'static> Session<I> {
+impl<I: PartialEq + Send + Sync + 'static> Session<I> {
+    /// Writes `first` and whatever else is queued, then flushes once. Frames
+    /// an extended client already got from history are skipped.
+    async fn write_queued(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Outgoing,
+        queue: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), axum::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(outgoing) = next.take() {
+            if self.fresh(&outgoing) {
+                socket.feed(Message::Text(outgoing.frame)).await?;
+                written += 1;
+            }
+            if written < BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        socket.flush().await
+    }
+
+    /// Whether a queued frame is new to this client, noting it as written.
+    fn fresh(&mut self, outgoing: &Outgoing) -> bool {
+        let Some((key, offset)) = &outgoing.position else {
+            return true;
+        };
+        match self.written.get_mut(&**key) {
+            Some(last) if *last >= *offset => false,
+            Some(last) => {
+                *last = *offset;
+                true
+            }
+            None => {
+                self.written.insert(
+                    StreamKey {
+                        identifier: key.identifier.clone(),
+                        stream: key.stream.clone(),
+                    },
+                    *offset,
+                );
+                true
+            }
+        }
+    }
+
     /// Runs one client frame; returns the frames to send straight back.
-    async fn handle(&mut self, text: &str) -> Vec<Utf8Bytes> {
+    async fn handle(&mut self, text: &str) -> Replies {
         let command = match Command::parse(text) {
             Ok(command) => command,
             Err(error) => {
@@ -187,28 +270,51 @@ impl<I: Send + Sync + 'static> Session<I> {
             }
         };
         match command {
-            Command::Subscribe { identifier } => vec![self.subscribe(identifier).await],
+            Command::Subscribe {
+                identifier,
+                history,
+            } => {
+                let mut replies = vec![self.subscribe(&identifier).await];
+                if let (Some(history), Dialect::Extended) = (history, self.dialect)
+                    && self.subscriptions.contains_key(identifier.as_str())
+                {
+                    replies.extend(self.history(&identifier, &history).await);
+                }
+                replies
+            }
             Command::Unsubscribe { identifier } => {
                 self.unsubscribe(&identifier);
                 Vec::new()
             }
             Command::Message { identifier, data } => self.perform(&identifier, &data).await,
+            Command::History {
+                identifier,
+                history,
+            } if self.dialect == Dialect::Extended => self.history(&identifier, &history).await,
+            Command::History { .. } => {
+                warn!(
+                    conn = self.id,
+                    "ignoring history: it needs the extended protocol"
+                );
+                Vec::new()
+            }
+            Command::Pong => Vec::new(),
         }
     }
 
-    async fn subscribe(&mut self, identifier: String) -> Utf8Bytes {
-        if self.subscriptions.contains_key(identifier.as_str()) {
+    async fn subscribe(&mut self, identifier: &str) -> Utf8Bytes {
+        if self.subscriptions.contains_key(identifier) {
             // Confirm again, so a client that retries never loops.
-            return protocol::confirm_subscription(&identifier);
+            return protocol::confirm_subscription(identifier);
         }
         let reject = |why: &str| {
-            warn!(conn = self.id, identifier = %identifier, why, "rejecting a subscription");
-            protocol::reject_subscription(&identifier)
+            warn!(conn = self.id, identifier, why, "rejecting a subscription");
+            protocol::reject_subscription(identifier)
         };
         if self.subscriptions.len() >= self.inner.config.max_subscriptions {
             return reject("too many subscriptions on this connection");
         }
-        let Some(parsed) = Identifier::parse(&identifier) else {
+        let Some(parsed) = Identifier::parse(identifier) else {
             return reject("identifier is not a JSON object with a channel");
         };
         let Some(channel) = self.inner.channels.get(&parsed.channel).cloned() else {
@@ -219,50 +325,159 @@ impl<I: Send + Sync + 'static> Session<I> {
             Err(rejection) => return reject(&rejection.0),
         };
         // Register before confirming, so no broadcast after the confirmation is missed.
-        let key: Arc<str> = Arc::from(identifier.as_str());
-        for stream in &subscription.streams {
-            self.inner.registry.add(stream, &key, self.id, &self.outbox);
+        self.register(
+            Arc::from(identifier),
+            channel,
+            parsed.params,
+            subscription.streams,
+        );
+        protocol::confirm_subscription(identifier)
+    }
+
+    fn register(
+        &mut self,
+        identifier: Arc<str>,
+        channel: Arc<dyn Channel<I>>,
+        params: Params,
+        streams: Vec<String>,
+    ) {
+        for stream in &streams {
+            self.inner
+                .registry
+                .add(stream, &identifier, self.dialect, self.id, &self.outbox);
         }
         self.inner
             .stats
             .subscriptions
             .fetch_add(1, Ordering::Relaxed);
         self.subscriptions.insert(
-            key,
+            identifier,
             Subscribed {
                 channel,
-                params: parsed.params,
-                streams: subscription.streams,
+                params,
+                streams,
             },
         );
-        protocol::confirm_subscription(&identifier)
     }
 
-    fn unsubscribe(&mut self, identifier: &str) {
+    fn unsubscribe(&mut self, identifier: &str) -> Option<Subscribed<I>> {
         let Some(subscribed) = self.subscriptions.remove(identifier) else {
             warn!(
                 conn = self.id,
                 identifier, "ignoring unsubscribe for an unknown identifier"
             );
-            return;
+            return None;
         };
         for stream in &subscribed.streams {
             self.inner.registry.remove(stream, identifier, self.id);
         }
+        self.written.retain(|key, _| &*key.identifier != identifier);
         self.inner
             .stats
             .subscriptions
             .fetch_sub(1, Ordering::Relaxed);
+        Some(subscribed)
     }
 
-    fn unsubscribe_all(&mut self) {
+    /// Drops every subscription; with `park`, keeps them for a restore.
+    fn close(&mut self, park: bool) {
         let identifiers: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        let mut kept = Vec::new();
         for identifier in identifiers {
-            self.unsubscribe(&identifier);
+            if let Some(s) = self.unsubscribe(&identifier) {
+                kept.push(Restorable {
+                    identifier,
+                    channel: s.channel,
+                    params: s.params,
+                    streams: s.streams,
+                });
+            }
+        }
+        if let (true, Some(sid)) = (park, self.sid.take()) {
+            self.inner.park(
+                sid,
+                Parked {
+                    identity: self.identity.clone(),
+                    subscriptions: kept,
+                    expires: Instant::now() + self.inner.config.session_ttl,
+                },
+            );
         }
     }
 
-    async fn perform(&self, identifier: &str, data: &str) -> Vec<Utf8Bytes> {
+    /// Re-registers the subscriptions of the session parked under `sid`,
+    /// if it is this identity's; returns their identifiers.
+    fn restore(&mut self, sid: &str) -> Option<Vec<Arc<str>>> {
+        let parked = self.inner.unpark(sid, &self.identity)?;
+        let mut ids = Vec::with_capacity(parked.subscriptions.len());
+        for s in parked.subscriptions {
+            ids.push(s.identifier.clone());
+            self.register(s.identifier, s.channel, s.params, s.streams);
+        }
+        debug!(conn = self.id, restored = ids.len(), "restored a session");
+        Some(ids)
+    }
+
+    /// Replays what a subscription missed in each of its streams, then
+    /// `confirm_history`; `reject_history` if any stream cannot be replayed.
+    async fn history(&mut self, identifier: &str, request: &HistoryRequest) -> Replies {
+        let Some(subscribed) = self.subscriptions.get(identifier) else {
+            warn!(
+                conn = self.id,
+                identifier, "history for an unknown identifier"
+            );
+            return vec![protocol::reject_history(identifier)];
+        };
+        let channel = subscribed.channel.clone();
+        let streams = subscribed.streams.clone();
+        let epoch = self.inner.config.epoch.clone();
+        let mut replies = Vec::new();
+        let key_identifier: Arc<str> = Arc::from(identifier);
+        for stream in streams {
+            let from = match request.streams.get(&stream) {
+                Some(position) if position.epoch == epoch => HistoryFrom::After(position.offset),
+                _ => match request.since {
+                    Some(since) => HistoryFrom::Since(since),
+                    None => continue,
+                },
+            };
+            let items = match channel.history(&self.identity, &stream, from).await {
+                Ok(items) => items,
+                Err(rejection) => {
+                    warn!(conn = self.id, identifier, reason = %rejection.0, "rejecting history");
+                    return vec![protocol::reject_history(identifier)];
+                }
+            };
+            let key = StreamKey {
+                identifier: key_identifier.clone(),
+                stream: Arc::from(stream.as_str()),
+            };
+            let mut last = self.written.get(&key).copied().unwrap_or(i64::MIN);
+            for item in items {
+                if item.offset <= last {
+                    continue;
+                }
+                let position = Position {
+                    stream: &stream,
+                    epoch: &epoch,
+                    offset: item.offset,
+                };
+                replies.push(protocol::to_subscription_at(
+                    identifier,
+                    &item.message,
+                    position,
+                ));
+                last = item.offset;
+            }
+            if last != i64::MIN {
+                self.written.insert(key, last);
+            }
+        }
+        replies.push(protocol::confirm_history(identifier));
+        replies
+    }
+
+    async fn perform(&self, identifier: &str, data: &str) -> Replies {
         let Some(subscribed) = self.subscriptions.get(identifier) else {
             warn!(
                 conn = self.id,
@@ -277,13 +492,12 @@ impl<I: Send + Sync + 'static> Session<I> {
             );
             return Vec::new();
         };
-        match subscribed
+        subscribed
             .channel
             .perform(&self.identity, &subscribed.params, action)
             .await
-        {
-            Some(reply) => vec![protocol::to_subscription(identifier, &reply)],
-            None => Vec::new(),
-        }
+            .iter()
+            .map(|reply| protocol::to_subscription(identifier, reply))
+            .collect()
     }
 }

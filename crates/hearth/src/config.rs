@@ -108,6 +108,31 @@ pub struct Config {
     #[arg(long, env = "HEARTH_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
 
+    /// Open cable connections allowed; past it, upgrades get 503.
+    #[arg(long, env = "HEARTH_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Messages one user may post per second, over HTTP and the cable
+    /// together (bursts of twice as many pass); 0 turns the limit off.
+    #[arg(long, env = "HEARTH_MESSAGE_RATE", default_value_t = 10)]
+    pub message_rate: u32,
+
+    /// Sign-in attempts allowed per minute from one address; 0 turns it off.
+    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_IP", default_value_t = 20)]
+    pub sign_in_rate_per_ip: u32,
+
+    /// Sign-in attempts allowed per minute for one account; 0 turns it off.
+    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_ACCOUNT", default_value_t = 5)]
+    pub sign_in_rate_per_account: u32,
+
+    /// Sign-ups allowed per hour from one address; 0 turns it off.
+    #[arg(long, env = "HEARTH_SIGN_UP_RATE_PER_IP", default_value_t = 30)]
+    pub sign_up_rate_per_ip: u32,
+
+    /// Mark the session cookie `Secure` (set it when users reach Hearth over HTTPS).
+    #[arg(long, env = "HEARTH_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "HEARTH_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

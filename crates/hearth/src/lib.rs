@@ -9,6 +9,7 @@
 //! - [`writer`]: the single path that stores messages (group commit).
 //! - [`relay`]: hands each room's messages to local subscribers once and in
 //!   order, across nodes (Redis) and gaps (the database).
+//! - [`limits`]: rate limits (token buckets).
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
 //! - [`templates`]: page and partial types for the Askama templates.
@@ -20,6 +21,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod relay;
 pub mod templates;
 pub mod writer;
@@ -57,8 +59,24 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Origins allowed besides the server's own.
     pub origins: OriginPolicy,
+    /// Sign-in and sign-up rate limits.
+    pub limits: Arc<AuthLimits>,
     /// The settings it was started with.
     pub config: Arc<Config>,
+}
+
+/// Rate limits on accounts, keyed by address or by account.
+pub struct AuthLimits {
+    /// Sign-in attempts per address.
+    pub sign_in_by_ip: limits::RateLimiter<std::net::IpAddr>,
+    /// Sign-in attempts per account (normalised email).
+    pub sign_in_by_account: limits::RateLimiter<String>,
+    /// Sign-ups per address.
+    pub sign_up_by_ip: limits::RateLimiter<std::net::IpAddr>,
+}
+
+fn per(count: u32, period: Duration) -> Option<limits::Rate> {
+    (count > 0).then(|| limits::Rate::per(count, period))
 }
 
 /// How often a node with a broker compares its rooms with the database.
@@ -104,11 +122,25 @@ impl App {
         };
         let (relay, relay_task) = relay::relay(db.clone(), broker.clone());
         let origins = OriginPolicy::new(config.allowed_origins.iter().cloned());
-        let (writer, writer_task) = writer::channel();
+        let message_rate = (config.message_rate > 0).then(|| limits::Rate {
+            burst: f64::from(config.message_rate) * 2.0,
+            per_second: f64::from(config.message_rate),
+        });
+        let (writer, writer_task) = writer::channel(message_rate);
+        let minute = Duration::from_secs(60);
+        let limits = Arc::new(AuthLimits {
+            sign_in_by_ip: limits::RateLimiter::new(per(config.sign_in_rate_per_ip, minute)),
+            sign_in_by_account: limits::RateLimiter::new(per(
+                config.sign_in_rate_per_account,
+                minute,
+            )),
+            sign_up_by_ip: limits::RateLimiter::new(per(config.sign_up_rate_per_ip, minute * 60)),
+        });
         let cable = Cable::builder(cable::Config {
             max_frame_bytes: config.max_frame_bytes,
             outbox_capacity: config.send_queue,
             max_subscriptions: config.max_subscriptions,
+            max_connections: config.max_connections,
             origins: origins.clone(),
             ..cable::Config::default()
         })
@@ -137,6 +169,7 @@ impl App {
                 broker,
                 passwords,
                 origins,
+                limits,
                 config: Arc::new(config),
             },
             writer_task,

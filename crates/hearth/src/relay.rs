@@ -233,7 +233,8 @@ impl Relay {
             Some(last) if seq > last + 1 => self.fill(room, last, seq).await,
             _ => {}
         }
-        self.cable.broadcast(&room_stream(room), payload);
+        self.cable
+            .broadcast_at(&room_stream(room), payload, Some(seq));
         self.delivered.insert(room, seq);
     }
 
@@ -254,7 +255,8 @@ impl Relay {
             for message in &missed {
                 match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
                     Ok(payload) => {
-                        self.cable.broadcast(&room_stream(room), &payload);
+                        self.cable
+                            .broadcast_at(&room_stream(room), &payload, Some(message.seq));
                     }
                     Err(error) => tracing::error!(%error, "could not encode a message payload"),
                 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::messages::{self, Message};
 use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
+use crate::limits::{Rate, RateLimiter};
 use crate::relay::RelayHandle;
 use crate::templates::MessagePartial;
 
@@ -48,6 +49,8 @@ pub struct NewMessage {
 pub enum PostError {
     #[error("chatroom not found")]
     RoomNotFound,
+    #[error("too many messages; try again in {0:?}")]
+    RateLimited(std::time::Duration),
     #[error("the message writer has stopped")]
     Stopped,
     #[error("storing the message failed")]
@@ -110,6 +113,8 @@ pub struct MessageWriter {
     /// instead of growing memory.
     posts: mpsc::Sender<Post>,
     stats: Arc<WriterStats>,
+    /// Messages per user, over every path that posts.
+    rate: Arc<RateLimiter<i64>>,
 }
 
 /// The writer task's side, started once the relay exists.
@@ -119,13 +124,14 @@ pub struct WriterTask {
 }
 
 /// A writer handle and the task to run it with.
-pub fn channel() -> (MessageWriter, WriterTask) {
+pub fn channel(rate: Option<Rate>) -> (MessageWriter, WriterTask) {
     let (posts, rx) = mpsc::channel(QUEUE);
     let stats = Arc::new(WriterStats::default());
     (
         MessageWriter {
             posts,
             stats: stats.clone(),
+            rate: Arc::new(RateLimiter::new(rate)),
         },
         WriterTask { posts: rx, stats },
     )
@@ -139,6 +145,9 @@ impl MessageWriter {
 
     /// Stores and broadcasts a message; returns it once committed.
     pub async fn post(&self, message: NewMessage) -> Result<Message, PostError> {
+        self.rate
+            .check(&message.user_id)
+            .map_err(PostError::RateLimited)?;
         let (reply, answer) = oneshot::channel();
         self.posts
             .send(Post { message, reply })

@@ -95,7 +95,7 @@ async fn posting_to_a_missing_room_is_404() {
 
 #[tokio::test]
 async fn the_room_shows_the_latest_fifty_oldest_first() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
     let ann = app.sign_up("ann").await;
     let room = app.general_room(&ann).await;
     for n in 1..=55 {

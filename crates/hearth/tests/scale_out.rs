@@ -57,7 +57,14 @@ fn seqs(messages: &[Value]) -> Vec<i64> {
 /// Two nodes on a fresh database and one Redis channel prefix of their own.
 async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestApp) {
     let prefix = format!("hearth-test-{}", uuid_like());
-    let args = ["--redis-url", redis, "--redis-channel-prefix", &prefix];
+    let args = [
+        "--redis-url",
+        redis,
+        "--redis-channel-prefix",
+        &prefix,
+        "--message-rate",
+        "0",
+    ];
     let one = TestApp::spawn_on(Some(database.clone()), &args).await;
     let two = TestApp::spawn_on(Some(database), &args).await;
     wait_ready(&one).await;
@@ -306,7 +313,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
     if !TestDatabase::postgres_configured() {
         return skip("HEARTH_TEST_POSTGRES_URL");
     }
-    let mut old = TestApp::spawn_on(None, &[]).await;
+    let mut old = TestApp::spawn_on(None, &["--message-rate", "0"]).await;
     let ann = old.sign_up("ann").await;
     let bob = old.sign_up("bob").await;
     let general = old.general_room(&ann).await;

@@ -1,15 +1,22 @@
-//! `ChatroomChannel`: streams one room; `speak` posts to it.
+//! `ChatroomChannel`: streams one room; `speak` posts to it; `catch_up`
+//! replays what a reconnecting client missed.
 
 use async_trait::async_trait;
+use cable::channel::{HistoryFrom, HistoryItem};
 use cable::{ActionData, Channel, Params, Rejection, Subscription};
 use serde_json::json;
 use serde_json::value::{RawValue, to_raw_value};
 
+use crate::db::messages::Message;
 use crate::db::{self, Db};
 use crate::domain::MessageContent;
 use crate::http::auth::CurrentUser;
 use crate::relay::RelayHandle;
-use crate::writer::{MessageWriter, NewMessage, PostError, room_stream};
+use crate::writer::{MessagePayload, MessageWriter, NewMessage, PostError, room_stream};
+
+/// Most messages one `catch_up` or history request replays; a client that
+/// missed more asks again from where the answer ended.
+pub const REPLAY_LIMIT: i64 = 1000;
 
 /// Identifier `{"channel":"ChatroomChannel","id":<room id>}`.
 pub struct ChatroomChannel {
@@ -19,9 +26,77 @@ pub struct ChatroomChannel {
 }
 
 impl ChatroomChannel {
-    /// A channel reading rooms from `db` and posting through `writer`.
+    /// A channel reading rooms from `db`, posting through `writer` and
+    /// telling `relay` which rooms this node follows.
     pub fn new(db: Db, writer: MessageWriter, relay: RelayHandle) -> Self {
         Self { db, writer, relay }
+    }
+
+    async fn speak(
+        &self,
+        user: &CurrentUser,
+        room: i64,
+        action: &ActionData,
+    ) -> Vec<Box<RawValue>> {
+        let content = action
+            .args
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        let content = match MessageContent::parse(content) {
+            Ok(content) => content,
+            Err(invalid) => return error_reply("invalid_content", invalid.0),
+        };
+        let posted = self
+            .writer
+            .post(NewMessage {
+                chatroom_id: room,
+                user_id: user.id,
+                nickname: user.nickname.clone(),
+                content,
+            })
+            .await;
+        match posted {
+            // The broadcast carries the message to this subscriber too.
+            Ok(_) => Vec::new(),
+            Err(PostError::RoomNotFound) => {
+                error_reply("not_found", "the chatroom no longer exists")
+            }
+            Err(PostError::RateLimited(wait)) => reply(json!({
+                "type": "error",
+                "error": "rate_limited",
+                "message": "too many messages",
+                "retry_after": wait.as_secs_f64(),
+            }))
+            .into_iter()
+            .collect(),
+            Err(error) => {
+                tracing::error!(%error, "speak failed");
+                error_reply("internal", "the message could not be stored")
+            }
+        }
+    }
+
+    /// Every message after `after`, then `{"type":"caught_up",…}`.
+    async fn catch_up(&self, room: i64, action: &ActionData) -> Vec<Box<RawValue>> {
+        let Some(after) = action.args.get("after").and_then(|a| a.as_i64()) else {
+            return error_reply("invalid_request", "catch_up needs a numeric `after`");
+        };
+        let missed =
+            match db::messages::between(&self.db, room, after, i64::MAX, REPLAY_LIMIT).await {
+                Ok(missed) => missed,
+                Err(error) => {
+                    tracing::error!(%error, "catch_up failed");
+                    return error_reply("internal", "history is unavailable");
+                }
+            };
+        let last_seq = missed.last().map_or(after, |m| m.seq);
+        let more = missed.len() as i64 == REPLAY_LIMIT;
+        let mut replies: Vec<Box<RawValue>> = missed.iter().filter_map(payload).collect();
+        replies.extend(reply(
+            json!({ "type": "caught_up", "last_seq": last_seq, "more": more }),
+        ));
+        replies
     }
 }
 
@@ -34,12 +109,18 @@ fn room_id(params: &Params) -> Option<i64> {
     }
 }
 
+fn payload(message: &Message) -> Option<Box<RawValue>> {
+    to_raw_value(&MessagePayload::new(message)).ok()
+}
+
 fn reply(value: serde_json::Value) -> Option<Box<RawValue>> {
     to_raw_value(&value).ok()
 }
 
-fn error_reply(error: &str, detail: &str) -> Option<Box<RawValue>> {
+fn error_reply(error: &str, detail: &str) -> Vec<Box<RawValue>> {
     reply(json!({ "type": "error", "error": error, "message": detail }))
+        .into_iter()
+        .collect()
 }
 
 #[async_trait]
@@ -67,40 +148,48 @@ impl Channel<CurrentUser> for ChatroomChannel {
         user: &CurrentUser,
         params: &Params,
         action: ActionData,
-    ) -> Option<Box<RawValue>> {
-        if action.action != "speak" {
-            tracing::warn!(action = %action.action, "ChatroomChannel has no such action");
-            return error_reply("unknown_action", "ChatroomChannel only knows speak");
-        }
-        let room = room_id(params)?;
-        let content = action
-            .args
-            .get("content")
-            .and_then(|c| c.as_str())
-            .unwrap_or("");
-        let content = match MessageContent::parse(content) {
-            Ok(content) => content,
-            Err(invalid) => return error_reply("invalid_content", invalid.0),
+    ) -> Vec<Box<RawValue>> {
+        let Some(room) = room_id(params) else {
+            return Vec::new();
         };
-        let posted = self
-            .writer
-            .post(NewMessage {
-                chatroom_id: room,
-                user_id: user.id,
-                nickname: user.nickname.clone(),
-                content,
-            })
-            .await;
-        match posted {
-            // The broadcast carries the message to this subscriber too.
-            Ok(_) => None,
-            Err(PostError::RoomNotFound) => {
-                error_reply("not_found", "the chatroom no longer exists")
-            }
-            Err(error) => {
-                tracing::error!(%error, "speak failed");
-                error_reply("internal", "the message could not be stored")
+        match action.action.as_str() {
+            "speak" => self.speak(user, room, &action).await,
+            "catch_up" => self.catch_up(room, &action).await,
+            other => {
+                tracing::warn!(action = other, "ChatroomChannel has no such action");
+                error_reply("unknown_action", "ChatroomChannel knows speak and catch_up")
             }
         }
+    }
+
+    async fn history(
+        &self,
+        _user: &CurrentUser,
+        stream: &str,
+        from: HistoryFrom,
+    ) -> Result<Vec<HistoryItem>, Rejection> {
+        let room = stream
+            .strip_prefix("chatrooms:")
+            .and_then(|id| id.parse::<i64>().ok())
+            .ok_or_else(|| Rejection(format!("{stream} is not a room")))?;
+        let messages = match from {
+            HistoryFrom::After(offset) => {
+                db::messages::between(&self.db, room, offset, i64::MAX, REPLAY_LIMIT).await
+            }
+            HistoryFrom::Since(seconds) => {
+                db::messages::since(&self.db, room, seconds.saturating_mul(1000), REPLAY_LIMIT)
+                    .await
+            }
+        }
+        .map_err(|error| Rejection(format!("database error: {error}")))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| {
+                payload(m).map(|message| HistoryItem {
+                    offset: m.seq,
+                    message,
+                })
+            })
+            .collect())
     }
 }

@@ -93,3 +93,23 @@ pub async fn between(
     .fetch_all(db)
     .await
 }
+
+/// A room's messages created at or after `since_millis`, oldest first, at most `limit`.
+pub async fn since(
+    db: &Db,
+    chatroom_id: i64,
+    since_millis: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Message>> {
+    sqlx::query_as(
+        "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at
+         FROM messages m JOIN users u ON u.id = m.user_id
+         WHERE m.chatroom_id = $1 AND m.created_at >= $2
+         ORDER BY m.seq LIMIT $3",
+    )
+    .bind(chatroom_id)
+    .bind(since_millis)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -6,9 +6,11 @@ use anyhow::Context;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -43,6 +45,9 @@ pub struct CurrentUser {
     pub email: String,
     /// Display name.
     pub nickname: String,
+    /// The hash of the session token this user came with: signing out ends
+    /// that session's sockets too.
+    pub session: String,
 }
 
 impl CurrentUser {
@@ -71,6 +76,7 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
                 id: user.id,
                 email: user.email,
                 nickname: user.nickname,
+                session: token.hash(),
             }))
     }
 }
@@ -133,13 +139,25 @@ async fn hash_password(password: Password) -> anyhow::Result<String> {
     .context("password hashing panicked")?
 }
 
-fn session_cookie(token: &SessionToken) -> Cookie<'static> {
+fn session_cookie(token: &SessionToken, secure: bool) -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, token.as_str().to_owned()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
+        .secure(secure)
         .max_age(time::Duration::milliseconds(sessions::SESSION_TTL_MILLIS))
         .build()
+}
+
+/// 429 with `Retry-After` and the form again, saying when to retry.
+fn too_many(wait: std::time::Duration, page: impl FnOnce(String) -> Response) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = page(format!("Too many attempts; try again in {seconds} s"));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, seconds.into());
+    response
 }
 
 /// Starts a fresh session for `user`, ending the one the browser had, if any.
@@ -148,7 +166,8 @@ async fn sign_in_as(state: &AppState, jar: CookieJar, user: &User) -> Result<Res
         sessions::delete(&state.db, &SessionToken::from_cookie(old.value())).await?;
     }
     let token = sessions::create(&state.db, user.id).await?;
-    Ok((jar.add(session_cookie(&token)), Redirect::to("/")).into_response())
+    let cookie = session_cookie(&token, state.config.secure_cookies);
+    Ok((jar.add(cookie), Redirect::to("/")).into_response())
 }
 
 /// The sign-up form fields; missing ones are empty.
@@ -172,9 +191,24 @@ async fn new_user(user: Option<CurrentUser>) -> Response {
 
 async fn create_user(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     Form(form): Form<SignUpForm>,
 ) -> Result<Response> {
+    if let Err(wait) = state.limits.sign_up_by_ip.check(&peer.ip()) {
+        tracing::warn!(ip = %peer.ip(), "sign-up rate limit reached");
+        return Ok(too_many(wait, |error| {
+            render(
+                StatusCode::TOO_MANY_REQUESTS,
+                &SignUpPage {
+                    current_user: None,
+                    errors: vec![error],
+                    email: form.email.clone(),
+                    nickname: form.nickname.clone(),
+                },
+            )
+        }));
+    }
     let email = Email::parse(&form.email);
     let nickname = Nickname::parse(&form.nickname);
     let password = Password::parse(&form.password);
@@ -230,12 +264,35 @@ async fn new_session(user: Option<CurrentUser>) -> Response {
 
 async fn create_session(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> Result<Response> {
-    let found = match Email::parse(&form.email) {
-        Ok(email) => users::find_by_email(&state.db, &email).await?,
-        Err(_) => None,
+    let email = Email::parse(&form.email).ok();
+    let account = email
+        .as_ref()
+        .map_or_else(|| form.email.clone(), |e| e.as_str().to_owned());
+    let limited = state
+        .limits
+        .sign_in_by_ip
+        .check(&peer.ip())
+        .and_then(|()| state.limits.sign_in_by_account.check(&account));
+    if let Err(wait) = limited {
+        tracing::warn!(ip = %peer.ip(), "sign-in rate limit reached");
+        return Ok(too_many(wait, |error| {
+            render(
+                StatusCode::TOO_MANY_REQUESTS,
+                &SignInPage {
+                    current_user: None,
+                    errors: vec![error],
+                    email: form.email.clone(),
+                },
+            )
+        }));
+    }
+    let found = match email {
+        Some(email) => users::find_by_email(&state.db, &email).await?,
+        None => None,
     };
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
@@ -260,7 +317,14 @@ async fn create_session(
 
 async fn destroy_session(State(state): State<AppState>, jar: CookieJar) -> Result<Response> {
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
-        sessions::delete(&state.db, &SessionToken::from_cookie(cookie.value())).await?;
+        let token = SessionToken::from_cookie(cookie.value());
+        sessions::delete(&state.db, &token).await?;
+        let hash = token.hash();
+        let closed = state.cable.disconnect_where(
+            |user| user.session == hash,
+            cable::DisconnectReason::Unauthorized,
+        );
+        tracing::info!(sockets_closed = closed, "signed out");
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     Ok((jar, Redirect::to("/sign_in")).into_response())

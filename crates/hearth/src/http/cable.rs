@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
 /// one the client is told `unauthorized`).
 async fn open_cable(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     user: Option<CurrentUser>,
     upgrade: WebSocketUpgrade,
@@ -28,5 +29,5 @@ async fn open_cable(
         tracing::warn!(origin = ?headers.get("origin"), "refused a cable from a foreign origin");
         return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
     }
-    state.cable.upgrade(upgrade, user)
+    state.cable.upgrade(upgrade, &uri, &headers, user)
 }

@@ -1,7 +1,7 @@
 //! `POST /chatrooms/{id}/messages`: posting from the room's form or `fetch`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::{Form, Json, Router};
@@ -31,7 +31,8 @@ pub struct MessageForm {
 
 /// Stores and broadcasts the message. A browser form gets 303 back to the
 /// room; `Accept: application/json` gets 201 and the broadcast payload.
-/// Invalid content gets 422 and is neither stored nor broadcast.
+/// Invalid content gets 422 and is neither stored nor broadcast; past the
+/// user's message rate, 429 with `Retry-After`.
 async fn create_message(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -81,6 +82,21 @@ async fn create_message(
     let message = match posted {
         Ok(message) => message,
         Err(PostError::RoomNotFound) => return Ok(missing_room(json, user).await),
+        Err(PostError::RateLimited(wait)) => {
+            let seconds = wait.as_secs().max(1);
+            let retry = [(header::RETRY_AFTER, seconds.to_string())];
+            let text = format!("You are sending messages too fast; try again in {seconds} s");
+            if json {
+                let body =
+                    json!({ "error": "rate_limited", "message": text, "retry_after": seconds });
+                return Ok((StatusCode::TOO_MANY_REQUESTS, retry, Json(body)).into_response());
+            }
+            let page = room_page(&state, user.clone(), &raw_id, vec![text], form.content).await?;
+            return Ok(match page {
+                Some(page) => (retry, render(StatusCode::TOO_MANY_REQUESTS, &page)).into_response(),
+                None => missing_room(false, user).await,
+            });
+        }
         Err(error) => return Err(Error::Internal(error.into())),
     };
     if json {
