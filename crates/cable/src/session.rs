@@ -434,12 +434,19 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         let mut replies = Vec::new();
         let key_identifier: Arc<str> = Arc::from(identifier);
         for stream in streams {
-            let from = match request.streams.get(&stream) {
-                Some(position) if position.epoch == epoch => HistoryFrom::After(position.offset),
-                _ => match request.since {
-                    Some(since) => HistoryFrom::Since(since),
-                    None => continue,
-                },
+            let from = match (request.streams.get(&stream), request.since) {
+                (Some(position), _) if position.epoch == epoch => {
+                    HistoryFrom::After(position.offset)
+                }
+                (_, Some(since)) => HistoryFrom::Since(since),
+                (Some(_), None) => {
+                    warn!(
+                        conn = self.id,
+                        identifier, stream, "history of another epoch"
+                    );
+                    return vec![protocol::reject_history(identifier)];
+                }
+                (None, None) => continue,
             };
             let items = match channel.history(&self.identity, &stream, from).await {
                 Ok(items) => items,

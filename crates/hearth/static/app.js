@@ -21,6 +21,9 @@ function startRoom(list) {
 
   let socket = null;
   let attempts = 0;
+  // The newest room sequence shown: after every (re)subscription the page
+  // asks for whatever came after it, so nothing sent while away is lost.
+  let lastSeq = Math.max(0, ...[...list.querySelectorAll("[data-seq]")].map((el) => Number(el.dataset.seq)));
   let lastFrameAt = 0;
   let stopped = false;
   let reconnectTimer = null;
@@ -71,6 +74,7 @@ function startRoom(list) {
         if (frame.identifier === identifier) {
           attempts = 0;
           setState("online", "Live");
+          catchUp(ws);
         }
         return;
       case "reject_subscription":
@@ -86,9 +90,14 @@ function startRoom(list) {
         ws.close();
         return;
     }
-    if (frame.identifier === identifier && frame.message && frame.message.type === "message") {
-      append(frame.message);
-    }
+    if (frame.identifier !== identifier || !frame.message) return;
+    if (frame.message.type === "message") append(frame.message);
+    else if (frame.message.type === "caught_up" && frame.message.more) catchUp(ws);
+  }
+
+  function catchUp(ws) {
+    const data = JSON.stringify({ action: "catch_up", after: lastSeq });
+    ws.send(JSON.stringify({ command: "message", identifier, data }));
   }
 
   function scheduleReconnect() {
@@ -114,6 +123,7 @@ function startRoom(list) {
   // Messages are placed by their room sequence and never twice: the sender's
   // own message arrives both in the POST's answer and as a broadcast.
   function append(message) {
+    lastSeq = Math.max(lastSeq, message.seq);
     if (document.getElementById(`message_${message.id}`)) return;
     const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 80 || message.user_id === undefined;
     const template = document.createElement("template");

@@ -300,13 +300,36 @@ impl TestApp {
         cookie: Option<&str>,
         headers: &[(&'static str, &str)],
     ) -> Result<CableClient, tungstenite::Error> {
-        let mut request = format!("ws://{}/cable", self.addr)
+        self.connect_cable_at("/cable", "actioncable-v1-json", cookie, headers)
+            .await
+    }
+
+    /// Opens a cable with the extended protocol, optionally restoring `sid`.
+    pub async fn connect_extended(&self, cookie: &str, sid: Option<&str>) -> CableClient {
+        let path = match sid {
+            Some(sid) => format!("/cable?sid={sid}"),
+            None => "/cable".to_owned(),
+        };
+        self.connect_cable_at(&path, "actioncable-v1-ext-json", Some(cookie), &[])
+            .await
+            .expect("cable upgrade")
+    }
+
+    /// Opens a cable at `path` offering `protocol`.
+    pub async fn connect_cable_at(
+        &self,
+        path: &str,
+        protocol: &str,
+        cookie: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<CableClient, tungstenite::Error> {
+        let mut request = format!("ws://{}{path}", self.addr)
             .into_client_request()
             .unwrap();
         let h = request.headers_mut();
         h.insert(
             "sec-websocket-protocol",
-            HeaderValue::from_static("actioncable-v1-json"),
+            HeaderValue::from_str(protocol).unwrap(),
         );
         if let Some(cookie) = cookie {
             h.insert("cookie", HeaderValue::from_str(cookie).unwrap());

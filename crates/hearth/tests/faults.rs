@@ -1,0 +1,464 @@
+//! The real binary under faults: SIGTERM, SIGKILL and cut connections while
+//! a stream of messages flows. The database is the truth; a client that
+//! follows the documented catch-up ends with exactly its transcript.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{CableClient, Event, TestUser, room_identifier};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+
+/// A `hearth` process on a fixed port, so it can be killed and started again.
+struct ServerProcess {
+    port: u16,
+    data_dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            port,
+            data_dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["--bind", &format!("127.0.0.1:{}", self.port)])
+            .args(["--data-dir", &self.data_dir.path().display().to_string()])
+            .args(["--message-rate", "0", "--sign-up-rate-per-ip", "0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the hearth binary starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "hearth did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    fn terminate(&mut self) -> Child {
+        let child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child
+    }
+
+    /// An HTTP and cable client for this server.
+    async fn client(&self) -> ProcessClient {
+        ProcessClient {
+            base: self.base(),
+            port: self.port,
+        }
+    }
+
+    async fn stored(&self) -> Vec<(i64, i64, String)> {
+        let db = hearth::db::connect(&hearth::db::sqlite_url(self.data_dir.path()))
+            .await
+            .unwrap();
+        let rows: Vec<(i64, i64, String)> =
+            sqlx::query_as("SELECT seq, id, content FROM messages ORDER BY seq")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        db.close().await;
+        rows
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct ProcessClient {
+    base: String,
+    port: u16,
+}
+
+impl ProcessClient {
+    fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    async fn sign_up(&self, nickname: &str) -> TestUser {
+        let password = format!("{nickname}-password");
+        let email = format!("{nickname}@example.com");
+        let response = self
+            .http()
+            .post(format!("{}/sign_up", self.base))
+            .form(&[
+                ("email", email.as_str()),
+                ("nickname", nickname),
+                ("password", &password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        TestUser {
+            nickname: nickname.into(),
+            email,
+            password,
+            cookie: common::session_cookie(response.headers()).unwrap(),
+        }
+    }
+
+    async fn post(&self, user: &TestUser, room: i64, content: &str) -> Result<Value, String> {
+        let response = self
+            .http()
+            .post(format!("{}/chatrooms/{room}/messages", self.base))
+            .header("cookie", &user.cookie)
+            .header("accept", "application/json")
+            .timeout(Duration::from_secs(5))
+            .form(&[("content", content)])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 201 {
+            return Err(format!("status {}", response.status()));
+        }
+        response.json().await.map_err(|e| e.to_string())
+    }
+
+    async fn cable(&self, cookie: &str) -> Option<CableClient> {
+        let app = TestAppAddr(self.port);
+        app.connect(cookie).await
+    }
+}
+
+struct TestAppAddr(u16);
+
+impl TestAppAddr {
+    async fn connect(&self, cookie: &str) -> Option<CableClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://127.0.0.1:{}/cable", self.0)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "actioncable-v1-json".parse().unwrap(),
+        );
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(CableClient { ws, protocol: None })
+    }
+}
+
+/// A follower as the documented client algorithm has it: subscribe, ask
+/// `catch_up` from the last shown sequence, show messages strictly in
+/// sequence (holding early ones until the gap is filled), ignore those
+/// already shown, and reconnect whenever the connection drops.
+struct Follower {
+    transcript: Vec<(i64, i64, String)>,
+    pending: BTreeMap<i64, (i64, String)>,
+    duplicates_ignored: u64,
+    reconnects: u64,
+}
+
+impl Follower {
+    fn last(&self) -> i64 {
+        self.transcript.last().map_or(0, |(seq, _, _)| *seq)
+    }
+
+    fn receive(&mut self, message: &Value) {
+        let seq = message["seq"].as_i64().unwrap();
+        if seq <= self.last() || self.pending.contains_key(&seq) {
+            self.duplicates_ignored += 1;
+            return;
+        }
+        let entry = (
+            message["id"].as_i64().unwrap(),
+            message["content"].as_str().unwrap().to_owned(),
+        );
+        self.pending.insert(seq, entry);
+        while let Some(entry) = self.pending.remove(&(self.last() + 1)) {
+            let seq = self.last() + 1;
+            self.transcript.push((seq, entry.0, entry.1));
+        }
+    }
+}
+
+async fn catch_up(cable: &mut CableClient, identifier: &str, after: i64) {
+    let data = json!({ "action": "catch_up", "after": after }).to_string();
+    cable
+        .send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
+        .await;
+}
+
+async fn follow(
+    client: Arc<ProcessClient>,
+    user: TestUser,
+    room: i64,
+    follower: Arc<Mutex<Follower>>,
+    mut cuts: mpsc::UnboundedReceiver<()>,
+    target: Arc<AtomicI64>,
+) {
+    let identifier = room_identifier(room);
+    'connect: loop {
+        let done = |f: &Follower| {
+            let t = target.load(Ordering::SeqCst);
+            t > 0 && f.last() >= t
+        };
+        if done(&*follower.lock().await) {
+            return;
+        }
+        let Some(mut cable) = client.cable(&user.cookie).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        follower.lock().await.reconnects += 1;
+        cable
+            .send_json(json!({ "command": "subscribe", "identifier": identifier }))
+            .await;
+        loop {
+            let event = tokio::select! {
+                _ = cuts.recv() => continue 'connect, // drops the socket: a cut
+                event = tokio::time::timeout(Duration::from_millis(500), cable.next_event()) => event,
+            };
+            let event = match event {
+                Ok(event) => event,
+                // Quiet: if every message is shown we are done, else ask again.
+                Err(_) => {
+                    let f = follower.lock().await;
+                    if done(&f) {
+                        return;
+                    }
+                    let last = f.last();
+                    drop(f);
+                    catch_up(&mut cable, &identifier, last).await;
+                    continue;
+                }
+            };
+            let frame = match event {
+                Event::Frame(frame) => frame,
+                Event::Closed(_) => continue 'connect,
+            };
+            if frame["type"] == "confirm_subscription" {
+                let last = follower.lock().await.last();
+                catch_up(&mut cable, &identifier, last).await;
+            } else if frame["type"] == "disconnect" || frame["type"] == "welcome" {
+                continue;
+            } else if frame["message"]["type"] == "message" {
+                follower.lock().await.receive(&frame["message"]);
+            } else if frame["message"]["type"] == "caught_up" && frame["message"]["more"] == true {
+                let last = follower.lock().await.last();
+                catch_up(&mut cable, &identifier, last).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_ends_with_the_databases_transcript_through_cuts_and_kills() {
+    let total: usize = 10_000;
+    let mut server = ServerProcess::start();
+    let client = Arc::new(server.client().await);
+    let ann = client.sign_up("ann").await;
+    let room = 1; // "general", created at the first start
+
+    let follower = Arc::new(Mutex::new(Follower {
+        transcript: Vec::new(),
+        pending: BTreeMap::new(),
+        duplicates_ignored: 0,
+        reconnects: 0,
+    }));
+    let target = Arc::new(AtomicI64::new(0));
+    let (cut, cuts) = mpsc::unbounded_channel();
+    let following = tokio::spawn(follow(
+        client.clone(),
+        ann.clone(),
+        room,
+        follower.clone(),
+        cuts,
+        target.clone(),
+    ));
+
+    // The publisher: four workers posting until `total` are acknowledged;
+    // a post that fails (the server is down) is tried again.
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let next = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, ann, acked, next, stop) = (
+            client.clone(),
+            ann.clone(),
+            acked.clone(),
+            next.clone(),
+            stop.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n as usize >= total {
+                    return;
+                }
+                loop {
+                    assert!(!stop.load(Ordering::SeqCst), "the test gave up");
+                    match client.post(&ann, room, &format!("message {n}")).await {
+                        Ok(message) => {
+                            acked.lock().await.insert(message["id"].as_i64().unwrap());
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        }));
+    }
+
+    // Faults: 20 cuts at random points and two SIGKILLs with restarts.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("fault seed {seed}");
+    let mut random = move |below: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % below
+    };
+    let mut cut_points: Vec<usize> = (0..20).map(|_| random(total)).collect();
+    cut_points.sort_unstable();
+    let kill_points = [total / 3, 2 * total / 3];
+    let (mut cut_index, mut kill_index) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while acked.lock().await.len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not finish in time"
+        );
+        let done = acked.lock().await.len();
+        while cut_index < cut_points.len() && cut_points[cut_index] <= done {
+            let _ = cut.send(());
+            cut_index += 1;
+        }
+        if kill_index < kill_points.len() && kill_points[kill_index] <= done {
+            server.kill();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server.restart();
+            kill_index += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    while cut_index < cut_points.len() {
+        let _ = cut.send(());
+        cut_index += 1;
+    }
+
+    let stored = server.stored().await;
+    target.store(stored.last().unwrap().0, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(60), following)
+        .await
+        .expect("the follower catches up")
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+
+    let follower = follower.lock().await;
+    assert_eq!(kill_index, 2, "the server was killed twice");
+    assert_eq!(follower.transcript.len(), stored.len());
+    assert!(
+        follower.transcript == stored,
+        "the follower's transcript equals the database's"
+    );
+    let stored_ids: HashSet<i64> = stored.iter().map(|(_, id, _)| *id).collect();
+    let acked = acked.lock().await;
+    assert!(
+        acked.is_subset(&stored_ids),
+        "every acknowledged message is stored"
+    );
+    assert!(acked.len() >= total);
+    eprintln!(
+        "checked {} messages ({} acknowledged), {} connections, {} duplicates ignored",
+        stored.len(),
+        acked.len(),
+        follower.reconnects,
+        follower.duplicates_ignored
+    );
+}
+
+#[tokio::test]
+async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
+    let mut server = ServerProcess::start();
+    let client = server.client().await;
+    let ann = client.sign_up("ann").await;
+    let mut cable = client.cable(&ann.cookie).await.unwrap();
+    cable.join_room(1).await;
+    client
+        .post(&ann, 1, "just before the restart")
+        .await
+        .unwrap();
+    assert_eq!(
+        cable.next_frame().await["message"]["content"],
+        "just before the restart"
+    );
+
+    let started = Instant::now();
+    let mut child = server.terminate();
+    assert_eq!(
+        cable.next_frame().await,
+        json!({ "type": "disconnect", "reason": "server_restart", "reconnect": true })
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stored = server.stored().await;
+    assert_eq!(
+        stored.last().map(|(_, _, c)| c.as_str()),
+        Some("just before the restart")
+    );
+}
