@@ -18,19 +18,38 @@ use tokio::sync::{Mutex, mpsc};
 struct ServerProcess {
     port: u16,
     data_dir: tempfile::TempDir,
+    /// Extra `hearth serve` arguments (a shared database, Redis).
+    args: Vec<String>,
+    database_url: String,
     child: Option<Child>,
 }
 
 impl ServerProcess {
     fn start() -> Self {
+        Self::start_with(None, &[])
+    }
+
+    /// Starts on `database_url` (SQLite in its own folder when `None`).
+    fn start_with(database_url: Option<&str>, args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let database_url = match database_url {
+            Some(url) => {
+                args.extend(["--database-url".to_string(), url.to_string()]);
+                url.to_owned()
+            }
+            None => hearth::db::sqlite_url(data_dir.path()),
+        };
         let mut server = Self {
             port,
-            data_dir: tempfile::tempdir().unwrap(),
+            data_dir,
+            args,
+            database_url,
             child: None,
         };
         server.restart();
@@ -46,6 +65,7 @@ impl ServerProcess {
             .args(["--bind", &format!("127.0.0.1:{}", self.port)])
             .args(["--data-dir", &self.data_dir.path().display().to_string()])
             .args(["--message-rate", "0", "--sign-up-rate-per-ip", "0"])
+            .args(&self.args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -80,14 +100,12 @@ impl ServerProcess {
     async fn client(&self) -> ProcessClient {
         ProcessClient {
             base: self.base(),
-            port: self.port,
+            ports: vec![self.port],
         }
     }
 
     async fn stored(&self) -> Vec<(i64, i64, String)> {
-        let db = hearth::db::connect(&hearth::db::sqlite_url(self.data_dir.path()))
-            .await
-            .unwrap();
+        let db = hearth::db::connect(&self.database_url).await.unwrap();
         let rows: Vec<(i64, i64, String)> =
             sqlx::query_as("SELECT seq, id, content FROM messages ORDER BY seq")
                 .fetch_all(&db)
@@ -105,8 +123,10 @@ impl Drop for ServerProcess {
 }
 
 struct ProcessClient {
+    /// Where it posts.
     base: String,
-    port: u16,
+    /// Where its cable connects: the first that answers, like a load balancer.
+    ports: Vec<u16>,
 }
 
 impl ProcessClient {
@@ -157,8 +177,12 @@ impl ProcessClient {
     }
 
     async fn cable(&self, cookie: &str) -> Option<CableClient> {
-        let app = TestAppAddr(self.port);
-        app.connect(cookie).await
+        for port in &self.ports {
+            if let Some(cable) = TestAppAddr(*port).connect(cookie).await {
+                return Some(cable);
+            }
+        }
+        None
     }
 }
 
@@ -461,4 +485,75 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
         stored.last().map(|(_, _, c)| c.as_str()),
         Some("just before the restart")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_node_reconnect_to_another_and_lose_nothing() {
+    let (Ok(_), Ok(redis)) = (
+        std::env::var("HEARTH_TEST_POSTGRES_URL"),
+        std::env::var("HEARTH_TEST_REDIS_URL"),
+    ) else {
+        eprintln!("skipped: needs HEARTH_TEST_POSTGRES_URL and HEARTH_TEST_REDIS_URL");
+        return;
+    };
+    let database = common::TestDatabase::create().await;
+    let url = database.url.clone().unwrap();
+    let prefix = format!("hearth-test-{}", common::uuid_like());
+    let args = ["--redis-url", &redis, "--redis-channel-prefix", &prefix];
+    let mut one = ServerProcess::start_with(Some(&url), &args);
+    let two = ServerProcess::start_with(Some(&url), &args);
+    let to_one = Arc::new(ProcessClient {
+        base: one.base(),
+        ports: vec![one.port, two.port],
+    });
+    let to_two = Arc::new(two.client().await);
+    let ann = to_one.sign_up("ann").await;
+    let room = 1;
+
+    let follower = Arc::new(Mutex::new(Follower {
+        transcript: Vec::new(),
+        pending: BTreeMap::new(),
+        duplicates_ignored: 0,
+        reconnects: 0,
+    }));
+    let target = Arc::new(AtomicI64::new(0));
+    let (_cut, cuts) = mpsc::unbounded_channel();
+    // The follower starts on node 1; when it dies, node 2 answers.
+    let following = tokio::spawn(follow(
+        to_one.clone(),
+        ann.clone(),
+        room,
+        follower.clone(),
+        cuts,
+        target.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let total = 1000;
+    for n in 0..total {
+        if n == total / 2 {
+            one.kill();
+        }
+        let node = if n % 2 == 0 && n < total / 2 {
+            &to_one
+        } else {
+            &to_two
+        };
+        node.post(&ann, room, &format!("message {n}"))
+            .await
+            .expect("posted");
+    }
+    let stored = one.stored().await;
+    target.store(stored.last().unwrap().0, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(60), following)
+        .await
+        .expect("the follower catches up on node 2")
+        .unwrap();
+    let follower = follower.lock().await;
+    assert_eq!(stored.len(), total);
+    assert!(
+        follower.transcript == stored,
+        "the follower's transcript equals the database's"
+    );
+    assert!(follower.reconnects >= 2, "it moved to node 2");
 }
