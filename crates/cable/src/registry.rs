@@ -30,15 +30,21 @@ pub struct StreamKey {
     pub stream: Arc<str>,
 }
 
-/// A frame queued for one connection. Frames for extended clients carry
-/// their stream position, so the session can skip what history already sent.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The encoded frame, shared with every other subscriber.
+/// A frame for connections. Frames for extended clients carry their
+/// stream position, so the session can skip what history already sent.
+#[derive(Debug)]
+pub struct Frame {
+    /// The encoded frame.
     pub frame: Utf8Bytes,
     /// The frame's subscription, stream and offset, when it has one.
     pub position: Option<(Arc<StreamKey>, i64)>,
 }
+
+/// A frame queued for one connection: one pointer, shared by every
+/// subscriber of the same group. Keeping queue slots a pointer wide keeps
+/// each idle connection's queue block small (measured: 32 slots of 56 bytes
+/// each were 1.7 KiB of every connection's memory).
+pub type Outgoing = Arc<Frame>;
 
 /// The sending side of a connection's bounded frame queue.
 #[derive(Clone, Debug)]
@@ -211,12 +217,9 @@ impl Registry {
                 }
                 _ => (protocol::to_subscription(identifier, message), None),
             };
+            let outgoing = Arc::new(Frame { frame, position });
             for outbox in group.subscribers.values() {
-                let outgoing = Outgoing {
-                    frame: frame.clone(),
-                    position: position.clone(),
-                };
-                match outbox.offer(outgoing) {
+                match outbox.offer(outgoing.clone()) {
                     Offer::Queued => delivery.queued += 1,
                     Offer::Full | Offer::Closed => delivery.dropped += 1,
                 }

@@ -52,7 +52,7 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             outbox_capacity: 1024,
             max_subscriptions: 100,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 512,
             origins: OriginPolicy::default(),
             max_connections: 100_000,
             session_ttl: Duration::from_secs(300),

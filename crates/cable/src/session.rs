@@ -132,7 +132,10 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                     None | Some(Ok(Message::Close(_))) => break End::Gone,
                     Some(Err(error)) => break read_failed(session.id, error),
                     Some(Ok(Message::Text(text))) => {
-                        let replies = session.handle(&text).await;
+                        // Boxed: commands are rare next to idle time, and their
+                        // state (channel calls, history) would otherwise
+                        // widen every idle connection's task.
+                        let replies = Box::pin(session.handle(&text)).await;
                         if write_all(&mut socket, replies).await.is_err() {
                             break End::Gone;
                         }
@@ -226,7 +229,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         let mut written = 0;
         while let Some(outgoing) = next.take() {
             if self.fresh(&outgoing) {
-                socket.feed(Message::Text(outgoing.frame)).await?;
+                socket.feed(Message::Text(outgoing.frame.clone())).await?;
                 written += 1;
             }
             if written < BATCH {

@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "HEARTH_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Bytes of each WebSocket's read buffer; small keeps idle connections
+    /// cheap, larger frames still arrive whole.
+    #[arg(long, env = "HEARTH_SOCKET_READ_BUFFER", default_value_t = 512)]
+    pub socket_read_buffer: usize,
+
     /// Subscriptions one connection may hold.
     #[arg(long, env = "HEARTH_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,

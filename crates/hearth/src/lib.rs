@@ -141,6 +141,7 @@ impl App {
             outbox_capacity: config.send_queue,
             max_subscriptions: config.max_subscriptions,
             max_connections: config.max_connections,
+            read_buffer_bytes: config.socket_read_buffer,
             origins: origins.clone(),
             ..cable::Config::default()
         })

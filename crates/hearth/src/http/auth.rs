@@ -96,21 +96,35 @@ impl FromRequestParts<AppState> for CurrentUser {
 #[derive(Clone)]
 pub struct Passwords {
     decoy: Arc<str>,
+    /// One permit per core: each hash takes 19 MiB and a core for tens of
+    /// milliseconds, so a burst of sign-ins queues here instead of
+    /// allocating without bound on the blocking pool.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Passwords {
     /// Prepares the decoy hash.
     pub async fn new() -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let permits = Arc::new(tokio::sync::Semaphore::new(cores));
         let decoy = hash_password(Password::parse("decoy password, never used")?).await?;
         Ok(Self {
             decoy: decoy.into(),
+            permits,
         })
+    }
+
+    /// Hashes a new password, waiting for a free core.
+    async fn hash(&self, password: Password) -> anyhow::Result<String> {
+        let _permit = self.permits.acquire().await?;
+        hash_password(password).await
     }
 
     /// Whether `password` matches `hash`; with no hash, checks the decoy and fails.
     async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy.to_string());
+        let _permit = self.permits.acquire().await?;
         let matches = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash)
                 .map_err(|e| anyhow::anyhow!("stored hash is unreadable: {e}"))?;
@@ -234,7 +248,7 @@ async fn create_user(
             return Ok(refuse(errors));
         }
     };
-    let hash = hash_password(password).await?;
+    let hash = state.passwords.hash(password).await?;
     let user = match users::insert(&state.db, &email, &nickname, &hash).await {
         Ok(user) => user,
         Err(InsertUserError::Database(error)) => return Err(error.into()),
