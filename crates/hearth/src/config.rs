@@ -134,6 +134,16 @@ pub struct Config {
     #[arg(long, env = "HEARTH_SIGN_UP_RATE_PER_IP", default_value_t = 30)]
     pub sign_up_rate_per_ip: u32,
 
+    /// A reverse proxy whose `X-Forwarded-For` names the real client, for
+    /// the per-address limits; repeat or separate with commas. Without it,
+    /// every user behind the proxy shares the proxy's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HEARTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Mark the session cookie `Secure` (set it when users reach Hearth over HTTPS).
     #[arg(long, env = "HEARTH_SECURE_COOKIES")]
     pub secure_cookies: bool,

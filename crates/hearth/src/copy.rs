@@ -135,6 +135,13 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
             bail!("{table}: the source has {there}, the target {here} after copying {copied}");
         }
     }
+    if to.starts_with("sqlite") {
+        // Fold the write-ahead log into the database file now, so the copy is
+        // whole in `hearth.db` even if only that file is moved afterwards.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&target)
+            .await?;
+    }
     source.close().await;
     target.close().await;
     Ok(report)

@@ -458,3 +458,37 @@ async fn the_session_cookie_is_secure_when_configured() {
             .contains("Secure")
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_count_the_forwarded_address() {
+    let sign_up = |app: &TestApp, nickname: &str, forwarded: &str| {
+        let email = format!("{nickname}@example.com");
+        let request = app
+            .client()
+            .post(app.url("/sign_up"))
+            .header("x-forwarded-for", forwarded)
+            .form(&[
+                ("email", email.as_str()),
+                ("nickname", nickname),
+                ("password", "long enough"),
+            ]);
+        async move { request.send().await.unwrap().status() }
+    };
+    let proxied =
+        TestApp::spawn_with(&["--sign-up-rate-per-ip", "1", "--trusted-proxy", "127.0.0.1"]).await;
+    assert_eq!(sign_up(&proxied, "ann", "1.1.1.1").await, 303);
+    assert_eq!(
+        sign_up(&proxied, "bob", "2.2.2.2").await,
+        303,
+        "another client behind the proxy"
+    );
+    assert_eq!(sign_up(&proxied, "carol", "1.1.1.1").await, 429);
+
+    let direct = TestApp::spawn_with(&["--sign-up-rate-per-ip", "1"]).await;
+    assert_eq!(sign_up(&direct, "ann", "1.1.1.1").await, 303);
+    assert_eq!(
+        sign_up(&direct, "bob", "2.2.2.2").await,
+        429,
+        "an untrusted peer cannot pick its address"
+    );
+}

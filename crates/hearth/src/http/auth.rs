@@ -6,9 +6,7 @@ use anyhow::Context;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,6 +16,7 @@ use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
+use super::ClientIp;
 use crate::AppState;
 use crate::db::sessions::{self, SessionToken};
 use crate::db::users::{self, InsertUserError, User};
@@ -205,12 +204,12 @@ async fn new_user(user: Option<CurrentUser>) -> Response {
 
 async fn create_user(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     Form(form): Form<SignUpForm>,
 ) -> Result<Response> {
-    if let Err(wait) = state.limits.sign_up_by_ip.check(&peer.ip()) {
-        tracing::warn!(ip = %peer.ip(), "sign-up rate limit reached");
+    if let Err(wait) = state.limits.sign_up_by_ip.check(&ip) {
+        tracing::warn!(ip = %ip, "sign-up rate limit reached");
         return Ok(too_many(wait, |error| {
             render(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -278,7 +277,7 @@ async fn new_session(user: Option<CurrentUser>) -> Response {
 
 async fn create_session(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> Result<Response> {
@@ -289,10 +288,10 @@ async fn create_session(
     let limited = state
         .limits
         .sign_in_by_ip
-        .check(&peer.ip())
+        .check(&ip)
         .and_then(|()| state.limits.sign_in_by_account.check(&account));
     if let Err(wait) = limited {
-        tracing::warn!(ip = %peer.ip(), "sign-in rate limit reached");
+        tracing::warn!(ip = %ip, "sign-in rate limit reached");
         return Ok(too_many(wait, |error| {
             render(
                 StatusCode::TOO_MANY_REQUESTS,
