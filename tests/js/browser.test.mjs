@@ -238,3 +238,70 @@ test(
     await page.context().close();
   },
 );
+
+test(
+  "a page that loses its server catches up after it comes back",
+  { timeout: TEST_TIMEOUT_MS },
+  async (t) => {
+    // The fault is a SIGKILL of the server, not Playwright's `setOffline`:
+    // in Chromium, going offline does not close an open WebSocket, it only
+    // holds its frames and hands them over on the same socket once back
+    // online, so the page never notices and nothing would be caught up. A
+    // killed server drops the socket at once, as a crash does. To post while
+    // the page is away, the server comes back only after the page's third
+    // failed reconnect: its next try waits at least 2 s (backoff 0.5, 1, 2,
+    // 4 s, half of it jitter), ample time to restart and post; the test
+    // checks that the page was still away when the posts were acknowledged.
+    const { page } = maya;
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+    await page.evaluate(() => {
+      /** @type {any} */ (window).__marker = 2;
+    });
+    const lastSeq = await page
+      .locator("#messages article.message")
+      .evaluateAll((articles) => Math.max(0, ...articles.map((a) => Number(/** @type {HTMLElement} */ (a).dataset.seq))));
+    /** Every socket the page opens from here on: what it sent, and whether it closed. */
+    /** @type {{ sent: string[], closed: boolean }[]} */
+    const sockets = [];
+    /** @param {import("playwright-core").WebSocket} socket */
+    const track = (socket) => {
+      const entry = { sent: /** @type {string[]} */ ([]), closed: false };
+      sockets.push(entry);
+      socket.on("framesent", ({ payload }) => entry.sent.push(String(payload)));
+      socket.on("close", () => {
+        entry.closed = true;
+      });
+    };
+    page.on("websocket", track);
+    t.after(() => page.off("websocket", track));
+
+    await server.kill();
+    await page.locator('#connection-status[data-state="offline"]').waitFor();
+    await eventually("three failed reconnects", () => sockets.length >= 3 && sockets[2].closed, 10_000);
+    await server.restart();
+    const texts = ["Server's back, did you see the outage?", "It was down for a few seconds.", "All three of these should show up once."];
+    for (const content of texts) {
+      // As theo, over HTTP, with his browser context's session cookie.
+      const response = await theo.page.request.post(`${server.url}${new URL(page.url()).pathname}/messages`, {
+        headers: { Accept: "application/json" },
+        form: { content },
+      });
+      assert.equal(response.status(), 201, await response.text());
+    }
+    const postedAt = Date.now();
+    assert.equal(sockets.length, 3, "the page had not reconnected yet when the posts were acknowledged");
+    assert.notEqual(await page.locator("#connection-status").getAttribute("data-state"), "online");
+
+    await page.locator('#connection-status[data-state="online"]').waitFor({ timeout: 8_000 });
+    await listed(page, texts[2]).waitFor();
+    t.diagnostic(`caught up ${Date.now() - postedAt} ms after the posts, on reconnect ${sockets.length}`);
+    // Give a duplicate time to show up before counting.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).__marker), 2, "the page was not reloaded");
+    for (const text of texts) assert.equal(await listed(page, text).count(), 1, `"${text}" is shown once`);
+    assert.deepEqual((await transcript(page)).slice(-3), texts.map((text) => `theo: ${text}`));
+    const catchUp = sockets.at(-1)?.sent.map((frame) => JSON.parse(frame)).find((frame) => frame.command === "message");
+    assert.deepEqual(JSON.parse(catchUp?.data ?? "null"), { action: "catch_up", after: lastSeq }, "the page asked for what it missed");
+  },
+);

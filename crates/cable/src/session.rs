@@ -54,7 +54,16 @@ struct Session<I> {
     written: HashMap<StreamKey, i64>,
     /// Extended clients: the id under which this session can be restored.
     sid: Option<String>,
+    /// Restored subscriptions whose client has not asked for history yet:
+    /// their live frames wait here, so the replay comes first and the client's
+    /// position never jumps over a gap. Released by the history answer, or
+    /// after [`HOLD_TIMEOUT`], or when more than a queue's worth piles up.
+    held: HashMap<Arc<str>, Vec<Outgoing>>,
+    hold_until: Option<tokio::time::Instant>,
 }
+
+/// How long live frames of a restored subscription wait for its history request.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the loop ended.
 enum End {
@@ -94,6 +103,8 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
         subscriptions: HashMap::new(),
         written: HashMap::new(),
         sid: (dialect == Dialect::Extended).then(|| new_sid(id)),
+        held: HashMap::new(),
+        hold_until: None,
     };
     let mut ping = inner.ping.clone();
     ping.mark_unchanged();
@@ -110,8 +121,22 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
         End::Gone
     } else {
         loop {
+            let hold_until = session.hold_until;
+            let hold_expired = async move {
+                match hold_until {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break End::Disconnect(DisconnectReason::ServerRestart),
+                _ = hold_expired => {
+                    warn!(conn = session.id, "no history request after a restore: releasing live frames");
+                    let frames = session.release_held();
+                    if write_all(&mut socket, frames).await.is_err() {
+                        break End::Gone;
+                    }
+                }
                 reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
                 _ = overflow.notified() => break End::Disconnect(DisconnectReason::TooSlow),
                 Some(first) = queue.recv() => {
@@ -228,15 +253,64 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         let mut next = Some(first);
         let mut written = 0;
         while let Some(outgoing) = next.take() {
-            if self.fresh(&outgoing) {
-                socket.feed(Message::Text(outgoing.frame.clone())).await?;
-                written += 1;
+            if let Some(outgoing) = self.hold(outgoing) {
+                if self.fresh(&outgoing) {
+                    socket.feed(Message::Text(outgoing.frame.clone())).await?;
+                    written += 1;
+                }
+            } else if self.held.values().map(Vec::len).sum::<usize>()
+                > self.inner.config.outbox_capacity
+            {
+                for frame in self.release_held() {
+                    socket.feed(Message::Text(frame)).await?;
+                }
             }
             if written < BATCH {
                 next = queue.try_recv().ok();
             }
         }
         socket.flush().await
+    }
+
+    /// Keeps a live frame of a subscription awaiting its history; gives
+    /// back any other frame.
+    fn hold(&mut self, outgoing: Outgoing) -> Option<Outgoing> {
+        if let Some((key, _)) = &outgoing.position
+            && let Some(waiting) = self.held.get_mut(&key.identifier)
+        {
+            waiting.push(outgoing);
+            return None;
+        }
+        Some(outgoing)
+    }
+
+    /// Ends every hold; returns the held frames the client still lacks.
+    fn release_held(&mut self) -> Replies {
+        self.hold_until = None;
+        let held: Vec<Outgoing> = self.held.drain().flat_map(|(_, frames)| frames).collect();
+        held.into_iter()
+            .filter(|o| self.fresh(o))
+            .map(|o| o.frame.clone())
+            .collect()
+    }
+
+    /// `reject_history`, then whatever was held for the subscription.
+    fn rejected_history(&mut self, identifier: &str) -> Replies {
+        let mut replies = vec![protocol::reject_history(identifier)];
+        replies.extend(self.release(identifier));
+        replies
+    }
+
+    /// Ends the hold of one subscription; returns what the client still lacks.
+    fn release(&mut self, identifier: &str) -> Replies {
+        let held = self.held.remove(identifier).unwrap_or_default();
+        if self.held.is_empty() {
+            self.hold_until = None;
+        }
+        held.into_iter()
+            .filter(|o| self.fresh(o))
+            .map(|o| o.frame.clone())
+            .collect()
     }
 
     /// Whether a queued frame is new to this client, noting it as written.
@@ -375,6 +449,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
             self.inner.registry.remove(stream, identifier, self.id);
         }
         self.written.retain(|key, _| &*key.identifier != identifier);
+        self.held.remove(identifier);
         self.inner
             .stats
             .subscriptions
@@ -415,7 +490,11 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         let mut ids = Vec::with_capacity(parked.subscriptions.len());
         for s in parked.subscriptions {
             ids.push(s.identifier.clone());
+            self.held.insert(s.identifier.clone(), Vec::new());
             self.register(s.identifier, s.channel, s.params, s.streams);
+        }
+        if !ids.is_empty() {
+            self.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
         }
         debug!(conn = self.id, restored = ids.len(), "restored a session");
         Some(ids)
@@ -447,7 +526,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
                         conn = self.id,
                         identifier, stream, "history of another epoch"
                     );
-                    return vec![protocol::reject_history(identifier)];
+                    return self.rejected_history(identifier);
                 }
                 (None, None) => continue,
             };
@@ -455,7 +534,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
                 Ok(items) => items,
                 Err(rejection) => {
                     warn!(conn = self.id, identifier, reason = %rejection.0, "rejecting history");
-                    return vec![protocol::reject_history(identifier)];
+                    return self.rejected_history(identifier);
                 }
             };
             let key = StreamKey {
@@ -484,6 +563,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
             }
         }
         replies.push(protocol::confirm_history(identifier));
+        replies.extend(self.release(identifier));
         replies
     }
 

@@ -18,7 +18,11 @@ const LOG_LIMIT = 64 * 1024;
 /**
  * @typedef {object} TestServer
  * @property {string} url Base URL, e.g. `http://127.0.0.1:41234`, without a trailing slash.
- * @property {() => string} log What the server wrote to stderr so far (the last 64 KiB).
+ * @property {string} dataDir The data folder; it outlives {@link TestServer.kill} and goes with `stop`.
+ * @property {() => string} log What the server wrote to stderr so far (the last 64 KiB, across restarts).
+ * @property {() => Promise<void>} kill SIGKILLs the server — no goodbye to its clients, no clean
+ *   close of the database — and resolves once it is gone.
+ * @property {() => Promise<void>} restart Starts it again after a kill, on the same address and data folder.
  * @property {() => Promise<{ code: number | null, signal: string | null }>} stop
  *   Sends SIGTERM, waits for the exit (SIGKILL after 5 s), removes the data folder.
  */
@@ -28,29 +32,91 @@ const LOG_LIMIT = 64 * 1024;
  * once it logs the address it listens on.
  * The binary is `$HEARTH_BIN` (relative to the working directory) or the
  * workspace's `target/debug/hearth`.
+ * @param {{ args?: string[] }} [options] `args`: more flags, e.g. `["--message-rate", "0"]`.
  * @returns {Promise<TestServer>}
  */
-export async function startServer() {
+export async function startServer({ args = [] } = {}) {
   const bin = process.env.HEARTH_BIN ? path.resolve(process.env.HEARTH_BIN) : DEFAULT_BIN;
   const dataDir = await mkdtemp(path.join(tmpdir(), "hearth-js-"));
-  const child = spawn(bin, ["--bind", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "text"], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  let log = "";
+  const appendLog = (/** @type {string} */ chunk) => {
+    log = (log + chunk).slice(-LOG_LIMIT);
+  };
+
+  /** @type {Running} */
+  let running;
+  try {
+    running = await spawnHearth(bin, ["--bind", "127.0.0.1:0", "--data-dir", dataDir, ...args], appendLog);
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const address = running.address;
+
+  let stopping;
+  return {
+    url: `http://${address}`,
+    dataDir,
+    log: () => log,
+    async kill() {
+      await running.kill("SIGKILL");
+    },
+    async restart() {
+      if (running.alive()) throw new Error("restart needs the server to be down: kill it first");
+      appendLog(`\n--- restarting on ${address} ---\n`);
+      running = await spawnHearth(bin, ["--bind", address, "--data-dir", dataDir, ...args], appendLog);
+    },
+    stop() {
+      stopping ??= (async () => {
+        const status = await running.kill("SIGTERM");
+        await rm(dataDir, { recursive: true, force: true });
+        return status;
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * @typedef {object} Running One process of the server.
+ * @property {string} address What it listens on, `ip:port`.
+ * @property {() => boolean} alive
+ * @property {(signal: "SIGTERM" | "SIGKILL") => Promise<{ code: number | null, signal: string | null }>} kill
+ *   Signals it (SIGTERM turns into SIGKILL after 5 s) and resolves with how it exited.
+ */
+
+/**
+ * Spawns the binary with `args` and resolves once it logs its address.
+ * @param {string} bin
+ * @param {string[]} args
+ * @param {(chunk: string) => void} onLog Gets everything it writes to stderr.
+ * @returns {Promise<Running>}
+ */
+async function spawnHearth(bin, args, onLog) {
+  const child = spawn(bin, [...args, "--log-format", "text"], { stdio: ["ignore", "ignore", "pipe"] });
   // The server must never outlive the test process, even when a test crashes.
   const killOnExit = () => child.kill("SIGKILL");
   process.once("exit", killOnExit);
-
-  let log = "";
   const exited = new Promise((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal }));
+    child.once("exit", (code, signal) => {
+      process.off("exit", killOnExit);
+      resolve({ code, signal });
+    });
   });
+  const kill = async (/** @type {"SIGTERM" | "SIGKILL"} */ signal) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const timer = signal === "SIGTERM" ? setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS) : undefined;
+    const status = await exited;
+    clearTimeout(timer);
+    return status;
+  };
 
-  /** @type {string} */
-  let address;
+  // This process's own output: the address must come from this start, not an earlier one.
+  let own = "";
   try {
-    address = await new Promise((resolve, reject) => {
+    const address = await new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`hearth did not log its address within ${START_TIMEOUT_MS} ms:\n${log}`)),
+        () => reject(new Error(`hearth did not log its address within ${START_TIMEOUT_MS} ms:\n${own}`)),
         START_TIMEOUT_MS,
       );
       child.once("error", (error) => {
@@ -59,44 +125,25 @@ export async function startServer() {
       });
       child.once("exit", (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`hearth exited before listening (code ${code}, signal ${signal}):\n${log}`));
+        reject(new Error(`hearth exited before listening (code ${code}, signal ${signal}):\n${own}`));
       });
       // Read stderr for the whole run: a full pipe would block the server's logging.
       child.stderr.setEncoding("utf8");
       child.stderr.on("data", (chunk) => {
-        log = (log + chunk).slice(-LOG_LIMIT);
-        const found = LISTENING.exec(log);
+        onLog(chunk);
+        own = (own + chunk).slice(-LOG_LIMIT);
+        const found = LISTENING.exec(own);
         if (found) {
           clearTimeout(timer);
           resolve(found[1]);
         }
       });
     });
+    return { address, alive: () => child.exitCode === null && child.signalCode === null, kill };
   } catch (error) {
-    child.kill("SIGKILL");
-    await exited;
-    process.off("exit", killOnExit);
-    await rm(dataDir, { recursive: true, force: true });
+    await kill("SIGKILL");
     throw error;
   }
-
-  let stopping;
-  return {
-    url: `http://${address}`,
-    log: () => log,
-    stop() {
-      stopping ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
-        const status = await exited;
-        clearTimeout(timer);
-        process.off("exit", killOnExit);
-        await rm(dataDir, { recursive: true, force: true });
-        return status;
-      })();
-      return stopping;
-    },
-  };
 }
 
 /**
@@ -158,14 +205,16 @@ export async function roomIdOf(url, cookie) {
  * @param {string} cookie A session cookie from {@link signUp}.
  * @param {number} roomId
  * @param {string} content
+ * @param {{ signal?: AbortSignal }} [options] `signal`: to give up on a request, e.g. `AbortSignal.timeout(ms)`.
  * @returns {Promise<MessagePayload>}
  */
-export async function postMessage(url, cookie, roomId, content) {
+export async function postMessage(url, cookie, roomId, content, { signal } = {}) {
   const response = await fetch(`${url}/chatrooms/${roomId}/messages`, {
     method: "POST",
     headers: { Cookie: cookie, Accept: "application/json" },
     body: new URLSearchParams({ content }),
     redirect: "manual",
+    signal,
   });
   if (response.status !== 201) {
     throw new Error(`posting to room ${roomId} answered ${response.status}: ${await response.text()}`);
