@@ -30,6 +30,17 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     let sqlite = url.starts_with("sqlite:");
     let pool = AnyPoolOptions::new()
         .max_connections(if sqlite { 8 } else { 16 })
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                if conn.backend_name() == "SQLite" {
+                    // A post is acknowledged only after its commit reaches
+                    // the disk: FULL syncs the WAL at every commit (the writer
+                    // batches commits, so this costs one fsync per batch).
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
         .connect(url)
         .await
         .with_context(|| format!("connecting to {}", redact(url)))?;
