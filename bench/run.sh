@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Hearth side by side with the minimal reference (fanout-reference), Rails
+# Action Cable (bench/peers/rails) and the tokio-tungstenite defaults
+# baseline: the same phases, the same client, one server after the other in
+# one run, so a shared, noisy machine is compared against itself. Prints the
+# side-by-side table with ratios and draws the chart.
+#
+#   bench/run.sh                      # everything, about 15 minutes once built
+#   SERVERS="hearth reference" bench/run.sh
+#   QUICK=1 bench/run.sh              # small sizes, a couple of minutes
+#
+# Results: $OUT (default target/bench/<time>): results.jsonl (one JSON line
+# per result), summary.md, chart.svg/.png, the servers' logs, machine.txt.
+# All traffic stays on 127.0.0.0/8; every phase is bounded by a timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}
+servers=${SERVERS:-hearth reference rails baseline}
+# Hearth's own per-user and per-address limits would refuse a load test.
+hearth_args=${HEARTH_ARGS:---message-rate 0 --sign-up-rate-per-ip 0}
+quick=${QUICK:-0}
+mkdir -p "$out"
+results=$out/results.jsonl
+: >"$results"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none) $(git diff --quiet 2>/dev/null || echo '(with uncommitted changes)')"
+  echo "nproc: $(nproc)"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "open files: $(ulimit -Hn)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/machine.txt"
+cat "$out/machine.txt" >&2
+
+step "Build (release)"
+cargo build --release -p hearth -p hearth-bench
+bench=$root/target/release/hearth-bench
+
+# The server under test: its name, pid, port and log.
+name="" pid="" port="" log=""
+started=()
+cleanup() {
+  for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# Waits until the log says `listening addr=…` and sets $port.
+wait_for_log() {
+  for _ in $(seq 1 600); do
+    port=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" 2>/dev/null | head -1 | sed 's/.*://' || true)
+    [ -n "$port" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# Waits until something accepts connections on $port.
+wait_for_port() {
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not listen on $port; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+stop_server() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+hearth_data=""
+start_server() {
+  name=$1
+  log=$out/$name.log
+  case $name in
+    hearth)
+      if [ -z "$hearth_data" ]; then
+        # Sign the users up on a first instance and restart, so the measured
+        # process starts clean (each Argon2 hash borrows 19 MiB).
+        hearth_data=$(mktemp -d)
+        # shellcheck disable=SC2086
+        log=$out/hearth-sign-up.log
+        target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args 2>"$log" &
+        pid=$!; started+=("$pid")
+        wait_for_log
+        "$bench" users --server "http://127.0.0.1:$port" --users 20 --out "$out/cookies"
+        stop_server
+        log=$out/$name.log
+      fi
+      # shellcheck disable=SC2086
+      target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args 2>"$log" &
+      pid=$!; started+=("$pid")
+      wait_for_log
+      ;;
+    reference)
+      target/release/fanout-reference --bind 127.0.0.1:0 2>"$log" &
+      pid=$!; started+=("$pid")
+      wait_for_log
+      ;;
+    baseline)
+      target/release/tungstenite-baseline --bind 127.0.0.1:0 2>"$log" &
+      pid=$!; started+=("$pid")
+      wait_for_log
+      ;;
+    rails)
+      port=$(free_port)
+      CABLE_LOG_LEVEL=error bench/peers/rails/run.sh "$port" >"$log" 2>&1 &
+      pid=$!; started+=("$pid")
+      wait_for_port
+      ;;
+  esac
+  echo "$name: pid $pid, port $port, RSS $(grep VmRSS /proc/$pid/status | awk '{print $2}') KiB" >&2
+}
+
+# Runs one phase against the current server, bounded in time; a failed
+# phase is reported and the run goes on.
+phase() {
+  local case=$1 limit=$2
+  shift 2
+  local app=(--app plain)
+  [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies")
+  step "$name · $case"
+  if ! timeout -k 10 "$limit" "$bench" "$@" "${app[@]}" \
+    --server "http://127.0.0.1:$port" --pid "$pid" \
+    --label "$name" --case "$case" --json "$results" >>"$out/phases.log" 2>&1; then
+    echo "!! $name · $case failed or timed out (see $out/phases.log)" >&2
+  fi
+  tail -n 1 "$results" | cut -c1-240 >&2
+  sleep 1
+}
+
+if [ "$quick" = 1 ]; then
+  idle_rust=500,1000 idle_rails=500,1000 connect_n=1000 sub_10k=2000 rtt_steps=2 secs=3
+else
+  idle_rust=1000,5000,10000,19000 idle_rails=1000,5000,10000 connect_n=10000 sub_10k=10000 rtt_steps=5 secs=5
+fi
+
+for name in $servers; do
+  step "Server: $name"
+  start_server "$name"
+  rust=1
+  [ "$name" = rails ] && rust=0
+  # Messages per throughput phase: enough for a few seconds of work on each
+  # server (Rails is ~100× slower, so it gets fewer).
+  if [ $rust = 1 ]; then m1k=1000 m10k=200 idle=$idle_rust workers=2; else m1k=100 m10k=10 idle=$idle_rails workers=1; fi
+
+  phase idle 300 idle --steps "$idle" --settle 2 --workers "$workers"
+  phase connect 180 connect --clients "$connect_n" --concurrency 500
+  phase connect-100 180 connect --clients "$connect_n" --concurrency 100
+  phase fanout-1k 180 fanout --clients 1000 --messages "$m1k" --rate 0 --publishers 4 --timeout 60
+  phase latency-1k 180 fanout --clients 1000 --messages $((secs * 100)) --rate 100 --timeout 60
+  if [ "$name" = hearth ]; then
+    phase http-1k 180 fanout --clients 1000 --messages $((secs * 100)) --rate 100 --via http --timeout 60
+    phase post-100 120 post --via http --writers 100 --duration "$secs"
+  fi
+  phase speak-100 120 post --via speak --writers 100 --rooms own --duration "$secs"
+  phase fanout-10k 300 fanout --clients "$sub_10k" --messages "$m10k" --rate 0 --publishers 4 --timeout 90
+  phase rtt 300 rtt --step-size 1000 --steps "$rtt_steps" --sample-size 20 --concurrent 4
+
+  stop_server
+done
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
+step "Summary"
+"$bench" summary --input "$results" | tee "$out/summary.md"
+"$bench" chart --input "$results" --out "$out/chart.svg" || true
+"$bench" chart --input "$results" --out "$out/chart.png" || true
+echo "results in $out" >&2

@@ -1,0 +1,338 @@
+//! The command line: options every scenario shares, and one subcommand per
+//! scenario.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for Hearth and any Action Cable (protocol v1) server.
+#[derive(Debug, Parser)]
+#[command(name = "hearth-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N subscribers in one room; a publisher sends M timed messages; every receipt is timed.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FanoutArgs,
+    },
+    /// Hold N subscribed connections and read the server's resident memory per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: IdleArgs,
+    },
+    /// Connection set-up rate: welcome plus confirmed subscription per second.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ConnectArgs,
+    },
+    /// AnyCable websocket-bench's "broadcast" method: RTT at the sender as clients grow.
+    Rtt {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: RttArgs,
+    },
+    /// Messages created per second by many signed-in users at once.
+    Post {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: PostArgs,
+    },
+    /// Sign users up on Hearth and write their session cookies to a file, one
+    /// a line, for `--cookies-file` (so a server can be restarted between
+    /// sign-up and measurement).
+    Users(UsersArgs),
+    /// Draw latency and memory against client count from result JSON lines.
+    Chart(ChartArgs),
+    /// Print the side-by-side table and ratios of a `bench/run.sh` results file.
+    Summary(SummaryArgs),
+}
+
+/// Which kind of server is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum App {
+    /// Hearth: sign users up (or take `--cookie`), find `#general`, post over HTTP.
+    Hearth,
+    /// Any Action Cable server without auth (the Rails and Rust peers): use `--room`.
+    Plain,
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The server's base URL; the cable is at `<server><cable-path>`. Loopback only.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub server: String,
+
+    /// Path of the Action Cable endpoint.
+    #[arg(long, default_value = "/cable")]
+    pub cable_path: String,
+
+    /// What the server is: `hearth` signs users in itself; `plain` needs no auth.
+    #[arg(long, value_enum, default_value = "hearth")]
+    pub app: App,
+
+    /// Room id for the identifier; Hearth defaults to `#general`, others to 1.
+    #[arg(long)]
+    pub room: Option<String>,
+
+    /// A `hearth_session` cookie value to use instead of signing up (repeatable).
+    #[arg(long = "cookie")]
+    pub cookies: Vec<String>,
+
+    /// A file of `hearth_session` cookie values, one a line (see `users`).
+    #[arg(long)]
+    pub cookies_file: Option<PathBuf>,
+
+    /// Users to sign up when no cookie is given; connections reuse their cookies.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+
+    /// Local addresses to connect from, round robin: a list (`127.0.0.1,127.0.0.2`)
+    /// or a range (`127.0.0.1-127.0.0.8`); each gives ~28k ports.
+    #[arg(long, default_value = "127.0.0.1-127.0.0.8", value_parser = parse_sources)]
+    pub sources: Sources,
+
+    /// Connection set-ups in flight at once (over all workers).
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+
+    /// Server process id: its VmRSS and CPU time are read from /proc.
+    #[arg(long)]
+    pub pid: Option<u32>,
+
+    /// Processes to spread the clients over (each has its own open-file limit).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+
+    /// Runtime threads per process; 1 is a current-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Name of the server in results (hearth, reference, rails, baseline…).
+    #[arg(long, default_value = "server")]
+    pub label: String,
+
+    /// Name of this measurement in results, for `summary` (e.g. fanout-1k).
+    #[arg(long, default_value = "")]
+    pub case: String,
+
+    /// Also append each result's JSON line to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Seconds one connection set-up may take before it counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    pub connect_timeout: f64,
+
+    /// This process is worker number N of `--workers` (set by the parent).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<usize>,
+}
+
+/// Local source addresses, used round robin.
+#[derive(Debug, Clone)]
+pub struct Sources(pub Vec<IpAddr>);
+
+fn parse_sources(text: &str) -> Result<Sources, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((from, to)) = part.split_once('-') {
+            let from: std::net::Ipv4Addr = from.parse().map_err(|e| format!("{from}: {e}"))?;
+            let to: std::net::Ipv4Addr = to.parse().map_err(|e| format!("{to}: {e}"))?;
+            let (a, b) = (u32::from(from), u32::from(to));
+            if b < a || b - a > 255 {
+                return Err(format!(
+                    "{part}: a range runs low to high, 256 addresses at most"
+                ));
+            }
+            out.extend((a..=b).map(|ip| IpAddr::V4(ip.into())));
+        } else {
+            out.push(part.parse().map_err(|e| format!("{part}: {e}"))?);
+        }
+    }
+    if out.is_empty() {
+        return Err("no source address".into());
+    }
+    if let Some(ip) = out.iter().find(|ip| !ip.is_loopback()) {
+        return Err(format!("{ip} is not a loopback address"));
+    }
+    Ok(Sources(out))
+}
+
+/// How fan-out messages are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// The `speak` action over the cable.
+    Speak,
+    /// `POST /chatrooms/<id>/messages` with `Accept: application/json` (Hearth only).
+    Http,
+}
+
+/// `fanout` options.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Subscribers in the room.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 100)]
+    pub messages: u64,
+    /// Messages per second over all publishers; 0 sends as fast as the server takes them.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Publishing connections (each sends every P-th message).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// How to publish.
+    #[arg(long, value_enum, default_value = "speak")]
+    pub via: Via,
+    /// Give up on missing messages after this many seconds without a new receipt.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Longest the publish-and-receive phase may take, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Exit non-zero unless every subscriber got every message exactly once.
+    #[arg(long)]
+    pub expect_complete: bool,
+}
+
+/// `idle` options.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Connection counts to hold, cumulative, e.g. 1000,5000,10000.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub steps: Vec<usize>,
+    /// Seconds to wait at each step before reading memory.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
+}
+
+/// `connect` options.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Connections to open (all are held until the last is set up).
+    #[arg(long, default_value_t = 5000)]
+    pub clients: usize,
+}
+
+/// `rtt` options (the names follow websocket-bench's `broadcast`).
+#[derive(Debug, Clone, Args)]
+pub struct RttArgs {
+    /// Clients added at each step.
+    #[arg(long, default_value_t = 1000)]
+    pub step_size: usize,
+    /// Steps to run.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Broadcasts timed at each step.
+    #[arg(long, default_value_t = 20)]
+    pub sample_size: usize,
+    /// Broadcasts in flight at once.
+    #[arg(long = "concurrent", default_value_t = 4)]
+    pub concurrent: usize,
+    /// Seconds one broadcast may take before it counts as dropped.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+/// Where `post` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Rooms {
+    /// Every writer posts to the one room (`--room`, or `#general`).
+    Shared,
+    /// Each writer gets a room of its own (created first), so no fan-out is measured.
+    Own,
+}
+
+/// `post` options.
+#[derive(Debug, Clone, Args)]
+pub struct PostArgs {
+    /// Writers at once: HTTP keep-alive connections, or cable speakers.
+    #[arg(long, default_value_t = 100)]
+    pub writers: usize,
+    /// How to post.
+    #[arg(long, value_enum, default_value = "http")]
+    pub via: Via,
+    /// Seconds to keep posting.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Which rooms writers post to.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub rooms: Rooms,
+}
+
+/// `users` options.
+#[derive(Debug, Clone, Args)]
+pub struct UsersArgs {
+    /// Hearth's base URL. Loopback only.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub server: String,
+    /// Users to sign up.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Where to write the cookies.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `chart` options.
+#[derive(Debug, Clone, Args)]
+pub struct ChartArgs {
+    /// Result JSON lines (from `--json` or `bench/run.sh`).
+    #[arg(long, required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output file: `.svg`, or `.png` (needs a TrueType font, e.g. fonts-dejavu-core).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Results (`rtt` or `fanout`) of this case prefix, for the latency panel.
+    #[arg(long, default_value = "rtt")]
+    pub latency_case: String,
+    /// Only results of this case prefix, for the memory panel.
+    #[arg(long, default_value = "idle")]
+    pub memory_case: String,
+}
+
+/// `summary` options.
+#[derive(Debug, Clone, Args)]
+pub struct SummaryArgs {
+    /// Result JSON lines written by `bench/run.sh`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Label of the server under test.
+    #[arg(long, default_value = "hearth")]
+    pub subject: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_take_lists_and_ranges_of_loopback_addresses() {
+        let s = parse_sources("127.0.0.1-127.0.0.3,127.0.0.9").unwrap();
+        let text: Vec<String> = s.0.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.9"]);
+        assert!(
+            parse_sources("10.0.0.1").is_err(),
+            "only loopback is allowed"
+        );
+        assert!(parse_sources("127.0.0.5-127.0.0.1").is_err());
+    }
+}
