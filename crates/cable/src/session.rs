@@ -250,6 +250,9 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         first: Outgoing,
         queue: &mut mpsc::Receiver<Outgoing>,
     ) -> Result<(), axum::Error> {
+        // Let the broadcaster finish its burst first: one yield turned many
+        // one-frame writes into one write of many frames (BENCHMARKS.md).
+        tokio::task::yield_now().await;
         let mut next = Some(first);
         let mut written = 0;
         while let Some(outgoing) = next.take() {

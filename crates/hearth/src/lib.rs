@@ -186,6 +186,19 @@ impl App {
     }
 }
 
+/// Binds `addr` with a listen backlog of 4096: the default 128 dropped SYNs
+/// when hundreds of clients connected at once (BENCHMARKS.md).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves; then tells every
 /// cable client `server_restart`, finishes pending requests and writes, and
 /// closes the database.
@@ -205,6 +218,14 @@ pub async fn serve(
     let db = state.db.clone();
     let router = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Chat frames are small and latency matters: without TCP_NODELAY, Nagle's
+    // algorithm and delayed ACKs held frames back by 40 ms (BENCHMARKS.md).
+    // The session loop already gathers queued frames into one write.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

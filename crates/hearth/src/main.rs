@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(config.log_format);
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let listener = hearth::bind(config.bind)?;
     let app = hearth::App::build(config).await?;
     hearth::serve(listener, app, shutdown_signal()).await
 }

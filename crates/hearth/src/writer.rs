@@ -213,33 +213,59 @@ async fn store(db: &Db, batch: &[Post]) -> Vec<Result<Message, PostError>> {
 async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, PostError>>> {
     let mut conn = db.acquire().await?;
     let mut tx = conn.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
+    // One sequence update per room for the whole batch, rooms in order of
+    // first appearance; each post then takes the next number of its room.
+    let mut per_room: Vec<(i64, i64)> = Vec::new();
     for Post { message, .. } in batch {
-        let Some(seq) = messages::next_seq(&mut tx, message.chatroom_id).await? else {
-            results.push(Err(PostError::RoomNotFound));
-            continue;
-        };
-        let created_at = now_millis();
-        let content = message.content.as_str();
-        let id = messages::insert(
-            &mut tx,
-            message.chatroom_id,
-            seq,
-            message.user_id,
-            content,
-            created_at,
-        )
-        .await?;
-        results.push(Ok(Message {
-            id,
-            chatroom_id: message.chatroom_id,
-            seq,
-            user_id: message.user_id,
-            nickname: message.nickname.clone(),
-            content: content.to_owned(),
-            created_at,
-        }));
+        match per_room
+            .iter_mut()
+            .find(|(room, _)| *room == message.chatroom_id)
+        {
+            Some((_, count)) => *count += 1,
+            None => per_room.push((message.chatroom_id, 1)),
+        }
     }
+    let mut next_seq = std::collections::HashMap::with_capacity(per_room.len());
+    for (room, count) in per_room {
+        if let Some(last) = messages::take_seqs(&mut tx, room, count).await? {
+            next_seq.insert(room, last - count + 1);
+        }
+    }
+    let created_at = now_millis();
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut seqs = Vec::with_capacity(batch.len());
+    for Post { message, .. } in batch {
+        let seq = next_seq.get_mut(&message.chatroom_id).map(|next| {
+            *next += 1;
+            *next - 1
+        });
+        if let Some(seq) = seq {
+            rows.push(messages::NewRow {
+                chatroom_id: message.chatroom_id,
+                seq,
+                user_id: message.user_id,
+                content: message.content.as_str(),
+                created_at,
+            });
+        }
+        seqs.push(seq);
+    }
+    let mut ids = messages::insert_rows(&mut tx, &rows).await?.into_iter();
     tx.commit().await?;
-    Ok(results)
+    Ok(batch
+        .iter()
+        .zip(seqs)
+        .map(|(Post { message, .. }, seq)| {
+            let seq = seq.ok_or(PostError::RoomNotFound)?;
+            Ok(Message {
+                id: ids.next().expect("one id per stored row"),
+                chatroom_id: message.chatroom_id,
+                seq,
+                user_id: message.user_id,
+                nickname: message.nickname.clone(),
+                content: message.content.as_str().to_owned(),
+                created_at,
+            })
+        })
+        .collect())
 }

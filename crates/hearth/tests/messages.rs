@@ -211,3 +211,46 @@ async fn pages_carry_security_headers() {
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert!(response.headers().contains_key("referrer-policy"));
 }
+
+#[tokio::test]
+async fn concurrent_posts_to_several_rooms_get_gapless_sequences() {
+    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
+    let ann = app.sign_up("ann").await;
+    let rooms = [
+        app.general_room(&ann).await,
+        app.create_room(&ann, "other").await,
+        9999,
+    ];
+    let posts = (0..90).map(|n| {
+        let room = rooms[n % 3];
+        let (app, ann) = (&app, &ann);
+        async move {
+            (
+                room,
+                app.post_message(ann, room, &format!("post {n}")).await,
+            )
+        }
+    });
+    let mut seqs: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    for (room, response) in futures_util::future::join_all(posts).await {
+        if room == 9999 {
+            assert_eq!(
+                response.status(),
+                404,
+                "a missing room in the same batch fails alone"
+            );
+            continue;
+        }
+        assert_eq!(response.status(), 201);
+        let message: Value = response.json().await.unwrap();
+        seqs.entry(room)
+            .or_default()
+            .push(message["seq"].as_i64().unwrap());
+    }
+    for room in &rooms[..2] {
+        let mut got = seqs.remove(room).unwrap();
+        got.sort_unstable();
+        assert_eq!(got, (1..=30).collect::<Vec<_>>(), "room {room}");
+    }
+    assert_eq!(app.count("messages").await, 60);
+}

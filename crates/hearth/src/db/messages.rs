@@ -39,37 +39,81 @@ pub async fn latest(db: &Db, chatroom_id: i64, limit: i64) -> sqlx::Result<Vec<M
     Ok(messages)
 }
 
-/// Takes the room's next sequence number; `None` when the room does not exist.
-/// Run inside the transaction that inserts the message.
-pub async fn next_seq(conn: &mut AnyConnection, chatroom_id: i64) -> sqlx::Result<Option<i64>> {
+/// Takes the room's next `count` sequence numbers and returns the last of
+/// them; `None` when the room does not exist. Run inside the transaction
+/// that inserts the messages: the row lock orders writers across nodes.
+pub async fn take_seqs(
+    conn: &mut AnyConnection,
+    chatroom_id: i64,
+    count: i64,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "UPDATE chatrooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        "UPDATE chatrooms SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq",
     )
     .bind(chatroom_id)
+    .bind(count)
     .fetch_optional(conn)
     .await
 }
 
-/// Stores one message under a sequence number taken with [`next_seq`]; returns its id.
-pub async fn insert(
-    conn: &mut AnyConnection,
-    chatroom_id: i64,
-    seq: i64,
-    user_id: i64,
-    content: &str,
-    created_at: i64,
-) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO messages (chatroom_id, seq, user_id, content, created_at)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(chatroom_id)
-    .bind(seq)
-    .bind(user_id)
-    .bind(content)
-    .bind(created_at)
-    .fetch_one(conn)
-    .await
+/// A message to insert, its sequence already taken.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRow<'a> {
+    pub chatroom_id: i64,
+    pub seq: i64,
+    pub user_id: i64,
+    pub content: &'a str,
+    pub created_at: i64,
+}
+
+/// Most rows in one INSERT: 5 parameters each stays far below both
+/// engines' limits on parameters per statement.
+const ROWS_PER_INSERT: usize = 200;
+
+/// Stores rows with multi-row INSERTs; returns their ids, in the order given.
+/// Ids are matched by (room, seq), so the order RETURNING yields them in
+/// does not matter.
+pub async fn insert_rows(conn: &mut AnyConnection, rows: &[NewRow<'_>]) -> sqlx::Result<Vec<i64>> {
+    let mut ids = std::collections::HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO messages (chatroom_id, seq, user_id, content, created_at) VALUES {} \
+             RETURNING id, chatroom_id, seq",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (i64, i64, i64)>(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.chatroom_id)
+                .bind(row.seq)
+                .bind(row.user_id)
+                .bind(row.content)
+                .bind(row.created_at);
+        }
+        for (id, chatroom_id, seq) in query.fetch_all(&mut *conn).await? {
+            ids.insert((chatroom_id, seq), id);
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            ids.get(&(row.chatroom_id, row.seq))
+                .copied()
+                .ok_or_else(|| sqlx::Error::Protocol("an inserted message returned no id".into()))
+        })
+        .collect()
 }
 
 /// A room's messages with `after < seq < before`, oldest first, at most `limit`.

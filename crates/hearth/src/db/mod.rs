@@ -36,7 +36,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
                     // A post is acknowledged only after its commit reaches
                     // the disk: FULL syncs the WAL at every commit (the writer
                     // batches commits, so this costs one fsync per batch).
-                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 Ok(())
             })

@@ -144,9 +144,7 @@ impl TestApp {
         }
         all.extend(args.iter().map(|a| a.to_string()));
         let config = hearth::Config::from_args(all);
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .expect("bind");
+        let listener = hearth::bind(config.bind).expect("bind");
         let addr = listener.local_addr().unwrap();
         let app = hearth::App::build(config).await.expect("app builds");
         let db = app.state().db.clone();
