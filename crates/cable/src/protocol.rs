@@ -72,12 +72,33 @@ pub enum Command {
 pub enum CommandError {
     #[error("frame is not a JSON object with a known command: {0}")]
     Malformed(#[from] serde_json::Error),
+    #[error("frame is not shaped as the protocol says: {0}")]
+    Shape(&'static str),
 }
 
 impl Command {
-    /// Parses one text frame.
+    /// Parses one text frame. Only the documented shapes pass: serde's derive
+    /// alone also takes arrays in place of objects (`["pong"]`), which the
+    /// fuzzer found, so the shape is checked first.
     pub fn parse(frame: &str) -> Result<Self, CommandError> {
-        Ok(serde_json::from_str(frame)?)
+        let value: serde_json::Value = serde_json::from_str(frame)?;
+        if !value.is_object() {
+            return Err(CommandError::Shape("a command must be a JSON object"));
+        }
+        if let Some(history) = value.get("history") {
+            let streams_ok = match history.get("streams") {
+                None => true,
+                Some(streams) => streams
+                    .as_object()
+                    .is_some_and(|s| s.values().all(serde_json::Value::is_object)),
+            };
+            if !history.is_object() || !streams_ok {
+                return Err(CommandError::Shape(
+                    "history and its streams must be objects",
+                ));
+            }
+        }
+        Ok(serde_json::from_value(value)?)
     }
 }
 
@@ -385,6 +406,17 @@ mod tests {
         assert!(Command::parse("not json").is_err());
         assert!(Command::parse(r#"{"command":"subscribe"}"#).is_err());
         assert!(Command::parse("[]").is_err());
+        assert!(Command::parse(r#"["pong"]"#).is_err());
+        assert!(Command::parse(r#"["subscribe","{}"]"#).is_err());
+        assert!(
+            Command::parse(r#"{"command":"history","identifier":"x","history":[1,{}]}"#).is_err()
+        );
+        assert!(
+            Command::parse(
+                r#"{"command":"history","identifier":"x","history":{"streams":{"s":["e",1]}}}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
