@@ -47,21 +47,18 @@ impl ChatroomChannel {
             Ok(content) => content,
             Err(invalid) => return error_reply("invalid_content", invalid.0),
         };
-        let posted = self
+        let submitted = self
             .writer
-            .post(NewMessage {
+            .submit(NewMessage {
                 chatroom_id: room,
                 user_id: user.id,
                 nickname: user.nickname.clone(),
                 content,
             })
             .await;
-        match posted {
-            // The broadcast carries the message to this subscriber too.
-            Ok(_) => Vec::new(),
-            Err(PostError::RoomNotFound) => {
-                error_reply("not_found", "the chatroom no longer exists")
-            }
+        match submitted {
+            // The broadcast carries the message to this subscriber too, once stored.
+            Ok(()) => Vec::new(),
             Err(PostError::RateLimited(wait)) => reply(json!({
                 "type": "error",
                 "error": "rate_limited",
