@@ -138,9 +138,16 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                     }
                 }
                 reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
-                _ = overflow.notified() => break End::Disconnect(DisconnectReason::TooSlow),
+                _ = overflow.notified() => break too_slow(session.id),
                 Some(first) = queue.recv() => {
-                    if session.write_queued(&mut socket, first, &mut queue).await.is_err() {
+                    // A client that stopped reading blocks this write once its
+                    // socket buffers fill: race it against the queue overflowing,
+                    // so the client is dropped instead of held forever.
+                    let written = tokio::select! {
+                        written = session.write_queued(&mut socket, first, &mut queue) => written,
+                        _ = overflow.notified() => break too_slow(session.id),
+                    };
+                    if written.is_err() {
                         break End::Gone;
                     }
                 }
@@ -149,7 +156,11 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                         break End::Disconnect(DisconnectReason::ServerRestart);
                     }
                     let frame = ping.borrow_and_update().clone();
-                    if socket.send(Message::Text(frame)).await.is_err() {
+                    let sent = tokio::select! {
+                        sent = socket.send(Message::Text(frame)) => sent,
+                        _ = overflow.notified() => break too_slow(session.id),
+                    };
+                    if sent.is_err() {
                         break End::Gone;
                     }
                 }
@@ -161,7 +172,11 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                         // state (channel calls, history) would otherwise
                         // widen every idle connection's task.
                         let replies = Box::pin(session.handle(&text)).await;
-                        if write_all(&mut socket, replies).await.is_err() {
+                        let written = tokio::select! {
+                            written = write_all(&mut socket, replies) => written,
+                            _ = overflow.notified() => break too_slow(session.id),
+                        };
+                        if written.is_err() {
                             break End::Gone;
                         }
                     }
@@ -179,6 +194,14 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
     session.close(restorable);
     inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
     goodbye(&mut socket, end).await;
+}
+
+fn too_slow(conn: ConnId) -> End {
+    warn!(
+        conn,
+        "dropping a client that stopped reading: its send queue is full (too_slow)"
+    );
+    End::Disconnect(DisconnectReason::TooSlow)
 }
 
 /// A session id: unique per connection and unguessable.
