@@ -1,6 +1,7 @@
 //! `chart`: latency percentiles (from `rtt` sweeps, or `fanout` results)
 //! and server memory per connection (from `idle` results) against the
-//! number of clients, one line per server, drawn to SVG or PNG with plotters.
+//! number of clients, one line per server; or, from `soak` samples, the
+//! server's memory and open files against time. SVG or PNG, with plotters.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -47,9 +48,24 @@ pub fn draw(args: &ChartArgs) -> anyhow::Result<()> {
         );
     }
     let data = collect(&results, &args.latency_case, &args.memory_case);
+    let soak = collect_soak(&results);
+    if data.tail.is_empty() && data.memory.is_empty() && !soak.rss.is_empty() {
+        register_font()?;
+        let size = (1000, 360);
+        match args.out.extension().and_then(|e| e.to_str()) {
+            Some("svg") => render_soak(SVGBackend::new(&args.out, size).into_drawing_area(), &soak),
+            Some("png") => render_soak(
+                BitMapBackend::new(&args.out, size).into_drawing_area(),
+                &soak,
+            ),
+            _ => bail!("--out must end in .svg or .png"),
+        }?;
+        eprintln!("wrote {}", args.out.display());
+        return Ok(());
+    }
     if data.tail.is_empty() && data.memory.is_empty() {
         bail!(
-            "no rtt or fanout results of case {}* and no idle results of case {}*",
+            "no rtt or fanout results of case {}*, no idle results of case {}*, no soak samples",
             args.latency_case,
             args.memory_case
         );
@@ -111,6 +127,108 @@ fn collect(results: &[Value], latency_case: &str, memory_case: &str) -> Data {
         }
     }
     data
+}
+
+/// One line of a panel: its name, its points and its colour.
+type Line<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
+
+/// A soak's samples against minutes since the first.
+#[derive(Debug, Default)]
+struct Soak {
+    /// Server RSS, MiB.
+    rss: Vec<(f64, f64)>,
+    /// Server open files.
+    fds: Vec<(f64, f64)>,
+    /// `hearth_connections`.
+    connections: Vec<(f64, f64)>,
+}
+
+fn collect_soak(results: &[Value]) -> Soak {
+    let mut soak = Soak::default();
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    for r in results
+        .iter()
+        .filter(|r| r.get("bench").and_then(Value::as_str) == Some("soak-sample"))
+    {
+        let Some(t) = num(r, "t_s").map(|s| s / 60.0) else {
+            continue;
+        };
+        if let Some(kib) = num(r, "rss_kib") {
+            soak.rss.push((t, kib / 1024.0));
+        }
+        if let Some(fds) = num(r, "fds") {
+            soak.fds.push((t, fds));
+        }
+        if let Some(c) = num(r, "connections") {
+            soak.connections.push((t, c));
+        }
+    }
+    soak
+}
+
+fn render_soak<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, soak: &Soak) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the chart: {e:?}");
+    root.fill(&WHITE).map_err(fail)?;
+    let (left, right) = root.split_horizontally(500);
+    let red = RGBColor(200, 40, 40);
+    let blue = RGBColor(30, 90, 200);
+    let gray = RGBColor(120, 120, 120);
+    over_time(&left, "server RSS", "MiB", &[("RSS", &soak.rss[..], red)]).map_err(fail)?;
+    over_time(
+        &right,
+        "server open files and connections",
+        "count",
+        &[
+            ("open files", &soak.fds[..], blue),
+            ("hearth_connections", &soak.connections[..], gray),
+        ],
+    )
+    .map_err(fail)?;
+    root.present().map_err(fail)?;
+    Ok(())
+}
+
+/// One panel of lines against minutes; the y axis starts at zero, so a
+/// flat line looks flat.
+fn over_time<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    unit: &str,
+    lines: &[Line<'_>],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let points = lines.iter().flat_map(|l| l.1.iter());
+    let (t_max, y_max) = points.fold((1.0f64, 1.0f64), |(t, y), p| (t.max(p.0), y.max(p.1)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max * 1.15)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc(unit)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    for &(label, points, c) in lines {
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    Ok(())
 }
 
 fn register_font() -> anyhow::Result<()> {
@@ -278,5 +396,22 @@ mod tests {
         assert_eq!(data.p50["hearth"], [(1000.0, 2.0)]);
         assert_eq!(data.tail_name, "p95");
         assert_eq!(data.memory["rails"], [(1000.0, 90.0), (5000.0, 80.5)]);
+    }
+
+    #[test]
+    fn soak_samples_become_rss_and_open_files_against_minutes() {
+        let lines = [
+            r#"{"bench":"soak-sample","t_s":0.0,"rss_kib":102400,"fds":5030,"connections":4990.0}"#,
+            r#"{"bench":"soak-sample","t_s":600.0,"rss_kib":104448,"fds":5031,"connections":null}"#,
+            r#"{"bench":"soak","label":"hearth","case":"soak-30m","clients":5000}"#,
+        ];
+        let results: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let soak = collect_soak(&results);
+        assert_eq!(soak.rss, [(0.0, 100.0), (10.0, 102.0)]);
+        assert_eq!(soak.fds, [(0.0, 5030.0), (10.0, 5031.0)]);
+        assert_eq!(soak.connections, [(0.0, 4990.0)]);
     }
 }

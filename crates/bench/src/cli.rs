@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -51,6 +52,15 @@ pub enum Command {
         common: Common,
         #[command(flatten)]
         args: PostArgs,
+    },
+    /// Hold N subscribers for a long time while clients disconnect, reconnect
+    /// and catch up and a steady stream is published; sample the server's
+    /// memory and open files; check every client got every message once.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SoakArgs,
     },
     /// Sign users up on Hearth and write their session cookies to a file, one
     /// a line, for `--cookies-file` (so a server can be restarted between
@@ -202,6 +212,14 @@ pub struct FanoutArgs {
     /// How to publish.
     #[arg(long, value_enum, default_value = "speak")]
     pub via: Via,
+    /// Extra subscribers that never read a byte: a stalled client among the
+    /// others, whose effect on their latency this measures.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// With `--via http`: post to this server instead of `--server`, e.g.
+    /// another node of a cluster, to time the hop between nodes.
+    #[arg(long)]
+    pub publish_server: Option<String>,
     /// Give up on missing messages after this many seconds without a new receipt.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
@@ -278,6 +296,76 @@ pub struct PostArgs {
     pub rooms: Rooms,
 }
 
+/// `soak` options.
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Subscribers held in the room (spread over `--workers`).
+    #[arg(long, default_value_t = 5000)]
+    pub clients: usize,
+    /// Disconnect-and-reconnect cycles per second over all clients; each
+    /// reconnected client resubscribes and asks `catch_up` for what it missed.
+    #[arg(long, default_value_t = 100.0)]
+    pub churn: f64,
+    /// Messages published per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Publishing connections, each sending every P-th message, so that a
+    /// slow answer does not hold the stream back.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// How to publish.
+    #[arg(long, value_enum, default_value = "http")]
+    pub via: Via,
+    /// How long to churn and publish: `90s`, `2m`, `30m`, `1h`, or seconds.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seconds between samples of the server (RSS, open files, /metrics).
+    #[arg(long, default_value_t = 10.0)]
+    pub sample_every: f64,
+    /// Also write each sample to this file as a JSON line, as it is taken.
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    /// Seconds the clients may take, once publishing stops, to finish catching
+    /// up; whatever a client still lacks then counts as lost.
+    #[arg(long, default_value_t = 60.0)]
+    pub drain: f64,
+    /// Seconds at the start and at the end of the run whose samples are
+    /// compared for growth (at most a third of the run each).
+    #[arg(long, default_value_t = 300.0)]
+    pub window: f64,
+    /// Largest growth of the server's RSS allowed, percent, from the first
+    /// window's mean to the last's.
+    #[arg(long, default_value_t = 10.0)]
+    pub rss_tolerance: f64,
+    /// Largest growth of the server's open files allowed, percent.
+    #[arg(long, default_value_t = 2.0)]
+    pub fd_tolerance: f64,
+}
+
+/// `90s`, `2m`, `30m`, `1h`, `1.5h` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("{other}: use s, m or h")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|e| format!("{number}: {e}"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("{text}: a duration is positive"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
 /// `users` options.
 #[derive(Debug, Clone, Args)]
 pub struct UsersArgs {
@@ -334,5 +422,16 @@ mod tests {
             "only loopback is allowed"
         );
         assert!(parse_sources("127.0.0.5-127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_are_seconds() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("0m").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

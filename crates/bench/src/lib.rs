@@ -12,10 +12,11 @@
 //! - [`net`]: source addresses, sockets, the open-file limit.
 //! - [`stats`]: latency histogram, percentiles, lost/duplicate accounting.
 //! - [`workers`]: spreading clients over processes, barriers, merging.
-//! - [`procfs`]: a process's RSS and CPU time.
-//! - [`scenarios`]: fanout, idle, connect, rtt, post.
+//! - [`procfs`]: a process's RSS, open files and CPU time.
+//! - [`scenarios`]: fanout, idle, connect, rtt, post, soak.
 //! - [`report`]: progress bars, tables, JSON lines.
-//! - [`chart`]: latency and memory against clients, as SVG or PNG.
+//! - [`chart`]: latency and memory against clients, or a soak's memory and
+//!   open files against time, as SVG or PNG.
 //! - [`summary`]: the side-by-side table and ratios of a results file.
 
 pub mod cable;
@@ -58,6 +59,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             scenarios::post::run(Ctx::prepare(common, own).await?, args).await
         }
+        Command::Soak { common, args } => {
+            scenarios::soak::run(Ctx::prepare(common, 0).await?, args).await
+        }
         Command::Users(args) => {
             let endpoint = net::Endpoint::parse(&args.server)?;
             let source = std::net::Ipv4Addr::LOCALHOST.into();
@@ -83,7 +87,8 @@ pub fn threads(cli: &Cli) -> usize {
         | Command::Idle { common, .. }
         | Command::Connect { common, .. }
         | Command::Rtt { common, .. }
-        | Command::Post { common, .. } => common.threads.max(1),
+        | Command::Post { common, .. }
+        | Command::Soak { common, .. } => common.threads.max(1),
         Command::Users(_) | Command::Chart(_) | Command::Summary(_) => 1,
     }
 }

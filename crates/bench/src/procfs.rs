@@ -1,4 +1,4 @@
-//! A process's resident memory and CPU time, from /proc.
+//! A process's resident memory, open files and CPU time, from /proc.
 
 /// `VmRSS` of process `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -14,6 +14,13 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// How many files (sockets included) process `pid` has open: the entries of
+/// `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.filter(Result::is_ok).count() as u64)
 }
 
 /// User plus system CPU seconds used so far by process `pid` (all its threads).
@@ -80,5 +87,12 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         assert!(cpu_seconds(me).is_some());
+        let before = open_fds(me).unwrap();
+        let files: Vec<_> = (0..64)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        // Other tests open and close files meanwhile: allow for some.
+        assert!(open_fds(me).unwrap() >= before + 48);
+        drop(files);
     }
 }

@@ -33,6 +33,12 @@ struct Speak<'a> {
     content: &'a str,
 }
 
+#[derive(Serialize)]
+struct CatchUp {
+    action: &'static str,
+    after: u64,
+}
+
 /// `{"command":"subscribe","identifier":…}`
 pub fn subscribe(identifier: &str) -> String {
     serde_json::to_string(&Command::Subscribe { identifier }).expect("plain strings serialise")
@@ -46,6 +52,29 @@ pub fn speak(identifier: &str, content: &str) -> String {
     })
     .expect("plain strings serialise");
     serde_json::to_string(&Command::Message { identifier, data }).expect("plain strings serialise")
+}
+
+/// `{"command":"message",…,"data":"{\"action\":\"catch_up\",\"after\":N}"}`:
+/// Hearth's request for every message of the room after `seq` N.
+pub fn catch_up(identifier: &str, after: u64) -> String {
+    let data = serde_json::to_string(&CatchUp {
+        action: "catch_up",
+        after,
+    })
+    .expect("plain numbers serialise");
+    serde_json::to_string(&Command::Message { identifier, data }).expect("plain strings serialise")
+}
+
+/// The room `seq` of a Hearth message frame (`…"seq":N…`), found without
+/// parsing the frame: the first `"seq":` is the payload's own (the content,
+/// being a JSON string, can only hold it escaped).
+pub fn room_seq(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let at = memmem::find(bytes, br#""seq":"#)?;
+    let rest = &bytes[at + 6..];
+    let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let (digits, _) = take_digits(&rest[start..])?;
+    decimal(digits)
 }
 
 /// What a server frame means to the load generator.
@@ -63,6 +92,13 @@ pub enum ServerFrame {
     Bench(Marker),
     /// A message with `"type":"error"` (Hearth's answer to a failed speak).
     Error(String),
+    /// Hearth's answer to `catch_up` after the replayed messages.
+    CaughtUp {
+        /// The last `seq` replayed (or `after` when nothing was missed).
+        last_seq: u64,
+        /// Whether more were missed than one answer carries: ask again.
+        more: bool,
+    },
     /// Anything else: another broadcast, an unknown frame.
     Other,
 }
@@ -93,6 +129,17 @@ impl ServerFrame {
                 reason: control.reason.unwrap_or_default(),
             },
             _ => match control.message {
+                Some(serde_json::Value::Object(m))
+                    if m.get("type").and_then(|t| t.as_str()) == Some("caught_up") =>
+                {
+                    match m.get("last_seq").and_then(serde_json::Value::as_u64) {
+                        Some(last_seq) => Self::CaughtUp {
+                            last_seq,
+                            more: m.get("more").and_then(serde_json::Value::as_bool) == Some(true),
+                        },
+                        None => Self::Other,
+                    }
+                }
                 Some(serde_json::Value::Object(m))
                     if m.get("type").and_then(|t| t.as_str()) == Some("error") =>
                 {
@@ -226,6 +273,46 @@ mod tests {
         ] {
             assert_eq!(Marker::find(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn catch_up_asks_for_what_came_after_a_seq_and_its_answer_is_read() {
+        let request: serde_json::Value = serde_json::from_str(&catch_up(ID, 41)).unwrap();
+        assert_eq!(request["command"], "message");
+        let data: serde_json::Value =
+            serde_json::from_str(request["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data, serde_json::json!({"action": "catch_up", "after": 41}));
+        assert_eq!(
+            ServerFrame::parse(
+                r#"{"identifier":"x","message":{"type":"caught_up","last_seq":1041,"more":true}}"#
+            ),
+            ServerFrame::CaughtUp {
+                last_seq: 1041,
+                more: true
+            }
+        );
+        assert_eq!(
+            ServerFrame::parse(
+                r#"{"identifier":"x","message":{"type":"caught_up","last_seq":7,"more":false}}"#
+            ),
+            ServerFrame::CaughtUp {
+                last_seq: 7,
+                more: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_room_seq_is_read_from_a_message_frame_and_not_from_its_content() {
+        let frame = r#"{"identifier":"x","message":{"type":"message","id":9,"chatroom_id":1,"seq":1234,"user_id":2,"nickname":"b","content":"say \"seq\":5","html":"<p></p>"}}"#;
+        assert_eq!(room_seq(frame), Some(1234));
+        assert_eq!(
+            room_seq(
+                r#"{"identifier":"x","message":{"type":"caught_up","last_seq":7,"more":false}}"#
+            ),
+            None
+        );
+        assert_eq!(room_seq(r#"{"type":"ping","message":17}"#), None);
     }
 
     #[test]

@@ -226,8 +226,19 @@ async fn work(ctx: &Ctx, args: &FanoutArgs, coord: Coord) -> anyhow::Result<Part
     )
     .await;
     let mut publishers = Publishers::None;
+    // Held, never read, until the run ends.
+    let mut stalled = Vec::with_capacity(args.stalled);
     if ctx.share.is_first() {
         publishers = Publishers::connect(ctx, args, &identifier).await?;
+        for s in 0..args.stalled {
+            let i = args.clients + args.publishers.max(1) + s;
+            let cookie = ctx.setup.cookie(s);
+            stalled.push(
+                ctx.cable
+                    .join(ctx.source(i), cookie, &identifier, ctx.connect_timeout())
+                    .await?,
+            );
+        }
     }
     coord.barrier("subscribed").await?;
 
@@ -277,6 +288,7 @@ async fn work(ctx: &Ctx, args: &FanoutArgs, coord: Coord) -> anyhow::Result<Part
     bar.finish_and_clear();
     let _ = stop_tx.send(true);
     while readers.join_next().await.is_some() {}
+    drop(stalled);
     let published = match publishing {
         Some(task) => Some(task.await?),
         None => None,
@@ -422,9 +434,13 @@ impl Publishers {
                 Publishers::Speak(conns)
             }
             Via::Http => {
+                let endpoint = match &args.publish_server {
+                    Some(url) => crate::net::Endpoint::parse(url)?,
+                    None => ctx.endpoint.clone(),
+                };
                 let mut conns = Vec::with_capacity(count);
                 for p in 0..count {
-                    conns.push(HttpConn::connect(&ctx.endpoint, ctx.source(base + p)).await?);
+                    conns.push(HttpConn::connect(&endpoint, ctx.source(base + p)).await?);
                 }
                 Publishers::Http(conns)
             }

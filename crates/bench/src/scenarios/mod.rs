@@ -5,12 +5,14 @@
 //! - [`connect`]: connection set-up rate.
 //! - [`rtt`]: websocket-bench's broadcast round trip as clients grow.
 //! - [`post`]: messages created per second by many writers.
+//! - [`soak`]: a long run with churning clients; memory, open files, no loss.
 
 pub mod connect;
 pub mod fanout;
 pub mod idle;
 pub mod post;
 pub mod rtt;
+pub mod soak;
 
 use std::time::Instant;
 
