@@ -81,6 +81,29 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Runs `work` here, or spread over `--workers` processes, with this
+    /// run's options; `None` in a worker, whose results go to the leader.
+    pub async fn drive<P, F, Fut>(
+        &self,
+        work: F,
+    ) -> anyhow::Result<Option<crate::workers::Outcome<P>>>
+    where
+        P: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(crate::workers::Coord) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<P>>,
+    {
+        crate::workers::drive(
+            self.common.workers,
+            self.common.worker_index,
+            self.common.pid,
+            &self.setup_json,
+            work,
+        )
+        .await
+    }
+}
+
+impl Ctx {
     /// Prepares a run: raises the open-file limit; on the leader signs users
     /// up and finds or creates rooms (`own_rooms` of them); in a worker takes
     /// the leader's setup.

@@ -148,7 +148,12 @@ impl Registry {
             .shard(stream)
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let groups = shard.entry(Arc::from(stream)).or_default();
+        // Look up before inserting: most adds join a stream that exists, and
+        // `entry` would allocate the key every time.
+        if !shard.contains_key(stream) {
+            shard.insert(Arc::from(stream), Vec::new());
+        }
+        let groups = shard.get_mut(stream).expect("just ensured");
         let found = groups
             .iter()
             .position(|g| g.key.identifier == *identifier && g.dialect == dialect);

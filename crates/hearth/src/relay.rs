@@ -253,12 +253,9 @@ impl Relay {
                 return;
             };
             for message in &missed {
-                match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
-                    Ok(payload) => {
-                        self.cable
-                            .broadcast_at(&room_stream(room), &payload, Some(message.seq));
-                    }
-                    Err(error) => tracing::error!(%error, "could not encode a message payload"),
+                if let Some(payload) = MessagePayload::encode(message) {
+                    self.cable
+                        .broadcast_at(&room_stream(room), &payload, Some(message.seq));
                 }
             }
             self.stats

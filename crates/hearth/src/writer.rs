@@ -72,6 +72,16 @@ pub struct MessagePayload<'a> {
     html: String,
 }
 
+impl MessagePayload<'_> {
+    /// The broadcast payload of `message`, encoded once; `None` (logged) if
+    /// encoding fails, which plain strings and numbers cannot make it do.
+    pub fn encode(message: &Message) -> Option<Box<serde_json::value::RawValue>> {
+        serde_json::value::to_raw_value(&MessagePayload::new(message))
+            .inspect_err(|error| tracing::error!(%error, "could not encode a message payload"))
+            .ok()
+    }
+}
+
 impl<'a> MessagePayload<'a> {
     /// The payload of a stored message, with its rendered element.
     pub fn new(message: &'a Message) -> Self {
@@ -206,11 +216,10 @@ impl WriterTask {
             let ok = stored.iter().filter(|r| r.is_ok()).count();
             self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
             for (post, result) in batch.drain(..).zip(stored) {
-                if let Ok(message) = &result {
-                    match serde_json::value::to_raw_value(&MessagePayload::new(message)) {
-                        Ok(payload) => relay.stored(message.chatroom_id, message.seq, payload),
-                        Err(error) => tracing::error!(%error, "could not encode a message payload"),
-                    }
+                if let Ok(message) = &result
+                    && let Some(payload) = MessagePayload::encode(message)
+                {
+                    relay.stored(message.chatroom_id, message.seq, payload);
                 }
                 // The poster may have gone away; the message is stored regardless.
                 match post.reply {

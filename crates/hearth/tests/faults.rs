@@ -216,6 +216,7 @@ impl TestAppAddr {
 /// `catch_up` from the last shown sequence, show messages strictly in
 /// sequence (holding early ones until the gap is filled), ignore those
 /// already shown, and reconnect whenever the connection drops.
+#[derive(Default)]
 struct Follower {
     transcript: Vec<(i64, i64, String)>,
     pending: BTreeMap<i64, (i64, String)>,
@@ -324,12 +325,7 @@ async fn a_follower_ends_with_the_databases_transcript_through_cuts_and_kills() 
     let ann = client.sign_up("ann").await;
     let room = 1; // "general", created at the first start
 
-    let follower = Arc::new(Mutex::new(Follower {
-        transcript: Vec::new(),
-        pending: BTreeMap::new(),
-        duplicates_ignored: 0,
-        reconnects: 0,
-    }));
+    let follower = Arc::new(Mutex::new(Follower::default()));
     let target = Arc::new(AtomicI64::new(0));
     let (cut, cuts) = mpsc::unbounded_channel();
     let following = tokio::spawn(follow(
@@ -510,12 +506,7 @@ async fn clients_of_a_killed_node_reconnect_to_another_and_lose_nothing() {
     let ann = to_one.sign_up("ann").await;
     let room = 1;
 
-    let follower = Arc::new(Mutex::new(Follower {
-        transcript: Vec::new(),
-        pending: BTreeMap::new(),
-        duplicates_ignored: 0,
-        reconnects: 0,
-    }));
+    let follower = Arc::new(Mutex::new(Follower::default()));
     let target = Arc::new(AtomicI64::new(0));
     let (_cut, cuts) = mpsc::unbounded_channel();
     // The follower starts on node 1; when it dies, node 2 answers.

@@ -250,24 +250,15 @@ async fn signing_out_closes_that_sessions_sockets_only() {
         signed_out.next_frame().await,
         json!({ "type": "disconnect", "reason": "unauthorized", "reconnect": false })
     );
-    app.post_message(&TestUserCookie::of(&other_cookie, &ann), room, "still here")
-        .await;
+    let ann_elsewhere = common::TestUser {
+        cookie: other_cookie,
+        ..ann.clone()
+    };
+    app.post_message(&ann_elsewhere, room, "still here").await;
     assert_eq!(
         kept.next_message(&identifier).await["content"],
         "still here"
     );
-}
-
-/// The same user under another session cookie.
-struct TestUserCookie;
-
-impl TestUserCookie {
-    fn of(cookie: &str, user: &common::TestUser) -> common::TestUser {
-        common::TestUser {
-            cookie: cookie.to_owned(),
-            ..user.clone()
-        }
-    }
 }
 
 #[tokio::test]
@@ -410,17 +401,7 @@ async fn sign_ups_are_limited_per_address() {
     let app = TestApp::spawn_with(&["--sign-up-rate-per-ip", "2"]).await;
     app.sign_up("ann").await;
     app.sign_up("bob").await;
-    let limited = app
-        .post_form(
-            "/sign_up",
-            None,
-            &[
-                ("email", "carol@example.com"),
-                ("nickname", "carol"),
-                ("password", "long enough"),
-            ],
-        )
-        .await;
+    let limited = app.post_sign_up("carol").await;
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key(RETRY_AFTER));
     assert_eq!(app.count("users").await, 2);
@@ -429,31 +410,11 @@ async fn sign_ups_are_limited_per_address() {
 #[tokio::test]
 async fn the_session_cookie_is_secure_when_configured() {
     let app = TestApp::spawn_with(&["--secure-cookies"]).await;
-    let response = app
-        .post_form(
-            "/sign_up",
-            None,
-            &[
-                ("email", "ann@example.com"),
-                ("nickname", "ann"),
-                ("password", "long enough"),
-            ],
-        )
-        .await;
+    let response = app.post_sign_up("ann").await;
     let cookie = response.headers()[SET_COOKIE].to_str().unwrap();
     assert!(cookie.contains("Secure"), "{cookie}");
     let plain = TestApp::spawn().await;
-    let response = plain
-        .post_form(
-            "/sign_up",
-            None,
-            &[
-                ("email", "ann@example.com"),
-                ("nickname", "ann"),
-                ("password", "long enough"),
-            ],
-        )
-        .await;
+    let response = plain.post_sign_up("ann").await;
     assert!(
         !response.headers()[SET_COOKIE]
             .to_str()

@@ -12,7 +12,7 @@ use crate::procfs;
 use crate::report::{self, ms};
 use crate::run::Ctx;
 use crate::stats::Histogram;
-use crate::workers::{self, Coord};
+use crate::workers::Coord;
 
 /// One process's share of the outcome.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -26,14 +26,7 @@ pub struct Partial {
 
 /// Runs the scenario and reports.
 pub async fn run(ctx: Ctx, args: ConnectArgs) -> anyhow::Result<()> {
-    let outcome = workers::drive(
-        ctx.common.workers,
-        ctx.common.worker_index,
-        ctx.common.pid,
-        &ctx.setup_json,
-        |coord| work(&ctx, &args, coord),
-    )
-    .await?;
+    let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };

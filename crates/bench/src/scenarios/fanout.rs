@@ -78,14 +78,7 @@ pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
     if args.via == Via::Http && ctx.setup.cookies.is_empty() {
         bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
     }
-    let outcome = workers::drive(
-        ctx.common.workers,
-        ctx.common.worker_index,
-        ctx.common.pid,
-        &ctx.setup_json,
-        |coord| work(&ctx, &args, coord),
-    )
-    .await?;
+    let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };

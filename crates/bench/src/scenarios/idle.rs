@@ -11,7 +11,7 @@ use super::{hold, join_all};
 use crate::cli::IdleArgs;
 use crate::report;
 use crate::run::Ctx;
-use crate::workers::{self, Coord};
+use crate::workers::Coord;
 
 /// One process's share: per step, connections held and failures.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -30,14 +30,9 @@ pub async fn run(ctx: Ctx, args: IdleArgs) -> anyhow::Result<()> {
     let mut steps = args.steps.clone();
     steps.sort_unstable();
     steps.dedup();
-    let outcome = workers::drive(
-        ctx.common.workers,
-        ctx.common.worker_index,
-        ctx.common.pid,
-        &ctx.setup_json,
-        |coord| work(&ctx, &steps, args.settle, coord),
-    )
-    .await?;
+    let outcome = ctx
+        .drive(|coord| work(&ctx, &steps, args.settle, coord))
+        .await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };

@@ -19,7 +19,7 @@ use crate::protocol::{self, Marker, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
 use crate::stats::Histogram;
-use crate::workers::{self, Coord, unix_nanos};
+use crate::workers::{Coord, unix_nanos};
 
 /// One process's (or one writer's) share of the outcome.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,14 +50,7 @@ pub async fn run(ctx: Ctx, args: PostArgs) -> anyhow::Result<()> {
     if args.via == Via::Http && ctx.setup.cookies.is_empty() {
         bail!("post --via http needs Hearth and signed-in users (--app hearth)");
     }
-    let outcome = workers::drive(
-        ctx.common.workers,
-        ctx.common.worker_index,
-        ctx.common.pid,
-        &ctx.setup_json,
-        |coord| work(&ctx, &args, coord),
-    )
-    .await?;
+    let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };

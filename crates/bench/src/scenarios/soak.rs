@@ -500,14 +500,7 @@ pub async fn run(ctx: Ctx, args: SoakArgs) -> anyhow::Result<()> {
             )))
         }
     };
-    let outcome = workers::drive(
-        ctx.common.workers,
-        ctx.common.worker_index,
-        ctx.common.pid,
-        &ctx.setup_json,
-        |coord| work(&ctx, &args, coord),
-    )
-    .await?;
+    let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };

@@ -107,7 +107,7 @@ fn room_id(params: &Params) -> Option<i64> {
 }
 
 fn payload(message: &Message) -> Option<Box<RawValue>> {
-    to_raw_value(&MessagePayload::new(message)).ok()
+    MessagePayload::encode(message)
 }
 
 fn reply(value: serde_json::Value) -> Option<Box<RawValue>> {

@@ -219,21 +219,28 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// Posts the sign-up form for `nickname` (email `<nickname>@example.com`,
+    /// password `<nickname>-password`) and returns the raw answer.
+    pub async fn post_sign_up(&self, nickname: &str) -> reqwest::Response {
+        let email = format!("{nickname}@example.com");
+        let password = format!("{nickname}-password");
+        self.post_form(
+            "/sign_up",
+            None,
+            &[
+                ("email", &email),
+                ("nickname", nickname),
+                ("password", &password),
+            ],
+        )
+        .await
+    }
+
     /// Signs a new user up and returns their session cookie.
     pub async fn sign_up(&self, nickname: &str) -> TestUser {
         let email = format!("{nickname}@example.com");
         let password = format!("{nickname}-password");
-        let response = self
-            .post_form(
-                "/sign_up",
-                None,
-                &[
-                    ("email", &email),
-                    ("nickname", nickname),
-                    ("password", &password),
-                ],
-            )
-            .await;
+        let response = self.post_sign_up(nickname).await;
         assert_eq!(response.status(), 303, "sign up {nickname}");
         TestUser {
             nickname: nickname.into(),
