@@ -4,6 +4,17 @@ use sqlx::{AnyConnection, FromRow};
 
 use super::Db;
 
+/// A query for [`Message`] rows (with the author's nickname) and `$where`.
+macro_rules! select_messages {
+    ($where:literal) => {
+        concat!(
+            "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at \
+             FROM messages m JOIN users u ON u.id = m.user_id WHERE ",
+            $where
+        )
+    };
+}
+
 /// A stored message with its author's nickname, ready to show.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Message {
@@ -25,12 +36,10 @@ pub struct Message {
 
 /// The newest `limit` messages of a room, oldest first.
 pub async fn latest(db: &Db, chatroom_id: i64, limit: i64) -> sqlx::Result<Vec<Message>> {
-    let mut messages: Vec<Message> = sqlx::query_as(
-        "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at
-         FROM messages m JOIN users u ON u.id = m.user_id
-         WHERE m.chatroom_id = $1
-         ORDER BY m.seq DESC LIMIT $2",
-    )
+    let mut messages: Vec<Message> = sqlx::query_as(select_messages!(
+        "m.chatroom_id = $1
+         ORDER BY m.seq DESC LIMIT $2"
+    ))
     .bind(chatroom_id)
     .bind(limit)
     .fetch_all(db)
@@ -124,12 +133,10 @@ pub async fn between(
     before: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<Message>> {
-    sqlx::query_as(
-        "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at
-         FROM messages m JOIN users u ON u.id = m.user_id
-         WHERE m.chatroom_id = $1 AND m.seq > $2 AND m.seq < $3
-         ORDER BY m.seq LIMIT $4",
-    )
+    sqlx::query_as(select_messages!(
+        "m.chatroom_id = $1 AND m.seq > $2 AND m.seq < $3
+         ORDER BY m.seq LIMIT $4"
+    ))
     .bind(chatroom_id)
     .bind(after)
     .bind(before)
@@ -145,12 +152,10 @@ pub async fn since(
     since_millis: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<Message>> {
-    sqlx::query_as(
-        "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at
-         FROM messages m JOIN users u ON u.id = m.user_id
-         WHERE m.chatroom_id = $1 AND m.created_at >= $2
-         ORDER BY m.seq LIMIT $3",
-    )
+    sqlx::query_as(select_messages!(
+        "m.chatroom_id = $1 AND m.created_at >= $2
+         ORDER BY m.seq LIMIT $3"
+    ))
     .bind(chatroom_id)
     .bind(since_millis)
     .bind(limit)
