@@ -229,6 +229,10 @@ pub struct FanoutArgs {
     /// Exit non-zero unless every subscriber got every message exactly once.
     #[arg(long)]
     pub expect_complete: bool,
+    /// Bytes of filler after each message's marker, e.g. to give a server
+    /// that broadcasts only the content frames as large as Hearth's.
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
 }
 
 /// `idle` options.

@@ -257,7 +257,8 @@ mod tests {
             id = ID
         );
         let rails = format!(r#"{{"identifier":{ID:?},"message":{{"content":"{content}"}}}}"#);
-        for frame in [hearth, rails] {
+        let padded = format!(r#"{{"identifier":{ID:?},"message":{{"content":"{content}:xxxx"}}}}"#);
+        for frame in [hearth, rails, padded] {
             assert_eq!(ServerFrame::parse(&frame), ServerFrame::Bench(m));
         }
     }

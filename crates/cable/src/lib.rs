@@ -9,6 +9,8 @@
 //! - [`broker`]: carrying broadcasts between nodes through Redis pub/sub.
 //! - [`origin`]: which `Origin`s may open a cable.
 //! - [`server`]: the [`Cable`] handle: configuration, upgrade, broadcast, shutdown.
+//! - [`upgrade`]: the WebSocket handshake.
+//! - [`wire`]: server frames on the wire and the vectored write path.
 //! - `session`: one connection's read/write loop.
 
 pub mod broker;
@@ -18,9 +20,12 @@ pub mod protocol;
 pub mod registry;
 pub mod server;
 mod session;
+pub mod upgrade;
+pub mod wire;
 
 pub use broker::{BrokerEvent, RedisBroker};
 pub use channel::{Channel, Params, Rejection, Subscription};
 pub use origin::OriginPolicy;
 pub use protocol::{ActionData, DisconnectReason};
 pub use server::{Cable, CableBuilder, Config, Stats};
+pub use upgrade::{CableUpgrade, UpgradeRejection};

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -205,16 +204,14 @@ pub struct Position<'a> {
     pub offset: i64,
 }
 
-fn encode<T: Serialize>(value: &T) -> Utf8Bytes {
+fn encode<T: Serialize>(value: &T) -> String {
     // Serialising these plain structs cannot fail: every field is a string,
     // a number, a bool or already-valid JSON.
-    serde_json::to_string(value)
-        .expect("cable frames always serialise")
-        .into()
+    serde_json::to_string(value).expect("cable frames always serialise")
 }
 
 /// `{"type":"welcome"}`
-pub fn welcome() -> Utf8Bytes {
+pub fn welcome() -> String {
     encode(&Control::Welcome {
         sid: None,
         restored: None,
@@ -224,7 +221,7 @@ pub fn welcome() -> Utf8Bytes {
 
 /// `{"type":"welcome","sid":…}`, with `restored` and `restored_ids` after a
 /// session restore (extended protocol).
-pub fn welcome_extended(sid: &str, restored_ids: Option<&[Arc<str>]>) -> Utf8Bytes {
+pub fn welcome_extended(sid: &str, restored_ids: Option<&[Arc<str>]>) -> String {
     encode(&Control::Welcome {
         sid: Some(sid),
         restored: restored_ids.map(|_| true),
@@ -233,34 +230,34 @@ pub fn welcome_extended(sid: &str, restored_ids: Option<&[Arc<str>]>) -> Utf8Byt
 }
 
 /// `{"type":"confirm_history","identifier":…}`
-pub fn confirm_history(identifier: &str) -> Utf8Bytes {
+pub fn confirm_history(identifier: &str) -> String {
     encode(&Control::ConfirmHistory { identifier })
 }
 
 /// `{"type":"reject_history","identifier":…}`
-pub fn reject_history(identifier: &str) -> Utf8Bytes {
+pub fn reject_history(identifier: &str) -> String {
     encode(&Control::RejectHistory { identifier })
 }
 
 /// `{"type":"ping","message":<unix seconds>}`
-pub fn ping(unix_seconds: i64) -> Utf8Bytes {
+pub fn ping(unix_seconds: i64) -> String {
     encode(&Control::Ping {
         message: unix_seconds,
     })
 }
 
 /// `{"type":"confirm_subscription","identifier":…}`
-pub fn confirm_subscription(identifier: &str) -> Utf8Bytes {
+pub fn confirm_subscription(identifier: &str) -> String {
     encode(&Control::ConfirmSubscription { identifier })
 }
 
 /// `{"type":"reject_subscription","identifier":…}`
-pub fn reject_subscription(identifier: &str) -> Utf8Bytes {
+pub fn reject_subscription(identifier: &str) -> String {
     encode(&Control::RejectSubscription { identifier })
 }
 
 /// `{"type":"disconnect","reason":…,"reconnect":…}`
-pub fn disconnect(reason: DisconnectReason) -> Utf8Bytes {
+pub fn disconnect(reason: DisconnectReason) -> String {
     encode(&Control::Disconnect {
         reason: reason.as_str(),
         reconnect: reason.reconnect(),
@@ -269,7 +266,7 @@ pub fn disconnect(reason: DisconnectReason) -> Utf8Bytes {
 
 /// `{"identifier":…,"message":…}` — a broadcast or a reply to one subscription.
 /// The identifier is echoed exactly as the client sent it.
-pub fn to_subscription(identifier: &str, message: &RawValue) -> Utf8Bytes {
+pub fn to_subscription(identifier: &str, message: &RawValue) -> String {
     encode(&ToSubscription {
         identifier,
         message,
@@ -280,11 +277,7 @@ pub fn to_subscription(identifier: &str, message: &RawValue) -> Utf8Bytes {
 }
 
 /// The same with `stream_id`, `epoch` and `offset`, for extended clients.
-pub fn to_subscription_at(
-    identifier: &str,
-    message: &RawValue,
-    position: Position<'_>,
-) -> Utf8Bytes {
+pub fn to_subscription_at(identifier: &str, message: &RawValue, position: Position<'_>) -> String {
     encode(&ToSubscription {
         identifier,
         message,

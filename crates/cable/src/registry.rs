@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::{self, Dialect, Position};
+use crate::wire;
 
 /// A connection's id, unique within one process.
 pub type ConnId = u64;
@@ -34,10 +36,31 @@ pub struct StreamKey {
 /// stream position, so the session can skip what history already sent.
 #[derive(Debug)]
 pub struct Frame {
-    /// The encoded frame.
-    pub frame: Utf8Bytes,
+    /// The whole WebSocket frame, header included, as it goes on the wire.
+    pub frame: Bytes,
     /// The frame's subscription, stream and offset, when it has one.
     pub position: Option<(Arc<StreamKey>, i64)>,
+}
+
+impl Frame {
+    /// A frame without a stream position.
+    pub fn unpositioned(frame: Bytes) -> Self {
+        Self {
+            frame,
+            position: None,
+        }
+    }
+
+    /// The frame's JSON text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(wire::payload(&self.frame)).expect("frames are made from strings")
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame
+    }
 }
 
 /// A frame queued for one connection: one pointer, shared by every
@@ -50,8 +73,37 @@ pub type Outgoing = Arc<Frame>;
 #[derive(Clone, Debug)]
 pub struct Outbox {
     frames: mpsc::Sender<Outgoing>,
-    /// Woken when a frame could not be queued because the queue was full.
-    overflow: Arc<Notify>,
+    /// Raised when a frame could not be queued because the queue was full.
+    overflow: Arc<Overflow>,
+}
+
+/// That a connection's queue overflowed: a frame was lost to it, so it must
+/// be dropped before it writes anything more.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    happened: AtomicBool,
+    notify: Notify,
+}
+
+impl Overflow {
+    fn raise(&self) {
+        self.happened.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether the queue has overflowed.
+    pub fn happened(&self) -> bool {
+        self.happened.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the queue has overflowed (at once if it already has).
+    pub async fn wait(&self) {
+        if !self.happened() {
+            // `raise` stores a permit if nobody waits yet, so a raise
+            // between the check and this wait is not missed.
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// What happened to one frame offered to an [`Outbox`].
@@ -67,9 +119,9 @@ pub enum Offer {
 
 impl Outbox {
     /// A queue of `capacity` frames, the receiving end, and the overflow signal.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>, Arc<Notify>) {
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>, Arc<Overflow>) {
         let (frames, rx) = mpsc::channel(capacity.max(1));
-        let overflow = Arc::new(Notify::new());
+        let overflow = Arc::new(Overflow::default());
         (
             Self {
                 frames,
@@ -85,7 +137,7 @@ impl Outbox {
         match self.frames.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.notify_one();
+                self.overflow.raise();
                 Offer::Full
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
@@ -218,9 +270,15 @@ impl Registry {
                         offset,
                     };
                     let frame = protocol::to_subscription_at(identifier, message, at);
-                    (frame, Some((group.key.clone(), offset)))
+                    (
+                        wire::text(frame.as_str()),
+                        Some((group.key.clone(), offset)),
+                    )
                 }
-                _ => (protocol::to_subscription(identifier, message), None),
+                _ => (
+                    wire::text(protocol::to_subscription(identifier, message).as_str()),
+                    None,
+                ),
             };
             let outgoing = Arc::new(Frame { frame, position });
             for outbox in group.subscribers.values() {
@@ -273,7 +331,7 @@ mod tests {
         );
         let a_frame = a_rx.recv().await.unwrap();
         assert!(a_frame.position.is_none());
-        let frame: serde_json::Value = serde_json::from_str(a_frame.frame.as_str()).unwrap();
+        let frame: serde_json::Value = serde_json::from_str(a_frame.text()).unwrap();
         assert_eq!(frame["identifier"], &*id_a);
         assert!(
             frame.get("offset").is_none(),
@@ -284,7 +342,7 @@ mod tests {
             b_frame.position.as_ref().map(|(_, offset)| *offset),
             Some(9)
         );
-        let frame: serde_json::Value = serde_json::from_str(b_frame.frame.as_str()).unwrap();
+        let frame: serde_json::Value = serde_json::from_str(b_frame.text()).unwrap();
         assert_eq!(frame["identifier"], &*id_b);
         assert_eq!(frame["stream_id"], "room:1");
         assert_eq!(frame["epoch"], "e");
@@ -318,8 +376,9 @@ mod tests {
         registry.add("s", &id, Dialect::V1, 1, &a);
         assert_eq!(registry.deliver("s", &raw("1"), None, "e").queued, 1);
         assert_eq!(registry.deliver("s", &raw("2"), None, "e").dropped, 1);
-        tokio::time::timeout(std::time::Duration::from_secs(1), overflow.notified())
+        tokio::time::timeout(std::time::Duration::from_secs(1), overflow.wait())
             .await
             .expect("overflow is signalled");
+        assert!(overflow.happened());
     }
 }

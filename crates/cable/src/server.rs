@@ -6,20 +6,24 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
-use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::channel::Channel;
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Dialect, DisconnectReason};
-use crate::registry::{Delivery, Registry};
+use crate::registry::{Delivery, Frame, Outbox, Registry};
 use crate::session;
+use crate::upgrade::CableUpgrade;
+use crate::wire;
 
 /// Engine settings; every limit here has a documented answer when hit.
 #[derive(Debug, Clone)]
@@ -88,6 +92,8 @@ struct Live<I> {
     identity: Arc<I>,
     /// Ends the session with this reason.
     kick: oneshot::Sender<DisconnectReason>,
+    /// Its send queue, for pings.
+    outbox: Outbox,
 }
 
 pub(crate) struct Inner<I> {
@@ -95,15 +101,17 @@ pub(crate) struct Inner<I> {
     pub(crate) channels: HashMap<String, Arc<dyn Channel<I>>>,
     pub(crate) registry: Registry,
     pub(crate) stats: Stats,
-    /// The latest ping frame; one ticker task updates it for every connection.
-    pub(crate) ping: watch::Receiver<Utf8Bytes>,
-    /// Cancelled when the server shuts down: every session says goodbye.
+    /// Cancelled when the server shuts down; every live session is then
+    /// kicked with `server_restart`. Sessions do not wait on it while they
+    /// run: a future registered on one token by every session is one lock
+    /// shared by all of them at every wake-up (measured in BENCHMARKS.md).
     pub(crate) shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them to finish.
     pub(crate) sessions: TaskTracker,
     next_conn: AtomicU64,
-    /// Live sessions, so some can be ended from outside (e.g. at sign-out).
-    /// Held only to insert, remove or scan; never across an await.
+    /// Live sessions, so some can be ended from outside (e.g. at sign-out or
+    /// shutdown) and all pinged. Held only to insert, remove or scan; never
+    /// across an await.
     live: Mutex<HashMap<u64, Live<I>>>,
     /// Closed extended sessions by `sid`, until they expire. Same locking rule.
     parked: Mutex<ParkedSessions<I>>,
@@ -121,15 +129,52 @@ impl<I> Inner<I> {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers a live session; returns the receiver of a kick.
+    /// Registers a live session; returns the receiver of a kick. A session
+    /// that goes live once shutdown has begun is kicked at once.
     pub(crate) fn go_live(
         &self,
         conn: u64,
         identity: Arc<I>,
+        outbox: &Outbox,
     ) -> oneshot::Receiver<DisconnectReason> {
         let (kick, kicked) = oneshot::channel();
-        lock(&self.live).insert(conn, Live { identity, kick });
+        let live = Live {
+            identity,
+            kick,
+            outbox: outbox.clone(),
+        };
+        lock(&self.live).insert(conn, live);
+        // `shutdown` cancels before it scans `live`: either that scan saw
+        // this session, or this check sees the cancellation.
+        if self.shutdown.is_cancelled() {
+            self.kick_where(|_| true, DisconnectReason::ServerRestart);
+        }
         kicked
+    }
+
+    /// Ends every live session whose identity matches; returns how many.
+    fn kick_where(&self, matches: impl Fn(&I) -> bool, reason: DisconnectReason) -> usize {
+        let mut live = lock(&self.live);
+        let kicked: Vec<u64> = live
+            .iter()
+            .filter(|(_, l)| matches(&l.identity))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &kicked {
+            if let Some(l) = live.remove(id) {
+                let _ = l.kick.send(reason);
+            }
+        }
+        kicked.len()
+    }
+
+    /// Queues one shared ping frame for every live session.
+    fn ping_all(&self) {
+        let ping = Arc::new(Frame::unpositioned(ping_frame()));
+        for live in lock(&self.live).values() {
+            // A full queue marks the session too slow, as for any frame.
+            live.outbox.offer(ping.clone());
+        }
     }
 
     pub(crate) fn leave(&self, conn: u64) {
@@ -194,14 +239,12 @@ impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
 
     /// Starts the engine: spawns the shared ping ticker. Needs a Tokio runtime.
     pub fn build(self) -> Cable<I> {
-        let (ping_tx, ping) = watch::channel(protocol::ping(unix_seconds()));
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             config: self.config,
             channels: self.channels,
             registry: Registry::default(),
             stats: Stats::default(),
-            ping,
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
@@ -212,8 +255,9 @@ impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
             }),
             admitted: AtomicUsize::new(0),
         });
-        // The one ping ticker: owns the watch sender, ends at shutdown.
+        // The one ping ticker, ending at shutdown.
         let interval = inner.config.ping_interval;
+        let ticker = inner.clone();
         tokio::spawn(async move {
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -221,11 +265,7 @@ impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if ping_tx.send(protocol::ping(unix_seconds())).is_err() {
-                            break;
-                        }
-                    }
+                    _ = tick.tick() => ticker.ping_all(),
                 }
             }
         });
@@ -267,7 +307,7 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
     /// `?sid=` or the `X-ANYCABLE-RESTORE-SID` header.
     pub fn upgrade(
         &self,
-        ws: WebSocketUpgrade,
+        upgrade: CableUpgrade,
         uri: &Uri,
         headers: &HeaderMap,
         identity: Option<I>,
@@ -286,24 +326,41 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
             return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections").into_response();
         }
         let restore = restore_sid(uri, headers);
-        let ws = ws
-            .protocols([protocol::PROTOCOL_V1_EXT_JSON, protocol::PROTOCOL_V1_JSON])
-            .read_buffer_size(config.read_buffer_bytes)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_message_size(config.max_frame_bytes)
-            .max_frame_size(config.max_frame_bytes);
-        let dialect = match ws.selected_protocol().map(|p| p.as_bytes()) {
-            Some(p) if p == protocol::PROTOCOL_V1_EXT_JSON.as_bytes() => Dialect::Extended,
+        let protocol =
+            upgrade.choose(&[protocol::PROTOCOL_V1_EXT_JSON, protocol::PROTOCOL_V1_JSON]);
+        let dialect = match protocol {
+            Some(protocol::PROTOCOL_V1_EXT_JSON) => Dialect::Extended,
             _ => Dialect::V1,
         };
+        let response = upgrade.accept(protocol);
+        // tungstenite reads; the session writes by hand (see `wire`), so
+        // tungstenite's own writes (pongs, close replies) go straight out.
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_frame_bytes))
+            .max_frame_size(Some(config.max_frame_bytes));
         let inner = self.inner.clone();
-        ws.on_upgrade(move |socket| {
-            let tracker = inner.sessions.clone();
-            tracker.track_future(async move {
-                session::run(inner, socket, dialect, identity, restore).await;
-                drop(admission);
-            })
-        })
+        let on_upgrade = upgrade.on_upgrade;
+        let session = self.inner.sessions.track_future(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%error, "the cable handshake did not complete");
+                    return;
+                }
+            };
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
+            session::run(inner, socket, dialect, identity, restore).await;
+            drop(admission);
+        });
+        tokio::spawn(session);
+        response
     }
 
     /// Ends every live session whose identity matches, telling it `reason`
@@ -314,18 +371,7 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
         matches: impl Fn(&I) -> bool,
         reason: DisconnectReason,
     ) -> usize {
-        let mut live = lock(&self.inner.live);
-        let kicked: Vec<u64> = live
-            .iter()
-            .filter(|(_, l)| matches(&l.identity))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &kicked {
-            if let Some(l) = live.remove(id) {
-                let _ = l.kick.send(reason);
-            }
-        }
-        kicked.len()
+        self.inner.kick_where(matches, reason)
     }
 
     /// Sends `message` (a JSON value) to every subscriber of `stream` on this node.
@@ -365,6 +411,8 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
     /// for all sessions to end, at most `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutdown.cancel();
+        self.inner
+            .kick_where(|_| true, DisconnectReason::ServerRestart);
         self.inner.sessions.close();
         if tokio::time::timeout(grace, self.inner.sessions.wait())
             .await
@@ -377,9 +425,6 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
         }
     }
 }
-
-/// Frames are gathered up to this size before one write to the socket.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The session a client asks to restore: `?sid=` or `X-ANYCABLE-RESTORE-SID`.
 fn restore_sid(uri: &Uri, headers: &HeaderMap) -> Option<String> {
@@ -394,6 +439,11 @@ fn restore_sid(uri: &Uri, headers: &HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == "sid")
         .map(|(_, value)| value.to_owned())
+}
+
+/// `{"type":"ping","message":<now>}`, framed for the wire.
+fn ping_frame() -> Bytes {
+    wire::text(protocol::ping(unix_seconds()).as_str())
 }
 
 pub(crate) fn unix_seconds() -> i64 {

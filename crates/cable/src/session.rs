@@ -2,30 +2,47 @@
 //! frames out, pings, history, restore and the goodbye.
 //!
 //! A session is a single task. It owns the socket, so reads and writes never
-//! contend; broadcasts reach it through its bounded [`Outbox`] and are
-//! written in batches (all that is queued, then one flush).
+//! contend; broadcasts reach it through its bounded [`Outbox`] as frames
+//! already on the wire's terms, and whatever is queued leaves in one
+//! vectored write ([`crate::wire`]).
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
+use tungstenite::Message;
 
 use crate::channel::{Channel, HistoryFrom, Params};
 use crate::protocol::{
     self, ActionData, Command, Dialect, DisconnectReason, HistoryRequest, Identifier, Position,
 };
-use crate::registry::{ConnId, Outbox, Outgoing, StreamKey};
+use crate::registry::{ConnId, Frame, Outbox, Outgoing, StreamKey};
 use crate::server::{Inner, Parked};
+use crate::wire::{self, Pending};
 
-/// Most queued frames written before one flush.
+/// The client's socket: tungstenite reads it; frames are written to the
+/// stream underneath by hand (see [`crate::wire`]).
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Most queued frames gathered for one write.
 const BATCH: usize = 256;
 /// How long a goodbye may take to write before the socket is dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client dropped as too slow has to read what it was sent and
+/// the reason, unless the server is shutting down: it stopped reading, so
+/// its goodbye waits behind full socket buffers.
+const TOO_SLOW_GOODBYE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 struct Subscribed<I> {
     channel: Arc<dyn Channel<I>>,
@@ -47,6 +64,9 @@ struct Session<I> {
     dialect: Dialect,
     identity: Arc<I>,
     outbox: Outbox,
+    /// Frames on their way to the socket, so a write cut short by an
+    /// overflow is finished before the goodbye.
+    pending: Pending<Outgoing>,
     /// Keyed by the identifier string exactly as the client sent it.
     subscriptions: HashMap<Arc<str>, Subscribed<I>>,
     /// Extended clients: the last offset written per subscription and stream,
@@ -75,39 +95,48 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// A frame to write now, in order.
-type Replies = Vec<Utf8Bytes>;
+/// Frames to write now, in order, each a whole frame on the wire.
+type Replies = Vec<Outgoing>;
+
+/// A reply that belongs to no stream position, framed for the wire.
+fn reply(payload: impl AsRef<str>) -> Outgoing {
+    Arc::new(Frame::unpositioned(wire::text(payload.as_ref())))
+}
 
 pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
     inner: Arc<Inner<I>>,
-    mut socket: WebSocket,
+    mut socket: Socket,
     dialect: Dialect,
     identity: Option<I>,
     restore: Option<String>,
 ) {
     let Some(identity) = identity else {
-        goodbye(&mut socket, End::Disconnect(DisconnectReason::Unauthorized)).await;
+        let unauthorized = End::Disconnect(DisconnectReason::Unauthorized);
+        let _ = tokio::time::timeout(
+            GOODBYE_TIMEOUT,
+            goodbye(&mut socket, Pending::default(), unauthorized),
+        )
+        .await;
         return;
     };
     let identity = Arc::new(identity);
     inner.stats.connections.fetch_add(1, Ordering::Relaxed);
     let (outbox, mut queue, overflow) = Outbox::new(inner.config.outbox_capacity);
     let id = inner.next_conn_id();
-    let mut kicked = inner.go_live(id, identity.clone());
+    let mut kicked = inner.go_live(id, identity.clone(), &outbox);
     let mut session = Session {
         id,
         dialect,
         inner: inner.clone(),
         identity,
         outbox,
+        pending: Pending::default(),
         subscriptions: HashMap::new(),
         written: HashMap::new(),
         sid: (dialect == Dialect::Extended).then(|| new_sid(id)),
         held: HashMap::new(),
         hold_until: None,
     };
-    let mut ping = inner.ping.clone();
-    ping.mark_unchanged();
 
     let welcome = match dialect {
         Dialect::V1 => protocol::welcome(),
@@ -117,7 +146,8 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
             protocol::welcome_extended(&sid, restored.as_deref())
         }
     };
-    let end = if socket.send(Message::Text(welcome)).await.is_err() {
+    session.pending.push(reply(welcome));
+    let end = if session.flush(&mut socket).await.is_err() {
         End::Gone
     } else {
         loop {
@@ -128,43 +158,42 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                     None => std::future::pending().await,
                 }
             };
+            // Every write below races the queue overflowing: a client that
+            // stopped reading blocks the write once its socket buffers fill,
+            // and is dropped as too slow instead of being held forever.
             tokio::select! {
-                _ = inner.shutdown.cancelled() => break End::Disconnect(DisconnectReason::ServerRestart),
                 _ = hold_expired => {
                     warn!(conn = session.id, "no history request after a restore: releasing live frames");
                     let frames = session.release_held();
-                    if write_all(&mut socket, frames).await.is_err() {
-                        break End::Gone;
-                    }
-                }
-                reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
-                _ = overflow.notified() => break too_slow(session.id),
-                Some(first) = queue.recv() => {
-                    // A client that stopped reading blocks this write once its
-                    // socket buffers fill: race it against the queue overflowing,
-                    // so the client is dropped instead of held forever.
+                    session.queue_all(frames);
                     let written = tokio::select! {
-                        written = session.write_queued(&mut socket, first, &mut queue) => written,
-                        _ = overflow.notified() => break too_slow(session.id),
+                        biased;
+                        _ = overflow.wait() => break too_slow(session.id),
+                        written = session.flush(&mut socket) => written,
                     };
                     if written.is_err() {
                         break End::Gone;
                     }
                 }
-                changed = ping.changed() => {
-                    if changed.is_err() {
-                        break End::Disconnect(DisconnectReason::ServerRestart);
+                reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
+                // Pings come through the queue too (`Inner::ping_all`).
+                Some(first) = queue.recv() => {
+                    session.take_queued(first, &mut queue).await;
+                    // A frame lost to a full queue ends the session before
+                    // anything after the gap is written.
+                    if overflow.happened() {
+                        break too_slow(session.id);
                     }
-                    let frame = ping.borrow_and_update().clone();
-                    let sent = tokio::select! {
-                        sent = socket.send(Message::Text(frame)) => sent,
-                        _ = overflow.notified() => break too_slow(session.id),
+                    let written = tokio::select! {
+                        biased;
+                        _ = overflow.wait() => break too_slow(session.id),
+                        written = session.flush(&mut socket) => written,
                     };
-                    if sent.is_err() {
+                    if written.is_err() {
                         break End::Gone;
                     }
                 }
-                incoming = socket.recv() => match incoming {
+                incoming = socket.next() => match incoming {
                     None | Some(Ok(Message::Close(_))) => break End::Gone,
                     Some(Err(error)) => break read_failed(session.id, error),
                     Some(Ok(Message::Text(text))) => {
@@ -172,18 +201,27 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                         // state (channel calls, history) would otherwise
                         // widen every idle connection's task.
                         let replies = Box::pin(session.handle(&text)).await;
+                        session.queue_all(replies);
                         let written = tokio::select! {
-                            written = write_all(&mut socket, replies) => written,
-                            _ = overflow.notified() => break too_slow(session.id),
+                            biased;
+                            _ = overflow.wait() => break too_slow(session.id),
+                            written = session.flush(&mut socket) => written,
                         };
                         if written.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    Some(Ok(Message::Ping(_))) => {
+                        // tungstenite has queued the pong: send it now, whole,
+                        // so it never interleaves with frames written by hand.
+                        if socket.flush().await.is_err() {
                             break End::Gone;
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
                         warn!(conn = session.id, len = bytes.len(), "ignoring a binary frame: the JSON protocol takes text only");
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                 },
             }
         }
@@ -193,7 +231,23 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
     let restorable = matches!(end, End::Gone) && dialect == Dialect::Extended;
     session.close(restorable);
     inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
-    goodbye(&mut socket, end).await;
+    let mut pending = std::mem::take(&mut session.pending);
+    let linger = match end {
+        End::Disconnect(DisconnectReason::TooSlow) => {
+            // What was taken after the lost frame must not be written.
+            pending.discard_unstarted();
+            TOO_SLOW_GOODBYE_TIMEOUT
+        }
+        _ => GOODBYE_TIMEOUT,
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(linger, goodbye(&mut socket, pending, end)) => {}
+        // A shutdown gives every client the same short goodbye.
+        _ = async {
+            inner.shutdown.cancelled().await;
+            tokio::time::sleep(GOODBYE_TIMEOUT).await;
+        } => {}
+    }
 }
 
 fn too_slow(conn: ConnId) -> End {
@@ -212,90 +266,72 @@ fn new_sid(conn: ConnId) -> String {
     format!("{a:016x}{b:016x}")
 }
 
-async fn write_all(socket: &mut WebSocket, frames: Replies) -> Result<(), axum::Error> {
-    if frames.is_empty() {
-        return Ok(());
-    }
-    for frame in frames {
-        socket.feed(Message::Text(frame)).await?;
-    }
-    socket.flush().await
-}
-
-fn read_failed(conn: ConnId, error: axum::Error) -> End {
-    let too_big = error
-        .into_inner()
-        .downcast::<tungstenite::Error>()
-        .map(|e| matches!(*e, tungstenite::Error::Capacity(_)))
-        .unwrap_or(false);
-    if too_big {
+fn read_failed(conn: ConnId, error: tungstenite::Error) -> End {
+    if matches!(error, tungstenite::Error::Capacity(_)) {
         warn!(
             conn,
             "closing a connection whose frame exceeds the size limit"
         );
-        End::Close(close_code::SIZE, "frame too large")
+        End::Close(CLOSE_TOO_BIG, "frame too large")
     } else {
-        debug!(conn, "socket read failed");
+        debug!(conn, %error, "socket read failed");
         End::Gone
     }
 }
 
-async fn goodbye(socket: &mut WebSocket, end: End) {
-    let frames = match end {
+/// Finishes whatever was being written, then says why the session ends
+/// and closes. Callers bound the time it may take.
+async fn goodbye(socket: &mut Socket, mut pending: Pending<Outgoing>, end: End) {
+    match end {
         End::Gone => return,
-        End::Disconnect(reason) => vec![
-            Message::Text(protocol::disconnect(reason)),
-            Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: Utf8Bytes::from_static(""),
-            })),
-        ],
-        End::Close(code, reason) => vec![Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }))],
-    };
-    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-        for frame in frames {
-            socket.send(frame).await?;
+        End::Disconnect(reason) => {
+            pending.push(reply(protocol::disconnect(reason)));
+            pending.push(Arc::new(Frame::unpositioned(wire::close(CLOSE_NORMAL, ""))));
         }
-        Ok::<_, axum::Error>(())
-    })
-    .await;
+        End::Close(code, reason) => {
+            pending.push(Arc::new(Frame::unpositioned(wire::close(code, reason))));
+        }
+    }
+    let _ = pending.write_to(socket.get_mut()).await;
 }
 
 impl<I: PartialEq + Send + Sync + 'static> Session<I> {
-    /// Writes `first` and whatever else is queued, then flushes once. Frames
-    /// an extended client already got from history are skipped.
-    async fn write_queued(
-        &mut self,
-        socket: &mut WebSocket,
-        first: Outgoing,
-        queue: &mut mpsc::Receiver<Outgoing>,
-    ) -> Result<(), axum::Error> {
+    /// Writes whatever is pending, in as few writes as the socket allows.
+    async fn flush(&mut self, socket: &mut Socket) -> io::Result<()> {
+        self.pending.write_to(socket.get_mut()).await
+    }
+
+    fn queue_all(&mut self, frames: Replies) {
+        for frame in frames {
+            self.pending.push(frame);
+        }
+    }
+
+    /// Moves `first` and whatever else is queued (up to [`BATCH`] frames)
+    /// to the pending frames, for one vectored write. Frames an extended
+    /// client already got from history are skipped.
+    async fn take_queued(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
         // Let the broadcaster finish its burst first: one yield turned many
         // one-frame writes into one write of many frames (BENCHMARKS.md).
         tokio::task::yield_now().await;
         let mut next = Some(first);
-        let mut written = 0;
+        let mut taken = 0;
         while let Some(outgoing) = next.take() {
+            taken += 1;
             if let Some(outgoing) = self.hold(outgoing) {
                 if self.fresh(&outgoing) {
-                    socket.feed(Message::Text(outgoing.frame.clone())).await?;
-                    written += 1;
+                    self.pending.push(outgoing);
                 }
             } else if self.held.values().map(Vec::len).sum::<usize>()
                 > self.inner.config.outbox_capacity
             {
-                for frame in self.release_held() {
-                    socket.feed(Message::Text(frame)).await?;
-                }
+                let released = self.release_held();
+                self.queue_all(released);
             }
-            if written < BATCH {
+            if taken < BATCH {
                 next = queue.try_recv().ok();
             }
         }
-        socket.flush().await
     }
 
     /// Keeps a live frame of a subscription awaiting its history; gives
@@ -314,15 +350,12 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
     fn release_held(&mut self) -> Replies {
         self.hold_until = None;
         let held: Vec<Outgoing> = self.held.drain().flat_map(|(_, frames)| frames).collect();
-        held.into_iter()
-            .filter(|o| self.fresh(o))
-            .map(|o| o.frame.clone())
-            .collect()
+        held.into_iter().filter(|o| self.fresh(o)).collect()
     }
 
     /// `reject_history`, then whatever was held for the subscription.
     fn rejected_history(&mut self, identifier: &str) -> Replies {
-        let mut replies = vec![protocol::reject_history(identifier)];
+        let mut replies = vec![reply(protocol::reject_history(identifier))];
         replies.extend(self.release(identifier));
         replies
     }
@@ -333,10 +366,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         if self.held.is_empty() {
             self.hold_until = None;
         }
-        held.into_iter()
-            .filter(|o| self.fresh(o))
-            .map(|o| o.frame.clone())
-            .collect()
+        held.into_iter().filter(|o| self.fresh(o)).collect()
     }
 
     /// Whether a queued frame is new to this client, noting it as written.
@@ -405,14 +435,14 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
         }
     }
 
-    async fn subscribe(&mut self, identifier: &str) -> Utf8Bytes {
+    async fn subscribe(&mut self, identifier: &str) -> Outgoing {
         if self.subscriptions.contains_key(identifier) {
             // Confirm again, so a client that retries never loops.
-            return protocol::confirm_subscription(identifier);
+            return reply(protocol::confirm_subscription(identifier));
         }
         let reject = |why: &str| {
             warn!(conn = self.id, identifier, why, "rejecting a subscription");
-            protocol::reject_subscription(identifier)
+            reply(protocol::reject_subscription(identifier))
         };
         if self.subscriptions.len() >= self.inner.config.max_subscriptions {
             return reject("too many subscriptions on this connection");
@@ -434,7 +464,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
             parsed.params,
             subscription.streams,
         );
-        protocol::confirm_subscription(identifier)
+        reply(protocol::confirm_subscription(identifier))
     }
 
     fn register(
@@ -534,7 +564,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
                 conn = self.id,
                 identifier, "history for an unknown identifier"
             );
-            return vec![protocol::reject_history(identifier)];
+            return vec![reply(protocol::reject_history(identifier))];
         };
         let channel = subscribed.channel.clone();
         let streams = subscribed.streams.clone();
@@ -577,18 +607,18 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
                     epoch: &epoch,
                     offset: item.offset,
                 };
-                replies.push(protocol::to_subscription_at(
+                replies.push(reply(protocol::to_subscription_at(
                     identifier,
                     &item.message,
                     position,
-                ));
+                )));
                 last = item.offset;
             }
             if last != i64::MIN {
                 self.written.insert(key, last);
             }
         }
-        replies.push(protocol::confirm_history(identifier));
+        replies.push(reply(protocol::confirm_history(identifier)));
         replies.extend(self.release(identifier));
         replies
     }
@@ -613,7 +643,7 @@ impl<I: PartialEq + Send + Sync + 'static> Session<I> {
             .perform(&self.identity, &subscribed.params, action)
             .await
             .iter()
-            .map(|reply| protocol::to_subscription(identifier, reply))
+            .map(|message| reply(protocol::to_subscription(identifier, message)))
             .collect()
     }
 }

@@ -130,6 +130,30 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn requests_that_are_not_a_websocket_handshake_get_a_clear_answer() {
+    let app = TestApp::spawn().await;
+    let plain = app.get("/cable", None).await;
+    assert_eq!(plain.status(), 400);
+    assert!(plain.text().await.unwrap().contains("Upgrade: websocket"));
+
+    let old_version = app
+        .client()
+        .get(app.url("/cable"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_version.status(), 426);
+    assert_eq!(old_version.headers()["sec-websocket-version"], "13");
+
+    let post = app.client().post(app.url("/cable")).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+}
+
+#[tokio::test]
 async fn the_server_pings_every_few_seconds() {
     let app = TestApp::spawn().await;
     let ann = app.sign_up("ann").await;

@@ -145,6 +145,7 @@ pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
         .with("connect_failures", total.connect_failures)
         .with("messages", published.sent)
         .with("rate_target", args.rate)
+        .with("pad", args.pad)
         .num("publish_s", publish_s, 3)
         .with("publish_failed", published.failed)
         .with("error_replies", published.error_replies)
@@ -459,6 +460,7 @@ impl Publishers {
             messages: args.messages,
             publishers: count as u64,
             run: ctx.setup.run,
+            pad: args.pad,
         };
         let identifier = identifier.to_owned();
         let room_path = format!("/chatrooms/{}/messages", ctx.setup.room);
@@ -511,6 +513,7 @@ struct Schedule {
     messages: u64,
     publishers: u64,
     run: u32,
+    pad: usize,
 }
 
 impl Schedule {
@@ -533,7 +536,12 @@ impl Schedule {
             seq,
             sent_unix_nanos: now,
         };
-        (marker.encode(), now)
+        let mut content = marker.encode();
+        if self.pad > 0 {
+            content.push(':');
+            content.extend(std::iter::repeat_n('x', self.pad));
+        }
+        (content, now)
     }
 }
 

@@ -2,10 +2,10 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cable::CableUpgrade;
 
 use super::auth::CurrentUser;
 use crate::AppState;
@@ -17,13 +17,14 @@ pub fn router() -> Router<AppState> {
 
 /// Refuses foreign origins with 403 before any upgrade; otherwise upgrades and
 /// hands the socket to the engine, with the signed-in user if any (without
-/// one the client is told `unauthorized`).
+/// one the client is told `unauthorized`). A request that is not a WebSocket
+/// handshake gets the engine's answer ([`cable::UpgradeRejection`]).
 async fn open_cable(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     user: Option<CurrentUser>,
-    upgrade: WebSocketUpgrade,
+    upgrade: CableUpgrade,
 ) -> Response {
     if !state.cable.origin_allowed(&headers) {
         tracing::warn!(origin = ?headers.get("origin"), "refused a cable from a foreign origin");
