@@ -338,7 +338,9 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 300.0)]
     pub window: f64,
     /// Largest growth of the server's RSS allowed, percent, from the first
-    /// window's mean to the last's.
+    /// window's mean to the last's; without SQLite's page caches when the
+    /// server reports them (`hearth_sqlite_memory_bytes`), since those fill up
+    /// to a fixed size as the database grows.
     #[arg(long, default_value_t = 10.0)]
     pub rss_tolerance: f64,
     /// Largest growth of the server's open files allowed, percent.

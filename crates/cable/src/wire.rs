@@ -228,7 +228,10 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            if self.block_after.is_some_and(|limit| self.out.len() >= limit) {
+            if self
+                .block_after
+                .is_some_and(|limit| self.out.len() >= limit)
+            {
                 return Poll::Pending;
             }
             let n = buf.len().min(self.step);

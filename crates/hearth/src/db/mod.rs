@@ -73,6 +73,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Bytes of memory the embedded SQLite holds (its page caches, statements
+/// and connections), 0 on PostgreSQL. The page caches grow with the data
+/// touched, up to `cache_size` (SQLite's default, 2 MiB) per pooled connection.
+pub fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: sqlite3_memory_used takes no arguments and only reads SQLite's
+    // own counter (thread-safe in the serialized/multi-thread builds sqlx uses).
+    unsafe { libsqlite3_sys::sqlite3_memory_used() }
+}
+
 /// Now, in Unix milliseconds, as stored in every `*_at` column.
 pub fn now_millis() -> i64 {
     SystemTime::now()

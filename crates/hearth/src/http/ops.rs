@@ -187,6 +187,13 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
             load(&status.reconnects),
         );
     }
+    metric(
+        &mut out,
+        "hearth_sqlite_memory_bytes",
+        "gauge",
+        "Memory held by the embedded SQLite (page caches, statements); 0 on PostgreSQL.",
+        crate::db::sqlite_memory_bytes(),
+    );
     match probe_database(&state).await {
         Some(latency) => metric(
             &mut out,
