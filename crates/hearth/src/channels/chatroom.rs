@@ -1,6 +1,9 @@
 //! `ChatroomChannel`: streams one room; `speak` posts to it; `catch_up`
 //! replays what a reconnecting client missed.
 
+use std::collections::HashSet;
+use std::sync::RwLock;
+
 use async_trait::async_trait;
 use cable::channel::{HistoryFrom, HistoryItem};
 use cable::{ActionData, Channel, Params, Rejection, Subscription};
@@ -23,13 +26,23 @@ pub struct ChatroomChannel {
     db: Db,
     writer: MessageWriter,
     relay: RelayHandle,
+    /// Rooms already found and handed to the relay on this node. Rooms are
+    /// never deleted and the relay keeps following a room once told, so
+    /// only a room's first subscriber here needs the database: the lookup
+    /// was half of the server's work per connection (BENCHMARKS.md).
+    known: RwLock<HashSet<i64>>,
 }
 
 impl ChatroomChannel {
     /// A channel reading rooms from `db`, posting through `writer` and
     /// telling `relay` which rooms this node follows.
     pub fn new(db: Db, writer: MessageWriter, relay: RelayHandle) -> Self {
-        Self { db, writer, relay }
+        Self {
+            db,
+            writer,
+            relay,
+            known: RwLock::default(),
+        }
     }
 
     async fn speak(
@@ -128,12 +141,25 @@ impl Channel<CurrentUser> for ChatroomChannel {
         params: &Params,
     ) -> Result<Subscription, Rejection> {
         let id = room_id(params).ok_or_else(|| Rejection("missing or malformed room id".into()))?;
+        let subscription = Subscription {
+            streams: vec![room_stream(id)],
+        };
+        if self
+            .known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
+            return Ok(subscription);
+        }
         match db::chatrooms::last_seq(&self.db, id).await {
             Ok(Some(last_seq)) => {
                 self.relay.track(id, last_seq);
-                Ok(Subscription {
-                    streams: vec![room_stream(id)],
-                })
+                self.known
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id);
+                Ok(subscription)
             }
             Ok(None) => Err(Rejection(format!("no chatroom {id}"))),
             Err(error) => Err(Rejection(format!("database error: {error}"))),
