@@ -141,6 +141,10 @@ struct Soak {
     fds: Vec<(f64, f64)>,
     /// `hearth_connections`.
     connections: Vec<(f64, f64)>,
+    /// `hearth_heap_bytes`, MiB.
+    heap: Vec<(f64, f64)>,
+    /// `hearth_sqlite_memory_bytes`, MiB.
+    sqlite: Vec<(f64, f64)>,
 }
 
 fn collect_soak(results: &[Value]) -> Soak {
@@ -162,6 +166,12 @@ fn collect_soak(results: &[Value]) -> Soak {
         if let Some(c) = num(r, "connections") {
             soak.connections.push((t, c));
         }
+        if let Some(kib) = num(r, "heap_kib") {
+            soak.heap.push((t, kib / 1024.0));
+        }
+        if let Some(kib) = num(r, "sqlite_kib") {
+            soak.sqlite.push((t, kib / 1024.0));
+        }
     }
     soak
 }
@@ -176,7 +186,19 @@ where
     let red = RGBColor(200, 40, 40);
     let blue = RGBColor(30, 90, 200);
     let gray = RGBColor(120, 120, 120);
-    over_time(&left, "server RSS", "MiB", &[("RSS", &soak.rss[..], red)]).map_err(fail)?;
+    let green = RGBColor(30, 150, 70);
+    let orange = RGBColor(220, 130, 20);
+    over_time(
+        &left,
+        "server memory",
+        "MiB",
+        &[
+            ("RSS", &soak.rss[..], red),
+            ("heap in use", &soak.heap[..], green),
+            ("SQLite", &soak.sqlite[..], orange),
+        ],
+    )
+    .map_err(fail)?;
     over_time(
         &right,
         "server open files and connections",

@@ -103,8 +103,8 @@ pub(crate) struct Inner<I> {
     pub(crate) stats: Stats,
     /// Cancelled when the server shuts down; every live session is then
     /// kicked with `server_restart`. Sessions do not wait on it while they
-    /// run: a future registered on one token by every session is one lock
-    /// shared by all of them at every wake-up (measured in BENCHMARKS.md).
+    /// run: waiting on one token registers every session, at every wake-up,
+    /// in one list behind one lock.
     pub(crate) shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them to finish.
     pub(crate) sessions: TaskTracker,

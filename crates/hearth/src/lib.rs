@@ -10,6 +10,7 @@
 //! - [`relay`]: hands each room's messages to local subscribers once and in
 //!   order, across nodes (Redis) and gaps (the database).
 //! - [`limits`]: rate limits (token buckets).
+//! - [`heap`]: live heap bytes, counted at the allocator.
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
 //! - [`templates`]: page and partial types for the Askama templates.
@@ -20,6 +21,7 @@ pub mod copy;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod heap;
 pub mod http;
 pub mod limits;
 pub mod relay;

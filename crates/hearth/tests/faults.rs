@@ -460,6 +460,22 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
         cable.next_frame().await["message"]["content"],
         "just before the restart"
     );
+    // The binary counts its heap (in-process test servers do not).
+    let metrics = client
+        .http()
+        .get(format!("{}/metrics", server.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let heap: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hearth_heap_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("/metrics reports hearth_heap_bytes");
+    assert!(heap > 100_000.0, "heap {heap}");
 
     let started = Instant::now();
     let mut child = server.terminate();

@@ -247,6 +247,10 @@ pub struct Sample {
     /// database's share of the RSS.
     #[serde(default)]
     pub sqlite_kib: Option<f64>,
+    /// `hearth_heap_bytes` from /metrics, KiB: what the Rust code holds,
+    /// without what the allocator keeps for reuse.
+    #[serde(default)]
+    pub heap_kib: Option<f64>,
 }
 
 /// The value of metric `name` in Prometheus text.
@@ -317,6 +321,7 @@ async fn sample_server(
             queue_drops: metric(&text, "hearth_queue_drops_total"),
             stored: metric(&text, "hearth_messages_stored_total"),
             sqlite_kib: metric(&text, "hearth_sqlite_memory_bytes").map(|b| b / 1024.0),
+            heap_kib: metric(&text, "hearth_heap_bytes").map(|b| b / 1024.0),
         };
         if let Some(file) = &mut out {
             let line = serde_json::to_string(&sample).expect("a sample serialises");
@@ -575,6 +580,7 @@ fn report_outcome(
     let fds = trend(&points(|s| s.fds.map(|v| v as f64)), args.window);
     let conns = trend(&points(|s| s.connections), args.window);
     let sqlite = trend(&points(|s| s.sqlite_kib), args.window);
+    let heap = trend(&points(|s| s.heap_kib), args.window);
     // The RSS without the embedded database's caches: what the cable and
     // the app hold.
     let rss_without_sqlite = trend(
@@ -669,6 +675,7 @@ fn report_outcome(
         ("fds", fds),
         ("connections", conns),
         ("sqlite_kib", sqlite),
+        ("heap_kib", heap),
         ("rss_without_sqlite_kib", rss_without_sqlite),
     ] {
         let Some(t) = t else { continue };

@@ -189,6 +189,13 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
     }
     metric(
         &mut out,
+        "hearth_heap_bytes",
+        "gauge",
+        "Bytes allocated by the server's Rust code and not yet freed (the allocator may keep more resident).",
+        crate::heap::live_bytes(),
+    );
+    metric(
+        &mut out,
         "hearth_sqlite_memory_bytes",
         "gauge",
         "Memory held by the embedded SQLite (page caches, statements); 0 on PostgreSQL.",
