@@ -255,8 +255,8 @@ async fn store(db: &Db, batch: &[Post]) -> Vec<Result<Message, PostError>> {
 async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, PostError>>> {
     let mut conn = db.acquire().await?;
     let mut tx = conn.begin().await?;
-    // One sequence update per room for the whole batch, rooms in order of
-    // first appearance; each post then takes the next number of its room.
+    // One sequence update for the whole batch; each post then takes the
+    // next number of its room.
     let mut per_room: Vec<(i64, i64)> = Vec::new();
     for Post { message, .. } in batch {
         match per_room
@@ -267,12 +267,11 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
             None => per_room.push((message.chatroom_id, 1)),
         }
     }
-    let mut next_seq = std::collections::HashMap::with_capacity(per_room.len());
-    for (room, count) in per_room {
-        if let Some(last) = messages::take_seqs(&mut tx, room, count).await? {
-            next_seq.insert(room, last - count + 1);
-        }
-    }
+    let last_seq = messages::take_seqs(&mut tx, &per_room).await?;
+    let mut next_seq: std::collections::HashMap<i64, i64> = per_room
+        .iter()
+        .filter_map(|(room, count)| Some((*room, last_seq.get(room)? - count + 1)))
+        .collect();
     let created_at = now_millis();
     let mut rows = Vec::with_capacity(batch.len());
     let mut seqs = Vec::with_capacity(batch.len());

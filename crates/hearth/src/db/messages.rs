@@ -48,21 +48,41 @@ pub async fn latest(db: &Db, chatroom_id: i64, limit: i64) -> sqlx::Result<Vec<M
     Ok(messages)
 }
 
-/// Takes the room's next `count` sequence numbers and returns the last of
-/// them; `None` when the room does not exist. Run inside the transaction
-/// that inserts the messages: the row lock orders writers across nodes.
+/// Most rooms in one sequence UPDATE: 3 parameters each.
+const ROOMS_PER_UPDATE: usize = 256;
+
+/// Takes each room's next `count` sequence numbers; returns the last of them
+/// by room, without the rooms that do not exist. Run inside the transaction
+/// that inserts the messages: the row locks order writers across nodes.
+/// One statement per [`ROOMS_PER_UPDATE`] rooms, not one per room: a batch
+/// spoken into 100 rooms was 100 round trips to SQLite's worker thread.
 pub async fn take_seqs(
     conn: &mut AnyConnection,
-    chatroom_id: i64,
-    count: i64,
-) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
-        "UPDATE chatrooms SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(chatroom_id)
-    .bind(count)
-    .fetch_optional(conn)
-    .await
+    counts: &[(i64, i64)],
+) -> sqlx::Result<std::collections::HashMap<i64, i64>> {
+    let mut last = std::collections::HashMap::with_capacity(counts.len());
+    for chunk in counts.chunks(ROOMS_PER_UPDATE) {
+        let cases: String = (0..chunk.len())
+            .map(|i| format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let ids: Vec<String> = (0..chunk.len())
+            .map(|i| format!("${}", 2 * chunk.len() + i + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE chatrooms SET last_seq = last_seq + CASE id{cases} END \
+             WHERE id IN ({}) RETURNING id, last_seq",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for (room, count) in chunk {
+            query = query.bind(*room).bind(*count);
+        }
+        for (room, _) in chunk {
+            query = query.bind(*room);
+        }
+        last.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(last)
 }
 
 /// A message to insert, its sequence already taken.
