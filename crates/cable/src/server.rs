@@ -359,6 +359,8 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
             session::run(inner, socket, dialect, identity, restore).await;
             drop(admission);
         });
+        // One task per connection, from the handshake to the goodbye;
+        // tracked so shutdown can wait for it, bounded by `max_connections`.
         tokio::spawn(session);
         response
     }
