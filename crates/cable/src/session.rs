@@ -24,7 +24,7 @@ use crate::channel::{Channel, HistoryFrom, Params};
 use crate::protocol::{
     self, ActionData, Command, Dialect, DisconnectReason, HistoryRequest, Identifier, Position,
 };
-use crate::registry::{ConnId, Frame, Outbox, Outgoing, StreamKey};
+use crate::registry::{ConnId, Frame, Outbox, Outgoing, Overflow, StreamKey};
 use crate::server::{Inner, Parked};
 use crate::wire::{self, Pending};
 
@@ -158,39 +158,21 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                     None => std::future::pending().await,
                 }
             };
-            // Every write below races the queue overflowing: a client that
-            // stopped reading blocks the write once its socket buffers fill,
-            // and is dropped as too slow instead of being held forever.
             tokio::select! {
                 _ = hold_expired => {
                     warn!(conn = session.id, "no history request after a restore: releasing live frames");
                     let frames = session.release_held();
                     session.queue_all(frames);
-                    let written = tokio::select! {
-                        biased;
-                        _ = overflow.wait() => break too_slow(session.id),
-                        written = session.flush(&mut socket) => written,
-                    };
-                    if written.is_err() {
-                        break End::Gone;
+                    if let Err(end) = session.send(&mut socket, &overflow).await {
+                        break end;
                     }
                 }
                 reason = &mut kicked => break End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart)),
                 // Pings come through the queue too (`Inner::ping_all`).
                 Some(first) = queue.recv() => {
                     session.take_queued(first, &mut queue).await;
-                    // A frame lost to a full queue ends the session before
-                    // anything after the gap is written.
-                    if overflow.happened() {
-                        break too_slow(session.id);
-                    }
-                    let written = tokio::select! {
-                        biased;
-                        _ = overflow.wait() => break too_slow(session.id),
-                        written = session.flush(&mut socket) => written,
-                    };
-                    if written.is_err() {
-                        break End::Gone;
+                    if let Err(end) = session.send(&mut socket, &overflow).await {
+                        break end;
                     }
                 }
                 incoming = socket.next() => match incoming {
@@ -202,13 +184,8 @@ pub(crate) async fn run<I: PartialEq + Send + Sync + 'static>(
                         // widen every idle connection's task.
                         let replies = Box::pin(session.handle(&text)).await;
                         session.queue_all(replies);
-                        let written = tokio::select! {
-                            biased;
-                            _ = overflow.wait() => break too_slow(session.id),
-                            written = session.flush(&mut socket) => written,
-                        };
-                        if written.is_err() {
-                            break End::Gone;
+                        if let Err(end) = session.send(&mut socket, &overflow).await {
+                            break end;
                         }
                     }
                     Some(Ok(Message::Ping(_))) => {
@@ -296,6 +273,21 @@ async fn goodbye(socket: &mut Socket, mut pending: Pending<Outgoing>, end: End) 
 }
 
 impl<I: PartialEq + Send + Sync + 'static> Session<I> {
+    /// Writes whatever is pending, unless the queue has overflowed; ends
+    /// the session if it did or the socket failed. The overflow is checked
+    /// first (`biased`), so a frame lost to a full queue ends the session
+    /// before anything after the gap is written; and the write races it, so
+    /// a client that stopped reading, whose full socket buffers block the
+    /// write, is dropped as too slow instead of being held forever.
+    async fn send(&mut self, socket: &mut Socket, overflow: &Overflow) -> Result<(), End> {
+        let id = self.id;
+        tokio::select! {
+            biased;
+            _ = overflow.wait() => Err(too_slow(id)),
+            written = self.flush(socket) => written.map_err(|_| End::Gone),
+        }
+    }
+
     /// Writes whatever is pending, in as few writes as the socket allows.
     async fn flush(&mut self, socket: &mut Socket) -> io::Result<()> {
         self.pending.write_to(socket.get_mut()).await
