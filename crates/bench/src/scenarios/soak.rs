@@ -635,37 +635,18 @@ fn report_outcome(
         .with("out_of_order", total.tally.out_of_order)
         .with("incomplete_clients", total.tally.incomplete_clients)
         .with("catch_up_requests", total.catch_up_requests)
-        .with("error_frames", total.error_frames)
-        .num(
-            "reconnect_p50_ms",
-            ms(total.reconnect_latency.percentile(50.0)),
-            2,
-        )
-        .num(
-            "reconnect_p99_ms",
-            ms(total.reconnect_latency.percentile(99.0)),
-            2,
-        )
-        .num(
-            "catch_up_p50_ms",
-            ms(total.catch_up_latency.percentile(50.0)),
-            2,
-        )
-        .num(
-            "catch_up_p99_ms",
-            ms(total.catch_up_latency.percentile(99.0)),
-            2,
-        )
-        .num(
-            "post_p50_ms",
-            ms(published.post_latency.percentile(50.0)),
-            2,
-        )
-        .num(
-            "post_p99_ms",
-            ms(published.post_latency.percentile(99.0)),
-            2,
-        )
+        .with("error_frames", total.error_frames);
+    for (name, latency, pct) in [
+        ("reconnect_p50_ms", &total.reconnect_latency, 50.0),
+        ("reconnect_p99_ms", &total.reconnect_latency, 99.0),
+        ("catch_up_p50_ms", &total.catch_up_latency, 50.0),
+        ("catch_up_p99_ms", &total.catch_up_latency, 99.0),
+        ("post_p50_ms", &published.post_latency, 50.0),
+        ("post_p99_ms", &published.post_latency, 99.0),
+    ] {
+        result = result.num(name, ms(latency.percentile(pct)), 2);
+    }
+    result = result
         .with("samples", steady.len())
         .num("server_cpu_s", cpu, 1)
         .num("client_cpu_s", client_cpu, 1)
