@@ -267,7 +267,9 @@ test("loss under faults with @anycable/web", { timeout: 60_000 }, async (t) => {
   let kills = 0;
   for (const fault of faults) {
     await eventually(`${fault.at} acknowledged messages`, () => publisher.acknowledged.size >= fault.at || !publishing, 30_000);
-    await eventually("the subscriber to be connected", () => channel.state === "connected");
+    // The channel can still say "connected" just after a kill closed its
+    // socket: wait for an open socket too, or the cut finds none.
+    await eventually("the subscriber to be connected", () => channel.state === "connected" && subscriber.isOpen());
     if (fault.kind === "cut") {
       if (subscriber.cut()) cuts += 1;
     } else {

@@ -86,6 +86,10 @@ export function createCookieCable(url, cookie, options = {}) {
     cable,
     sockets,
     frames,
+    /** Whether the newest socket is open (the channel's state can lag it). */
+    isOpen() {
+      return sockets.at(-1)?.readyState === WebSocket.OPEN;
+    },
     cut() {
       const socket = sockets.at(-1);
       if (socket?.readyState !== WebSocket.OPEN) return false;
