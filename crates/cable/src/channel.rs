@@ -38,6 +38,33 @@ pub struct HistoryItem {
     pub message: Box<RawValue>,
 }
 
+/// A replay of stored messages, fetched a page at a time: the session asks
+/// for the next page only once the previous one is written, so a client that
+/// stops reading holds one page at most, however long the replay.
+#[async_trait]
+pub trait Replay: Send {
+    /// The next page, oldest first; `None` once the replay is over.
+    async fn next_page(&mut self) -> Result<Option<Vec<HistoryItem>>, Rejection>;
+}
+
+/// Something `perform` sends back to the subscription that asked.
+pub enum Reply {
+    /// One message (Rails' `transmit`).
+    Transmit(Box<RawValue>),
+    /// Many, read page by page as the socket drains; transmitted in order,
+    /// without stream positions. Replays count against the connection's
+    /// replay rate: past it the client gets `{"type":"error","error":"rate_limited",…}`
+    /// instead.
+    Replay(Box<dyn Replay>),
+}
+
+impl Reply {
+    /// A message to transmit.
+    pub fn transmit(message: Box<RawValue>) -> Self {
+        Self::Transmit(message)
+    }
+}
+
 /// An Action Cable channel, like a Rails `ApplicationCable::Channel` subclass.
 ///
 /// `I` is the identity the application attached to the connection (Rails'
@@ -48,23 +75,19 @@ pub trait Channel<I>: Send + Sync + 'static {
     /// streams the subscription follows (Rails' `subscribed` + `stream_from`).
     async fn subscribe(&self, identity: &I, params: &Params) -> Result<Subscription, Rejection>;
 
-    /// Runs an action sent with the `message` command. Returned values are
-    /// transmitted, in order, to this subscription only (Rails' `transmit`).
-    async fn perform(
-        &self,
-        identity: &I,
-        params: &Params,
-        action: ActionData,
-    ) -> Vec<Box<RawValue>>;
+    /// Runs an action sent with the `message` command. Returned replies are
+    /// sent, in order, to this subscription only (Rails' `transmit`).
+    async fn perform(&self, identity: &I, params: &Params, action: ActionData) -> Vec<Reply>;
 
     /// The messages of `stream` from `from` on, oldest first, for clients of
-    /// the extended protocol. Channels without history reject.
+    /// the extended protocol, as a replay read page by page. Channels
+    /// without history reject.
     async fn history(
         &self,
         _identity: &I,
         stream: &str,
         _from: HistoryFrom,
-    ) -> Result<Vec<HistoryItem>, Rejection> {
+    ) -> Result<Box<dyn Replay>, Rejection> {
         Err(Rejection(format!("{stream} keeps no history")))
     }
 }

@@ -11,7 +11,10 @@
 //! - [`server`]: the [`Cable`] handle: configuration, upgrade, broadcast, shutdown.
 //! - [`upgrade`]: the WebSocket handshake.
 //! - [`wire`]: server frames on the wire and the vectored write path.
-//! - `session`: one connection's read/write loop.
+//! - `session`: one connection's read/write loop and its byte budget;
+//!   `session::extended` adds AnyCable's restore, hold and history.
+
+#![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod channel;
@@ -24,8 +27,8 @@ pub mod upgrade;
 pub mod wire;
 
 pub use broker::{BrokerEvent, RedisBroker};
-pub use channel::{Channel, Params, Rejection, Subscription};
+pub use channel::{Channel, Params, Rejection, Replay, Reply, Subscription};
 pub use origin::OriginPolicy;
 pub use protocol::{ActionData, DisconnectReason};
-pub use server::{Cable, CableBuilder, Config, Stats};
+pub use server::{Cable, CableBuilder, Config, Identity, Stats};
 pub use upgrade::{CableUpgrade, UpgradeRejection};

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ pub type ConnId = u64;
 const SHARDS: usize = 32;
 
 /// Which subscription and stream a positioned frame belongs to.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamKey {
     /// The subscription's identifier, as the client sent it.
     pub identifier: Arc<str>,
@@ -73,32 +73,76 @@ pub type Outgoing = Arc<Frame>;
 #[derive(Clone, Debug)]
 pub struct Outbox {
     frames: mpsc::Sender<Outgoing>,
-    /// Raised when a frame could not be queued because the queue was full.
-    overflow: Arc<Overflow>,
+    /// The connection's send budget, shared with its session.
+    budget: Arc<Budget>,
 }
 
-/// That a connection's queue overflowed: a frame was lost to it, so it must
-/// be dropped before it writes anything more.
-#[derive(Debug, Default)]
-pub struct Overflow {
-    happened: AtomicBool,
+/// Everything one connection has buffered on its way out — frames queued
+/// for it, frames its session holds or is writing, replies — counted in
+/// bytes against one limit. A broadcast that would cross the limit is lost,
+/// so the connection must be dropped (`too_slow`) before it writes anything
+/// more; the session waits for that with [`Budget::wait`].
+#[derive(Debug)]
+pub struct Budget {
+    /// Bytes buffered now.
+    bytes: AtomicUsize,
+    /// Most bytes a broadcast may find buffered and still be queued.
+    limit: usize,
+    exceeded: AtomicBool,
     notify: Notify,
 }
 
-impl Overflow {
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            limit,
+            exceeded: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
     fn raise(&self) {
-        self.happened.store(true, Ordering::Release);
+        self.exceeded.store(true, Ordering::Release);
         self.notify.notify_one();
     }
 
-    /// Whether the queue has overflowed.
-    pub fn happened(&self) -> bool {
-        self.happened.load(Ordering::Acquire)
+    /// Counts `bytes` unless that would cross the limit.
+    fn try_charge(&self, bytes: usize) -> bool {
+        let before = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.limit {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            false
+        } else {
+            true
+        }
     }
 
-    /// Resolves once the queue has overflowed (at once if it already has).
+    /// Counts bytes the session itself buffers (replies to the client's own
+    /// commands); they may cross the limit, and then the next broadcast is
+    /// the one refused.
+    pub fn charge(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Gives back bytes written to the socket or dropped unwritten.
+    pub fn release(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes buffered now.
+    pub fn buffered(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether a frame has been lost to the limit or a full queue.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a frame has been lost (at once if one already was).
     pub async fn wait(&self) {
-        if !self.happened() {
+        if !self.exceeded() {
             // `raise` stores a permit if nobody waits yet, so a raise
             // between the check and this wait is not missed.
             self.notify.notified().await;
@@ -111,36 +155,49 @@ impl Overflow {
 pub enum Offer {
     /// Queued for writing.
     Queued,
-    /// The queue was full: the connection is too slow and will be dropped.
+    /// The queue or the byte budget was full: the connection is too slow
+    /// and will be dropped.
     Full,
     /// The connection is gone.
     Closed,
 }
 
 impl Outbox {
-    /// A queue of `capacity` frames, the receiving end, and the overflow signal.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Outgoing>, Arc<Overflow>) {
+    /// A queue of at most `capacity` frames and `budget` buffered bytes, its
+    /// receiving end, and the budget the session shares.
+    pub fn new(capacity: usize, budget: usize) -> (Self, mpsc::Receiver<Outgoing>, Arc<Budget>) {
         let (frames, rx) = mpsc::channel(capacity.max(1));
-        let overflow = Arc::new(Overflow::default());
+        let budget = Arc::new(Budget::new(budget));
         (
             Self {
                 frames,
-                overflow: overflow.clone(),
+                budget: budget.clone(),
             },
             rx,
-            overflow,
+            budget,
         )
     }
 
-    /// Queues a frame without waiting; a full queue marks the connection too slow.
+    /// Queues a frame without waiting; a full queue or budget marks the
+    /// connection too slow. A queued frame stays charged to the budget until
+    /// the session writes or drops it.
     pub fn offer(&self, frame: Outgoing) -> Offer {
+        let bytes = frame.frame.len();
+        if !self.budget.try_charge(bytes) {
+            self.budget.raise();
+            return Offer::Full;
+        }
         match self.frames.try_send(frame) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.raise();
+                self.budget.release(bytes);
+                self.budget.raise();
                 Offer::Full
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.budget.release(bytes);
+                Offer::Closed
+            }
         }
     }
 }
@@ -312,8 +369,8 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_each_subscriber_with_its_own_identifier() {
         let registry = Registry::default();
-        let (a, mut a_rx, _) = Outbox::new(8);
-        let (b, mut b_rx, _) = Outbox::new(8);
+        let (a, mut a_rx, _) = Outbox::new(8, 1 << 20);
+        let (b, mut b_rx, _) = Outbox::new(8, 1 << 20);
         let id_a: Arc<str> = Arc::from(r#"{"channel":"C","id":1}"#);
         let id_b: Arc<str> = Arc::from(r#"{"id":"1","channel":"C"}"#);
         registry.add("room:1", &id_a, Dialect::V1, 1, &a);
@@ -356,7 +413,7 @@ mod tests {
     #[tokio::test]
     async fn removed_subscribers_get_nothing_and_empty_streams_vanish() {
         let registry = Registry::default();
-        let (a, mut a_rx, _) = Outbox::new(8);
+        let (a, mut a_rx, _) = Outbox::new(8, 1 << 20);
         let id: Arc<str> = Arc::from("x");
         registry.add("s", &id, Dialect::V1, 1, &a);
         registry.remove("s", "x", 1);
@@ -371,14 +428,35 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_counted_and_signalled() {
         let registry = Registry::default();
-        let (a, _a_rx, overflow) = Outbox::new(1);
+        let (a, _a_rx, budget) = Outbox::new(1, 1 << 20);
         let id: Arc<str> = Arc::from("x");
         registry.add("s", &id, Dialect::V1, 1, &a);
         assert_eq!(registry.deliver("s", &raw("1"), None, "e").queued, 1);
         assert_eq!(registry.deliver("s", &raw("2"), None, "e").dropped, 1);
-        tokio::time::timeout(std::time::Duration::from_secs(1), overflow.wait())
+        tokio::time::timeout(std::time::Duration::from_secs(1), budget.wait())
             .await
             .expect("overflow is signalled");
-        assert!(overflow.happened());
+        assert!(budget.exceeded());
+    }
+
+    #[tokio::test]
+    async fn a_full_byte_budget_refuses_the_frame_and_written_bytes_free_it() {
+        let registry = Registry::default();
+        let (a, mut a_rx, budget) = Outbox::new(1024, 200);
+        let id: Arc<str> = Arc::from("x");
+        registry.add("s", &id, Dialect::V1, 1, &a);
+        let big = format!("\"{}\"", "y".repeat(100));
+        assert_eq!(registry.deliver("s", &raw(&big), None, "e").queued, 1);
+        let first = budget.buffered();
+        assert!(first > 100 && first < 200, "{first}");
+        assert_eq!(
+            registry.deliver("s", &raw(&big), None, "e").dropped,
+            1,
+            "a second frame would cross 200 bytes"
+        );
+        assert!(budget.exceeded());
+        let taken = a_rx.recv().await.unwrap();
+        budget.release(taken.frame.len());
+        assert_eq!(budget.buffered(), 0, "nothing stays charged once written");
     }
 }

@@ -2,6 +2,7 @@
 //! broadcasts and shutdown.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,15 +16,23 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::channel::Channel;
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Dialect, DisconnectReason};
-use crate::registry::{Delivery, Frame, Outbox, Registry};
+use crate::registry::{ConnId, Delivery, Frame, Outbox, Registry};
 use crate::session;
 use crate::upgrade::CableUpgrade;
 use crate::wire;
+
+/// What the engine needs of the identity an application attaches to a
+/// connection (Rails' `identified_by`).
+pub trait Identity: PartialEq + Send + Sync + 'static {
+    /// The user behind the connection, for the per-user limits.
+    fn user_key(&self) -> u64;
+}
 
 /// Engine settings; every limit here has a documented answer when hit.
 #[derive(Debug, Clone)]
@@ -34,6 +43,25 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Frames queued per connection before it is dropped as `too_slow`.
     pub outbox_capacity: usize,
+    /// Bytes one connection may have buffered — broadcasts queued, frames
+    /// being written, replies, a replay page — before a broadcast that would
+    /// cross it drops the connection as `too_slow`.
+    pub send_budget_bytes: usize,
+    /// How long one write may wait on a client that does not read before it
+    /// is dropped as `too_slow`.
+    pub write_timeout: Duration,
+    /// Longest identifier accepted; longer ones get `reject_subscription`
+    /// (every frame to a subscription echoes its identifier).
+    pub max_identifier_bytes: usize,
+    /// Replays (`catch_up`-style actions, history requests) one connection
+    /// may start per second, in bursts of ten times as many; 0 is no limit.
+    pub replay_rate: f64,
+    /// Subscriptions one user may hold over all their connections.
+    pub max_subscriptions_per_user: usize,
+    /// Open connections one user may hold; past it, upgrades get 429.
+    pub max_connections_per_user: usize,
+    /// Open connections from one address; past it, upgrades get 429.
+    pub max_connections_per_address: usize,
     /// Subscriptions one connection may hold; past it, `reject_subscription`.
     pub max_subscriptions: usize,
     /// Size of each socket's read buffer.
@@ -55,6 +83,13 @@ impl Default for Config {
             ping_interval: Duration::from_secs(3),
             max_frame_bytes: 64 * 1024,
             outbox_capacity: 1024,
+            send_budget_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(30),
+            max_identifier_bytes: 1024,
+            replay_rate: 2.0,
+            max_subscriptions_per_user: 1000,
+            max_connections_per_user: 100,
+            max_connections_per_address: 1000,
             max_subscriptions: 100,
             read_buffer_bytes: 512,
             origins: OriginPolicy::default(),
@@ -117,6 +152,32 @@ pub(crate) struct Inner<I> {
     parked: Mutex<ParkedSessions<I>>,
     /// Connections admitted (counted at the upgrade, before the session starts).
     admitted: AtomicUsize,
+    /// Connections and subscriptions per user and per address, for the
+    /// per-user and per-address limits. Same locking rule as `live`.
+    counts: Mutex<Counts>,
+}
+
+/// What the per-user and per-address limits count; entries at zero are removed.
+#[derive(Default)]
+pub(crate) struct Counts {
+    connections_by_user: HashMap<u64, usize>,
+    connections_by_address: HashMap<IpAddr, usize>,
+    subscriptions_by_user: HashMap<u64, usize>,
+}
+
+fn increment<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) -> usize {
+    let count = map.entry(key).or_insert(0);
+    *count += 1;
+    *count
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = map.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 pub(crate) struct ParkedSessions<I> {
@@ -124,8 +185,42 @@ pub(crate) struct ParkedSessions<I> {
     last_sweep: Instant,
 }
 
+impl<I: Identity> Inner<I> {
+    /// Counts a new subscription of `identity`'s user; false (and nothing
+    /// counted) past the per-user limit.
+    pub(crate) fn count_subscription(&self, identity: &I) -> bool {
+        let mut counts = lock(&self.counts);
+        let held = counts
+            .subscriptions_by_user
+            .get(&identity.user_key())
+            .copied()
+            .unwrap_or(0);
+        if held >= self.config.max_subscriptions_per_user {
+            return false;
+        }
+        increment(&mut counts.subscriptions_by_user, identity.user_key());
+        true
+    }
+
+    /// Counts a restored subscription, which was within the limit when parked.
+    pub(crate) fn recount_subscription(&self, identity: &I) {
+        increment(
+            &mut lock(&self.counts).subscriptions_by_user,
+            identity.user_key(),
+        );
+    }
+
+    /// Forgets one subscription of `identity`'s user.
+    pub(crate) fn uncount_subscription(&self, identity: &I) {
+        decrement(
+            &mut lock(&self.counts).subscriptions_by_user,
+            &identity.user_key(),
+        );
+    }
+}
+
 impl<I> Inner<I> {
-    pub(crate) fn next_conn_id(&self) -> u64 {
+    fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -193,15 +288,19 @@ impl<I> Inner<I> {
     }
 
     /// Takes the session parked under `sid`, if it has not expired and
-    /// belongs to the same identity.
+    /// belongs to the same identity. Anyone else's attempt leaves it parked
+    /// for its owner.
     pub(crate) fn unpark(&self, sid: &str, identity: &I) -> Option<Parked<I>>
     where
         I: PartialEq,
     {
         let mut store = lock(&self.parked);
-        let parked = store.by_sid.remove(sid)?;
-        if parked.expires > Instant::now() && *parked.identity == *identity {
-            Some(parked)
+        let owned = store
+            .by_sid
+            .get(sid)
+            .is_some_and(|p| p.expires > Instant::now() && *p.identity == *identity);
+        if owned {
+            store.by_sid.remove(sid)
         } else {
             None
         }
@@ -213,15 +312,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Holds one admitted connection's place until dropped.
+/// Holds one admitted connection's place, in the total and in its user's
+/// and address's counts, until dropped.
 pub(crate) struct Admission<I> {
     inner: Arc<Inner<I>>,
+    user: Option<u64>,
+    address: IpAddr,
 }
 
 impl<I> Drop for Admission<I> {
     fn drop(&mut self) {
         self.inner.admitted.fetch_sub(1, Ordering::Relaxed);
+        let mut counts = lock(&self.inner.counts);
+        if let Some(user) = self.user {
+            decrement(&mut counts.connections_by_user, &user);
+        }
+        decrement(&mut counts.connections_by_address, &self.address);
     }
+}
+
+/// Why an upgrade was refused before the handshake.
+enum Refusal {
+    /// The whole node is full: 503.
+    Full,
+    /// This user holds their share: 429.
+    User,
+    /// This address holds its share: 429.
+    Address,
 }
 
 /// Collects channels before the engine starts.
@@ -230,7 +347,7 @@ pub struct CableBuilder<I> {
     channels: HashMap<String, Arc<dyn Channel<I>>>,
 }
 
-impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
+impl<I: Identity> CableBuilder<I> {
     /// Registers `channel` under the class name clients put in identifiers.
     pub fn channel(mut self, name: &str, channel: impl Channel<I>) -> Self {
         self.channels.insert(name.to_owned(), Arc::new(channel));
@@ -254,6 +371,7 @@ impl<I: PartialEq + Send + Sync + 'static> CableBuilder<I> {
                 last_sweep: Instant::now(),
             }),
             admitted: AtomicUsize::new(0),
+            counts: Mutex::default(),
         });
         // The one ping ticker, ending at shutdown.
         let interval = inner.config.ping_interval;
@@ -286,7 +404,7 @@ impl<I> Clone for Cable<I> {
     }
 }
 
-impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
+impl<I: Identity> Cable<I> {
     /// Starts configuring an engine.
     pub fn builder(config: Config) -> CableBuilder<I> {
         CableBuilder {
@@ -302,29 +420,54 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
 
     /// Completes the WebSocket handshake and runs the session. Without an
     /// identity the client is told `unauthorized` and the socket is closed.
-    /// Over the connection limit the answer is 503 and no WebSocket.
-    /// An extended-protocol client may name a session to restore with
-    /// `?sid=` or the `X-ANYCABLE-RESTORE-SID` header.
+    /// Over the connection limit the answer is 503, over the user's or the
+    /// address's (`peer`) share 429, and no WebSocket. An extended-protocol
+    /// client may name a session to restore with `?sid=` or the
+    /// `X-ANYCABLE-RESTORE-SID` header.
     pub fn upgrade(
         &self,
         upgrade: CableUpgrade,
         uri: &Uri,
         headers: &HeaderMap,
         identity: Option<I>,
+        peer: IpAddr,
     ) -> Response {
         let config = &self.inner.config;
-        let admitted = self.inner.admitted.fetch_add(1, Ordering::Relaxed);
-        let admission = Admission {
-            inner: self.inner.clone(),
+        let user = identity.as_ref().map(Identity::user_key);
+        let admission = match self.admit(user, peer) {
+            Ok(admission) => admission,
+            Err(Refusal::Full) => {
+                tracing::warn!(
+                    limit = config.max_connections,
+                    "refusing a cable: connection limit reached"
+                );
+                return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections").into_response();
+            }
+            Err(Refusal::User) => {
+                tracing::warn!(
+                    user,
+                    limit = config.max_connections_per_user,
+                    "refusing a cable: this user's connection limit reached"
+                );
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many connections for this user",
+                )
+                    .into_response();
+            }
+            Err(Refusal::Address) => {
+                tracing::warn!(
+                    %peer,
+                    limit = config.max_connections_per_address,
+                    "refusing a cable: this address's connection limit reached"
+                );
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many connections from this address",
+                )
+                    .into_response();
+            }
         };
-        if admitted >= config.max_connections {
-            drop(admission);
-            tracing::warn!(
-                limit = config.max_connections,
-                "refusing a cable: connection limit reached"
-            );
-            return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections").into_response();
-        }
         let restore = restore_sid(uri, headers);
         let protocol =
             upgrade.choose(&[protocol::PROTOCOL_V1_EXT_JSON, protocol::PROTOCOL_V1_JSON]);
@@ -342,27 +485,77 @@ impl<I: PartialEq + Send + Sync + 'static> Cable<I> {
             .max_frame_size(Some(config.max_frame_bytes));
         let inner = self.inner.clone();
         let on_upgrade = upgrade.on_upgrade;
-        let session = self.inner.sessions.track_future(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(%error, "the cable handshake did not complete");
-                    return;
-                }
-            };
-            let socket = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(ws_config),
-            )
-            .await;
-            session::run(inner, socket, dialect, identity, restore).await;
-            drop(admission);
-        });
+        let id: ConnId = self.inner.next_conn_id();
+        // Every line a session logs names its connection and user.
+        let span = tracing::info_span!("cable", conn = id, user);
+        let session = self.inner.sessions.track_future(
+            async move {
+                let upgraded = match on_upgrade.await {
+                    Ok(upgraded) => upgraded,
+                    Err(error) => {
+                        tracing::debug!(%error, "the cable handshake did not complete");
+                        return;
+                    }
+                };
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                session::run(inner, id, socket, dialect, identity, restore).await;
+                drop(admission);
+            }
+            .instrument(span),
+        );
         // One task per connection, from the handshake to the goodbye;
         // tracked so shutdown can wait for it, bounded by `max_connections`.
         tokio::spawn(session);
         response
+    }
+
+    /// Takes a place for a connection of `user` from `address`, or says
+    /// which limit is full.
+    fn admit(&self, user: Option<u64>, address: IpAddr) -> Result<Admission<I>, Refusal> {
+        let config = &self.inner.config;
+        let mut counts = lock(&self.inner.counts);
+        if self.inner.admitted.load(Ordering::Relaxed) >= config.max_connections {
+            return Err(Refusal::Full);
+        }
+        if let Some(user) = user
+            && counts.connections_by_user.get(&user).copied().unwrap_or(0)
+                >= config.max_connections_per_user
+        {
+            return Err(Refusal::User);
+        }
+        if counts
+            .connections_by_address
+            .get(&address)
+            .copied()
+            .unwrap_or(0)
+            >= config.max_connections_per_address
+        {
+            return Err(Refusal::Address);
+        }
+        self.inner.admitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(user) = user {
+            increment(&mut counts.connections_by_user, user);
+        }
+        increment(&mut counts.connections_by_address, address);
+        Ok(Admission {
+            inner: self.inner.clone(),
+            user,
+            address,
+        })
+    }
+
+    /// The identities of every live session on this node, e.g. to check
+    /// that their sign-in sessions still exist.
+    pub fn live_identities(&self) -> Vec<Arc<I>> {
+        lock(&self.inner.live)
+            .values()
+            .map(|live| live.identity.clone())
+            .collect()
     }
 
     /// Ends every live session whose identity matches, telling it `reason`

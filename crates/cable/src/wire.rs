@@ -89,6 +89,9 @@ pub struct Pending<T> {
     frames: VecDeque<T>,
     /// Bytes of the first frame already written.
     sent: usize,
+    /// Bytes not yet written, over all frames: what the session's send
+    /// budget counts.
+    unwritten: usize,
 }
 
 impl<T> Default for Pending<T> {
@@ -96,6 +99,7 @@ impl<T> Default for Pending<T> {
         Self {
             frames: VecDeque::new(),
             sent: 0,
+            unwritten: 0,
         }
     }
 }
@@ -107,6 +111,7 @@ where
 {
     /// Queues a complete frame after the others.
     pub fn push(&mut self, frame: T) {
+        self.unwritten += frame.deref().as_ref().len();
         self.frames.push_back(frame);
     }
 
@@ -115,6 +120,15 @@ where
     pub fn discard_unstarted(&mut self) {
         let keep = usize::from(self.sent > 0);
         self.frames.truncate(keep);
+        self.unwritten = self
+            .frames
+            .front()
+            .map_or(0, |first| first.deref().as_ref().len() - self.sent);
+    }
+
+    /// Bytes not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten
     }
 
     /// Frames not yet completely written.
@@ -157,6 +171,7 @@ where
     }
 
     fn consume(&mut self, mut written: usize) {
+        self.unwritten -= written;
         while let Some(first) = self.frames.front() {
             let left = first.deref().as_ref().len() - self.sent;
             if written < left {
@@ -257,9 +272,11 @@ mod tests {
         for frame in &frames {
             pending.push(frame.clone());
         }
+        assert_eq!(pending.unwritten(), expected.len());
         pending.write_to(&mut sink).await.unwrap();
         assert_eq!(sink.out, expected);
         assert!(pending.is_empty());
+        assert_eq!(pending.unwritten(), 0);
     }
 
     #[tokio::test]
@@ -277,6 +294,7 @@ mod tests {
         pending.push(text("never begun"));
         pending.discard_unstarted();
         assert_eq!(pending.len(), 1, "the frame cut off mid-way stays");
+        assert_eq!(pending.unwritten(), text("first frame").len() - 5);
         pending.push(close(1000, ""));
         io.block_after = None;
         io.step = usize::MAX;

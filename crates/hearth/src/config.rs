@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the chat (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Create or update the database schema, then exit.
     Migrate(MigrateArgs),
     /// Copy a whole instance from one database to another (e.g. SQLite to
@@ -113,9 +113,57 @@ pub struct Config {
     #[arg(long, env = "HEARTH_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
 
-    /// Open cable connections allowed; past it, upgrades get 503.
+    /// Open cable connections allowed; past it, upgrades get 503. Capped
+    /// below the process's open-file limit so HTTP keeps a reserve.
     #[arg(long, env = "HEARTH_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+
+    /// Open cable connections one user may hold; past it, upgrades get 429.
+    #[arg(long, env = "HEARTH_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+
+    /// Open cable connections from one address; past it, upgrades get 429.
+    #[arg(
+        long,
+        env = "HEARTH_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Subscriptions one user may hold over all their connections; past it,
+    /// `reject_subscription`.
+    #[arg(
+        long,
+        env = "HEARTH_MAX_SUBSCRIPTIONS_PER_USER",
+        default_value_t = 1000
+    )]
+    pub max_subscriptions_per_user: usize,
+
+    /// Bytes one connection may have buffered (queued broadcasts, replies,
+    /// replay pages, frames being written) before it is dropped as too slow.
+    #[arg(long, env = "HEARTH_SEND_BUFFER_BYTES", default_value_t = 1 << 20)]
+    pub send_buffer_bytes: usize,
+
+    /// Seconds a write to a client may stall before it is dropped as too slow.
+    #[arg(long, env = "HEARTH_WRITE_TIMEOUT", default_value_t = 30)]
+    pub write_timeout: u64,
+
+    /// Longest channel identifier accepted, in bytes; longer subscriptions
+    /// are rejected.
+    #[arg(long, env = "HEARTH_MAX_IDENTIFIER_BYTES", default_value_t = 1024)]
+    pub max_identifier_bytes: usize,
+
+    /// Seconds between checks that the sessions behind open sockets are
+    /// still live; sockets of sessions that expired or ended on another node
+    /// are closed with `unauthorized`.
+    #[arg(long, env = "HEARTH_SESSION_CHECK_INTERVAL", default_value_t = 10)]
+    pub session_check_interval: u64,
+
+    /// History replays (`catch_up`, extended `history`) one connection may
+    /// start per second, with bursts of ten times as many; past it the
+    /// client gets a `rate_limited` error.
+    #[arg(long, env = "HEARTH_REPLAY_RATE", default_value_t = 2.0)]
+    pub replay_rate: f64,
 
     /// Messages one user may post per second, over HTTP and the cable
     /// together (bursts of twice as many pass); 0 turns the limit off.
@@ -179,7 +227,7 @@ impl Config {
             std::iter::once("hearth".into()).chain(args.into_iter().map(Into::into)),
         );
         match cli.command {
-            Some(Command::Serve(config)) => config,
+            Some(Command::Serve(config)) => *config,
             _ => cli.serve,
         }
     }

@@ -11,6 +11,8 @@
 //!   order, across nodes (Redis) and gaps (the database).
 //! - [`limits`]: rate limits (token buckets).
 //! - [`heap`]: live heap bytes, counted at the allocator.
+//! - [`expiry`]: closes the sockets of sessions that ended elsewhere.
+//! - [`fds`]: the open-file limit and the reserve kept from the cable.
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
 //! - [`templates`]: page and partial types for the Askama templates.
@@ -21,6 +23,8 @@ pub mod copy;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod expiry;
+pub mod fds;
 pub mod heap;
 pub mod http;
 pub mod limits;
@@ -142,7 +146,14 @@ impl App {
             max_frame_bytes: config.max_frame_bytes,
             outbox_capacity: config.send_queue,
             max_subscriptions: config.max_subscriptions,
-            max_connections: config.max_connections,
+            max_connections: fds::cable_connection_cap(config.max_connections),
+            max_connections_per_user: config.max_connections_per_user,
+            max_connections_per_address: config.max_connections_per_address,
+            max_subscriptions_per_user: config.max_subscriptions_per_user,
+            send_budget_bytes: config.send_buffer_bytes,
+            write_timeout: Duration::from_secs(config.write_timeout),
+            max_identifier_bytes: config.max_identifier_bytes,
+            replay_rate: config.replay_rate,
             read_buffer_bytes: config.socket_read_buffer,
             origins: origins.clone(),
             ..cable::Config::default()
@@ -157,6 +168,13 @@ impl App {
             cable.clone(),
             events,
             RECONCILE_EVERY,
+            stop_relay.clone(),
+        ));
+        // Stops with the relay at shutdown; holds only a timer between sweeps.
+        tokio::spawn(expiry::run(
+            cable.clone(),
+            db.clone(),
+            Duration::from_secs(config.session_check_interval.max(1)),
             stop_relay.clone(),
         ));
         let stop_writer = CancellationToken::new();

@@ -16,7 +16,7 @@ static ALLOCATOR: hearth::heap::Counting<mimalloc::MiMalloc> =
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match cli.command {
-        Some(Command::Serve(config)) => config,
+        Some(Command::Serve(config)) => *config,
         None => cli.serve,
         Some(Command::Migrate(args)) => {
             init_tracing(LogFormat::Text);
@@ -38,6 +38,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(config.log_format);
+    if let Some(limit) = hearth::fds::raise_limit() {
+        tracing::info!(open_file_limit = limit, "raised the open-file limit");
+    }
     let listener = hearth::bind(config.bind)?;
     let app = hearth::App::build(config).await?;
     hearth::serve(listener, app, shutdown_signal()).await

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CableClient, Event, TestUser, room_identifier};
+use common::{CableClient, Event, TestUser, connect_small_window, room_identifier};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -21,6 +21,8 @@ struct ServerProcess {
     /// Extra `hearth serve` arguments (a shared database, Redis).
     args: Vec<String>,
     database_url: String,
+    /// An open-file limit to start the binary under, if any.
+    open_file_limit: Option<u32>,
     child: Option<Child>,
 }
 
@@ -50,6 +52,7 @@ impl ServerProcess {
             data_dir,
             args,
             database_url,
+            open_file_limit: None,
             child: None,
         };
         server.restart();
@@ -60,8 +63,29 @@ impl ServerProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the binary under a shell that first lowers the open-file
+    /// limit to `limit` (soft and hard).
+    fn start_with_open_file_limit(limit: u32, args: &[&str]) -> Self {
+        let mut server = Self::start_with(None, args);
+        server.kill();
+        server.open_file_limit = Some(limit);
+        server.restart();
+        server
+    }
+
     fn restart(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        let mut command = match self.open_file_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
+                    .arg(env!("CARGO_BIN_EXE_hearth"));
+                shell
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_hearth")),
+        };
+        let child = command
             .args(["--bind", &format!("127.0.0.1:{}", self.port)])
             .args(["--data-dir", &self.data_dir.path().display().to_string()])
             .args(["--message-rate", "0", "--sign-up-rate-per-ip", "0"])
@@ -443,6 +467,120 @@ async fn a_follower_ends_with_the_databases_transcript_through_cuts_and_kills() 
         follower.reconnects,
         follower.duplicates_ignored
     );
+}
+
+/// `hearth_heap_bytes` of a server process.
+async fn heap_bytes(client: &ProcessClient) -> f64 {
+    let metrics = client
+        .http()
+        .get(format!("{}/metrics", client.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hearth_heap_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("/metrics reports hearth_heap_bytes")
+}
+
+#[tokio::test]
+async fn clients_that_ask_for_history_and_stop_reading_hold_a_bounded_amount_of_memory() {
+    // The attack of the hardening review: long identifiers (echoed in every
+    // reply), a replay of the whole room, then no reading. Each connection
+    // may hold one replay page (25 messages, ~230 KB here), not the replay
+    // (~9 MB here, of which the kernel's socket buffers take up to ~2 MB).
+    const ATTACKERS: usize = 12;
+    const BOUND_PER_CONNECTION: f64 = 400_000.0;
+    let server = ServerProcess::start_with(None, &["--write-timeout", "600"]);
+    let client = server.client().await;
+    let ann = client.sign_up("ann").await;
+    let mut writer = client.cable(&ann.cookie).await.unwrap();
+    let room = 1;
+    let identifier = writer.join_room(room).await;
+    let text = "z".repeat(3900);
+    // In rounds, reading each: a writer that stopped reading would be too slow.
+    for _ in 0..10 {
+        for _ in 0..100 {
+            writer.speak(&identifier, &text).await;
+        }
+        for _ in 0..100 {
+            writer.next_message(&identifier).await;
+        }
+    }
+
+    let addr = ([127, 0, 0, 1], server.port).into();
+    let pad = "p".repeat(950);
+    let long = json!({ "channel": "ChatroomChannel", "id": room, "pad": pad }).to_string();
+    let mut attackers = Vec::new();
+    for _ in 0..ATTACKERS {
+        let mut cable = connect_small_window(addr, "actioncable-v1-json", &ann.cookie).await;
+        cable.expect_welcome().await;
+        assert_eq!(
+            cable.subscribe_raw(&long).await["type"],
+            "confirm_subscription"
+        );
+        attackers.push(cable);
+    }
+    let before = heap_bytes(&client).await;
+    for cable in &mut attackers {
+        catch_up(cable, &long, 0).await;
+    }
+    // Let every session read its command and fill what it may.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = heap_bytes(&client).await;
+    let per_connection = (after - before) / ATTACKERS as f64;
+    eprintln!("each stalled replay holds {per_connection:.0} bytes of heap");
+    assert!(
+        per_connection < BOUND_PER_CONNECTION,
+        "each stalled replay holds {per_connection:.0} bytes (replaying it whole would hold ~7 MB)"
+    );
+    // The server still answers everyone else.
+    client.post(&ann, room, "still serving").await.unwrap();
+    assert_eq!(
+        writer.next_message(&identifier).await["content"],
+        "still serving"
+    );
+}
+
+#[tokio::test]
+async fn a_full_cable_leaves_descriptors_for_http() {
+    // 256 descriptors: the cable may use 256 - 64 of them.
+    let server =
+        ServerProcess::start_with_open_file_limit(256, &["--max-connections-per-user", "1000"]);
+    let client = server.client().await;
+    let ann = client.sign_up("ann").await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..230 {
+        match client.cable(&ann.cookie).await {
+            Some(cable) => open.push(cable),
+            None => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "the cable was capped below the open-file limit"
+    );
+    assert!(
+        (150..=192).contains(&open.len()),
+        "{} cables open",
+        open.len()
+    );
+    for _ in 0..20 {
+        let health = client
+            .http()
+            .get(format!("{}/health", client.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("HTTP still answers with the cable full");
+        assert_eq!(health.status(), 200);
+    }
+    client.post(&ann, 1, "still posting").await.unwrap();
 }
 
 #[tokio::test]

@@ -159,6 +159,12 @@ async fn a_session_is_restored_only_for_the_same_signed_in_session() {
         welcome.get("restored").is_none(),
         "bob must not inherit ann's session: {welcome}"
     );
+
+    // Bob's failed attempt leaves ann's parked session for ann.
+    let mut owner = app.connect_extended(&ann.cookie, Some(&sid)).await;
+    let welcome = owner.next_frame().await;
+    assert_eq!(welcome["restored"], true, "{welcome}");
+    assert_eq!(welcome["restored_ids"], json!([room_identifier(room)]));
 }
 
 #[tokio::test]

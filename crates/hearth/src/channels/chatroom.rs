@@ -6,7 +6,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 use cable::channel::{HistoryFrom, HistoryItem};
-use cable::{ActionData, Channel, Params, Rejection, Subscription};
+use cable::{ActionData, Channel, Params, Rejection, Replay, Reply, Subscription};
 use serde_json::json;
 use serde_json::value::{RawValue, to_raw_value};
 
@@ -20,6 +20,12 @@ use crate::writer::{MessagePayload, MessageWriter, NewMessage, PostError, room_s
 /// Most messages one `catch_up` or history request replays; a client that
 /// missed more asks again from where the answer ended.
 pub const REPLAY_LIMIT: i64 = 1000;
+
+/// Messages read from the database per page of a replay. The engine asks
+/// for the next page only once this one is written, so a client that stops
+/// reading holds one page rather than the whole replay: at most 25 × ~9 KB
+/// (the longest message, as JSON and HTML, beside a 1 KB identifier).
+const REPLAY_PAGE: i64 = 25;
 
 /// Identifier `{"channel":"ChatroomChannel","id":<room id>}`.
 pub struct ChatroomChannel {
@@ -45,12 +51,7 @@ impl ChatroomChannel {
         }
     }
 
-    async fn speak(
-        &self,
-        user: &CurrentUser,
-        room: i64,
-        action: &ActionData,
-    ) -> Vec<Box<RawValue>> {
+    async fn speak(&self, user: &CurrentUser, room: i64, action: &ActionData) -> Vec<Reply> {
         let content = action
             .args
             .get("content")
@@ -79,6 +80,7 @@ impl ChatroomChannel {
                 "retry_after": wait.as_secs_f64(),
             }))
             .into_iter()
+            .map(Reply::Transmit)
             .collect(),
             Err(error) => {
                 tracing::error!(%error, "speak failed");
@@ -87,26 +89,113 @@ impl ChatroomChannel {
         }
     }
 
-    /// Every message after `after`, then `{"type":"caught_up",…}`.
-    async fn catch_up(&self, room: i64, action: &ActionData) -> Vec<Box<RawValue>> {
+    /// Every message after `after`, then `{"type":"caught_up",…}`, read
+    /// page by page as the client drains them.
+    fn catch_up(&self, room: i64, action: &ActionData) -> Vec<Reply> {
         let Some(after) = action.args.get("after").and_then(|a| a.as_i64()) else {
             return error_reply("invalid_request", "catch_up needs a numeric `after`");
         };
-        let missed =
-            match db::messages::between(&self.db, room, after, i64::MAX, REPLAY_LIMIT).await {
-                Ok(missed) => missed,
-                Err(error) => {
-                    tracing::error!(%error, "catch_up failed");
-                    return error_reply("internal", "history is unavailable");
-                }
-            };
-        let last_seq = missed.last().map_or(after, |m| m.seq);
-        let more = missed.len() as i64 == REPLAY_LIMIT;
-        let mut replies: Vec<Box<RawValue>> = missed.iter().filter_map(payload).collect();
-        replies.extend(reply(
-            json!({ "type": "caught_up", "last_seq": last_seq, "more": more }),
-        ));
-        replies
+        let replay = RoomReplay::new(self.db.clone(), room, Start::AfterSeq(after), true);
+        vec![Reply::Replay(Box::new(replay))]
+    }
+}
+
+/// Where a [`RoomReplay`] starts.
+enum Start {
+    /// The first message with a greater `seq`.
+    AfterSeq(i64),
+    /// The first message created at or after this Unix time in milliseconds.
+    SinceMillis(i64),
+}
+
+/// A room's stored messages from a starting point, at most [`REPLAY_LIMIT`],
+/// fetched [`REPLAY_PAGE`] at a time; for `catch_up`, closed by a
+/// `caught_up` frame saying where it stopped and whether more remain.
+struct RoomReplay {
+    db: Db,
+    room: i64,
+    start: Start,
+    /// The `seq` of the last message sent (or `after` before the first).
+    last_seq: i64,
+    /// How many more messages this replay may send.
+    remaining: i64,
+    /// Whether the database may hold more after the last page read.
+    more: bool,
+    /// Whether to end with `caught_up`.
+    report: bool,
+    finished: bool,
+}
+
+impl RoomReplay {
+    fn new(db: Db, room: i64, start: Start, report: bool) -> Self {
+        let last_seq = match start {
+            Start::AfterSeq(after) => after,
+            Start::SinceMillis(_) => 0,
+        };
+        Self {
+            db,
+            room,
+            start,
+            last_seq,
+            remaining: REPLAY_LIMIT,
+            more: true,
+            report,
+            finished: false,
+        }
+    }
+
+    async fn fetch(&mut self, limit: i64) -> sqlx::Result<Vec<Message>> {
+        match self.start {
+            Start::AfterSeq(_) => {
+                db::messages::between(&self.db, self.room, self.last_seq, i64::MAX, limit).await
+            }
+            Start::SinceMillis(millis) => {
+                // The first page finds where `since` begins; the rest follow by seq.
+                self.start = Start::AfterSeq(self.last_seq);
+                db::messages::since(&self.db, self.room, millis, limit).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Replay for RoomReplay {
+    async fn next_page(&mut self) -> Result<Option<Vec<HistoryItem>>, Rejection> {
+        if self.finished {
+            return Ok(None);
+        }
+        let mut items = Vec::new();
+        if self.more && self.remaining > 0 {
+            let limit = self.remaining.min(REPLAY_PAGE);
+            let page = self.fetch(limit).await.map_err(|error| {
+                tracing::error!(%error, room = self.room, "a replay page failed");
+                Rejection(format!("database error: {error}"))
+            })?;
+            self.remaining -= page.len() as i64;
+            self.more = page.len() as i64 == limit;
+            if let Some(last) = page.last() {
+                self.last_seq = last.seq;
+            }
+            items.extend(page.iter().filter_map(|m| {
+                payload(m).map(|message| HistoryItem {
+                    offset: m.seq,
+                    message,
+                })
+            }));
+            if self.more && self.remaining > 0 {
+                return Ok(Some(items));
+            }
+        }
+        self.finished = true;
+        if self.report {
+            let caught_up =
+                json!({ "type": "caught_up", "last_seq": self.last_seq, "more": self.more });
+            items.extend(reply(caught_up).map(|message| HistoryItem {
+                offset: self.last_seq,
+                message,
+            }));
+        }
+        Ok(Some(items))
     }
 }
 
@@ -127,9 +216,10 @@ fn reply(value: serde_json::Value) -> Option<Box<RawValue>> {
     to_raw_value(&value).ok()
 }
 
-fn error_reply(error: &str, detail: &str) -> Vec<Box<RawValue>> {
+fn error_reply(error: &str, detail: &str) -> Vec<Reply> {
     reply(json!({ "type": "error", "error": error, "message": detail }))
         .into_iter()
+        .map(Reply::Transmit)
         .collect()
 }
 
@@ -166,18 +256,13 @@ impl Channel<CurrentUser> for ChatroomChannel {
         }
     }
 
-    async fn perform(
-        &self,
-        user: &CurrentUser,
-        params: &Params,
-        action: ActionData,
-    ) -> Vec<Box<RawValue>> {
+    async fn perform(&self, user: &CurrentUser, params: &Params, action: ActionData) -> Vec<Reply> {
         let Some(room) = room_id(params) else {
             return Vec::new();
         };
         match action.action.as_str() {
             "speak" => self.speak(user, room, &action).await,
-            "catch_up" => self.catch_up(room, &action).await,
+            "catch_up" => self.catch_up(room, &action),
             other => {
                 tracing::warn!(action = other, "ChatroomChannel has no such action");
                 error_reply("unknown_action", "ChatroomChannel knows speak and catch_up")
@@ -190,29 +275,20 @@ impl Channel<CurrentUser> for ChatroomChannel {
         _user: &CurrentUser,
         stream: &str,
         from: HistoryFrom,
-    ) -> Result<Vec<HistoryItem>, Rejection> {
+    ) -> Result<Box<dyn Replay>, Rejection> {
         let room = stream
             .strip_prefix("chatrooms:")
             .and_then(|id| id.parse::<i64>().ok())
             .ok_or_else(|| Rejection(format!("{stream} is not a room")))?;
-        let messages = match from {
-            HistoryFrom::After(offset) => {
-                db::messages::between(&self.db, room, offset, i64::MAX, REPLAY_LIMIT).await
-            }
-            HistoryFrom::Since(seconds) => {
-                db::messages::since(&self.db, room, seconds.saturating_mul(1000), REPLAY_LIMIT)
-                    .await
-            }
-        }
-        .map_err(|error| Rejection(format!("database error: {error}")))?;
-        Ok(messages
-            .iter()
-            .filter_map(|m| {
-                payload(m).map(|message| HistoryItem {
-                    offset: m.seq,
-                    message,
-                })
-            })
-            .collect())
+        let start = match from {
+            HistoryFrom::After(offset) => Start::AfterSeq(offset),
+            HistoryFrom::Since(seconds) => Start::SinceMillis(seconds.saturating_mul(1000)),
+        };
+        Ok(Box::new(RoomReplay::new(
+            self.db.clone(),
+            room,
+            start,
+            false,
+        )))
     }
 }

@@ -1,5 +1,7 @@
 //! The `sessions` table: who is signed in, keyed by a hash of the cookie token.
 
+use std::collections::HashSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -84,4 +86,27 @@ pub async fn delete(db: &Db, token: &SessionToken) -> sqlx::Result<()> {
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Which of `hashes` (token hashes) belong to unexpired sessions.
+pub async fn live_among(db: &Db, hashes: &[String]) -> sqlx::Result<HashSet<String>> {
+    // Bounded statements: SQLite allows 32,766 parameters, PostgreSQL 65,535.
+    const CHUNK: usize = 500;
+    let now = now_millis();
+    let mut live = HashSet::new();
+    for chunk in hashes.chunks(CHUNK) {
+        let placeholders = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT token_hash FROM sessions WHERE expires_at > $1 AND token_hash IN ({placeholders})"
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(now);
+        for hash in chunk {
+            query = query.bind(hash);
+        }
+        live.extend(query.fetch_all(db).await?);
+    }
+    Ok(live)
 }

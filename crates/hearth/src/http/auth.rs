@@ -60,6 +60,12 @@ impl CurrentUser {
     }
 }
 
+impl cable::Identity for CurrentUser {
+    fn user_key(&self) -> u64 {
+        self.id as u64
+    }
+}
+
 impl OptionalFromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
@@ -176,11 +182,23 @@ fn too_many(wait: std::time::Duration, page: impl FnOnce(String) -> Response) ->
 /// Starts a fresh session for `user`, ending the one the browser had, if any.
 async fn sign_in_as(state: &AppState, jar: CookieJar, user: &User) -> Result<Response> {
     if let Some(old) = jar.get(SESSION_COOKIE) {
-        sessions::delete(&state.db, &SessionToken::from_cookie(old.value())).await?;
+        end_session(state, &SessionToken::from_cookie(old.value())).await?;
     }
     let token = sessions::create(&state.db, user.id).await?;
     let cookie = session_cookie(&token, state.config.secure_cookies);
     Ok((jar.add(cookie), Redirect::to("/")).into_response())
+}
+
+/// Deletes a session and closes this node's sockets that came with it
+/// (other nodes close theirs at their next [`crate::expiry`] sweep); returns
+/// how many it closed.
+async fn end_session(state: &AppState, token: &SessionToken) -> Result<usize> {
+    sessions::delete(&state.db, token).await?;
+    let hash = token.hash();
+    Ok(state.cable.disconnect_where(
+        |user| user.session == hash,
+        cable::DisconnectReason::Unauthorized,
+    ))
 }
 
 /// The sign-up form fields; missing ones are empty.
@@ -330,13 +348,7 @@ async fn create_session(
 
 async fn destroy_session(State(state): State<AppState>, jar: CookieJar) -> Result<Response> {
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
-        let token = SessionToken::from_cookie(cookie.value());
-        sessions::delete(&state.db, &token).await?;
-        let hash = token.hash();
-        let closed = state.cable.disconnect_where(
-            |user| user.session == hash,
-            cable::DisconnectReason::Unauthorized,
-        );
+        let closed = end_session(&state, &SessionToken::from_cookie(cookie.value())).await?;
         tracing::info!(sockets_closed = closed, "signed out");
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));

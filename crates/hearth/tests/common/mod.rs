@@ -352,6 +352,32 @@ impl TestApp {
         Ok(CableClient { ws, protocol })
     }
 
+    /// One value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics", None).await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no {name}"))
+    }
+
+    /// Waits until `/metrics` reports `value` for `name`; fails after [`WAIT`]
+    /// with the last value seen.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen = self.metric(name).await;
+            if seen == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {seen}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Count of rows in a table, read from the server's database.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -375,6 +401,42 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         (pair.starts_with("hearth_session=") && pair.len() > "hearth_session=".len())
             .then(|| pair.to_owned())
     })
+}
+
+/// Opens a cable at `addr` whose socket has a 4 KiB receive buffer, so that
+/// once the test stops reading, the server's writes stall after kilobytes
+/// rather than after megabytes of kernel buffers.
+pub async fn connect_small_window(addr: SocketAddr, protocol: &str, cookie: &str) -> CableClient {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut request = format!("ws://{addr}/cable").into_client_request().unwrap();
+    let h = request.headers_mut();
+    h.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(protocol).unwrap(),
+    );
+    h.insert("cookie", HeaderValue::from_str(cookie).unwrap());
+    let (ws, response) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("cable upgrade");
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|p| p.to_str().unwrap().to_owned());
+    CableClient { ws, protocol }
 }
 
 /// The identifier a client sends for a room.

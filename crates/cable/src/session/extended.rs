@@ -1,0 +1,271 @@
+//! AnyCable's extended protocol on top of a session: the `sid`, restoring a
+//! parked session, holding a restored subscription's live frames until its
+//! history is answered, and history replays by stream offset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::{End, Session, Socket, reply};
+use crate::channel::{Channel, HistoryFrom, Params};
+use crate::protocol::{self, Dialect, HistoryRequest, Position};
+use crate::registry::{Outgoing, StreamKey};
+use crate::server::{Identity, Parked};
+
+/// How long live frames of a restored subscription wait for its history request.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A subscription kept with a parked session, to be registered again on restore.
+pub(crate) struct Restorable<I> {
+    identifier: Arc<str>,
+    channel: Arc<dyn Channel<I>>,
+    params: Params,
+    streams: Vec<String>,
+}
+
+/// What a session of the extended protocol keeps besides its subscriptions.
+pub(super) struct State {
+    /// The id under which this session can be restored; `None` for plain clients.
+    sid: Option<String>,
+    /// The last offset written per subscription and stream, so live frames
+    /// that history already sent are skipped.
+    written: HashMap<StreamKey, i64>,
+    /// Restored subscriptions whose client has not asked for history yet:
+    /// their live frames wait here, so the replay comes first and the
+    /// client's position never jumps over a gap. Released by the history
+    /// answer or after [`HOLD_TIMEOUT`]; the frames stay charged to the
+    /// session's budget, which bounds them.
+    held: HashMap<Arc<str>, Vec<Outgoing>>,
+    hold_until: Option<tokio::time::Instant>,
+}
+
+impl State {
+    pub(super) fn new(dialect: Dialect) -> Self {
+        Self {
+            sid: (dialect == Dialect::Extended).then(new_sid),
+            written: HashMap::new(),
+            held: HashMap::new(),
+            hold_until: None,
+        }
+    }
+
+    /// The session id sent in the welcome.
+    pub(super) fn sid(&self) -> &str {
+        self.sid.as_deref().unwrap_or_default()
+    }
+
+    /// Resolves when held frames must be released without a history request.
+    pub(super) fn hold_expired(&self) -> impl Future<Output = ()> + use<> {
+        let deadline = self.hold_until;
+        async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Keeps a live frame of a subscription awaiting its history; gives
+    /// back any other frame.
+    pub(super) fn hold(&mut self, outgoing: Outgoing) -> Option<Outgoing> {
+        if let Some((key, _)) = &outgoing.position
+            && let Some(waiting) = self.held.get_mut(&key.identifier)
+        {
+            waiting.push(outgoing);
+            return None;
+        }
+        Some(outgoing)
+    }
+
+    /// Whether a frame is new to this client, noting it as written.
+    pub(super) fn fresh(&mut self, outgoing: &Outgoing) -> bool {
+        let Some((key, offset)) = &outgoing.position else {
+            return true;
+        };
+        match self.written.get_mut(&**key) {
+            Some(last) if *last >= *offset => false,
+            Some(last) => {
+                *last = *offset;
+                true
+            }
+            None => {
+                self.written.insert((**key).clone(), *offset);
+                true
+            }
+        }
+    }
+
+    /// Forgets a subscription; returns the bytes of the frames it held.
+    pub(super) fn forget(&mut self, identifier: &str) -> usize {
+        self.written.retain(|key, _| &*key.identifier != identifier);
+        let held = self.held.remove(identifier).unwrap_or_default();
+        if self.held.is_empty() {
+            self.hold_until = None;
+        }
+        held.iter().map(|frame| frame.frame.len()).sum()
+    }
+}
+
+/// A session id: 128 bits from the operating system's random source, so it
+/// cannot be guessed from the connection or the time.
+fn new_sid() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl<I: Identity> Session<I> {
+    /// Re-registers the subscriptions of the session parked under `sid`,
+    /// if it is this identity's; returns their identifiers.
+    pub(super) fn restore(&mut self, sid: &str) -> Option<Vec<Arc<str>>> {
+        let parked = self.inner.unpark(sid, &self.identity)?;
+        let mut ids = Vec::with_capacity(parked.subscriptions.len());
+        for s in parked.subscriptions {
+            ids.push(s.identifier.clone());
+            self.ext.held.insert(s.identifier.clone(), Vec::new());
+            self.inner.recount_subscription(&self.identity);
+            self.register(s.identifier, s.channel, s.params, s.streams);
+        }
+        if !ids.is_empty() {
+            self.ext.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
+        }
+        debug!(restored = ids.len(), "restored a session");
+        Some(ids)
+    }
+
+    /// Ends every hold, queueing the held frames the client still lacks.
+    pub(super) fn release_all_held(&mut self) {
+        self.ext.hold_until = None;
+        let held: Vec<Outgoing> = self.ext.held.drain().flat_map(|(_, f)| f).collect();
+        for frame in held {
+            self.push_queued(frame);
+        }
+    }
+
+    /// Ends the hold of one subscription, queueing what the client still lacks.
+    fn release(&mut self, identifier: &str) {
+        let held = self.ext.held.remove(identifier).unwrap_or_default();
+        if self.ext.held.is_empty() {
+            self.ext.hold_until = None;
+        }
+        for frame in held {
+            self.push_queued(frame);
+        }
+    }
+
+    /// `reject_history`, then whatever was held for the subscription.
+    fn reject_history(&mut self, identifier: &str) {
+        self.push_reply(reply(protocol::reject_history(identifier)));
+        self.release(identifier);
+    }
+
+    /// Replays what a subscription missed in each of its streams, page by
+    /// page, then `confirm_history`; `reject_history` if any stream cannot
+    /// be replayed or the connection asks too often.
+    pub(super) async fn history(
+        &mut self,
+        socket: &mut Socket,
+        identifier: &str,
+        request: &HistoryRequest,
+    ) -> Result<(), End> {
+        let Some(subscribed) = self.subscriptions.get(identifier) else {
+            warn!(
+                identifier_bytes = identifier.len(),
+                "history for an unknown identifier"
+            );
+            self.push_reply(reply(protocol::reject_history(identifier)));
+            return Ok(());
+        };
+        let channel = subscribed.channel.clone();
+        let streams = subscribed.streams.clone();
+        if self.replays.take().is_err() {
+            warn!("rejecting history: this connection asks too often");
+            self.reject_history(identifier);
+            return Ok(());
+        }
+        let epoch = self.inner.config.epoch.clone();
+        let key_identifier: Arc<str> = Arc::from(identifier);
+        for stream in streams {
+            let from = match (request.streams.get(&stream), request.since) {
+                (Some(position), _) if position.epoch == epoch => {
+                    HistoryFrom::After(position.offset)
+                }
+                (_, Some(since)) => HistoryFrom::Since(since),
+                (Some(_), None) => {
+                    warn!(stream, "history of another epoch");
+                    self.reject_history(identifier);
+                    return Ok(());
+                }
+                (None, None) => continue,
+            };
+            let replay = match channel.history(&self.identity, &stream, from).await {
+                Ok(replay) => replay,
+                Err(rejection) => {
+                    warn!(reason = %rejection.0, "rejecting history");
+                    self.reject_history(identifier);
+                    return Ok(());
+                }
+            };
+            let key = StreamKey {
+                identifier: key_identifier.clone(),
+                stream: Arc::from(stream.as_str()),
+            };
+            let mut last = self.ext.written.get(&key).copied().unwrap_or(i64::MIN);
+            let failed = self
+                .stream(socket, replay, |session, item| {
+                    if item.offset <= last {
+                        return None;
+                    }
+                    last = item.offset;
+                    session.ext.written.insert(key.clone(), last);
+                    let position = Position {
+                        stream: &stream,
+                        epoch: &epoch,
+                        offset: item.offset,
+                    };
+                    Some(reply(protocol::to_subscription_at(
+                        identifier,
+                        &item.message,
+                        position,
+                    )))
+                })
+                .await?;
+            if let Err(rejection) = failed {
+                warn!(reason = %rejection.0, "history failed part way");
+                self.reject_history(identifier);
+                return Ok(());
+            }
+        }
+        self.push_reply(reply(protocol::confirm_history(identifier)));
+        self.release(identifier);
+        Ok(())
+    }
+
+    /// Drops every subscription; with `park`, keeps them for a restore.
+    pub(super) fn close(&mut self, park: bool) {
+        let identifiers: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
+        let mut kept = Vec::new();
+        for identifier in identifiers {
+            if let Some(s) = self.unsubscribe(&identifier) {
+                kept.push(Restorable {
+                    identifier,
+                    channel: s.channel,
+                    params: s.params,
+                    streams: s.streams,
+                });
+            }
+        }
+        if let (true, Some(sid)) = (park, self.ext.sid.take()) {
+            self.inner.park(
+                sid,
+                Parked {
+                    identity: self.identity.clone(),
+                    subscriptions: kept,
+                    expires: Instant::now() + self.inner.config.session_ttl,
+                },
+            );
+        }
+    }
+}

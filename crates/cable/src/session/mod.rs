@@ -1,0 +1,624 @@
+//! One client's session: the welcome, its subscriptions, commands in,
+//! frames out, pings, replays and the goodbye.
+//!
+//! A session is a single task. It owns the socket, so reads and writes never
+//! contend; broadcasts reach it through its bounded [`Outbox`] as frames
+//! already on the wire's terms, and whatever is queued leaves in one
+//! vectored write ([`crate::wire`]).
+//!
+//! Everything a session buffers — broadcasts queued for it, frames it is
+//! writing, replies, replay pages — counts against one byte [`Budget`].
+//! Every write, control frames included, goes through [`Session::send`] or
+//! [`Session::flush_control`], which race the budget running out, the kick
+//! and a deadline: a client that stops reading is dropped as `too_slow`
+//! instead of pinning memory or outliving its sign-out. Replays are read
+//! from the application a page at a time, each only once the last is
+//! written.
+//!
+//! [`extended`] adds AnyCable's extended protocol: restore, hold and history.
+
+mod extended;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, warn};
+use tungstenite::Message;
+
+use crate::channel::{Channel, HistoryItem, Params, Replay, Reply};
+use crate::protocol::{self, ActionData, Command, Dialect, DisconnectReason, Identifier};
+use crate::registry::{Budget, ConnId, Frame, Outbox, Outgoing};
+use crate::server::{Identity, Inner};
+use crate::wire::{self, Pending};
+
+pub(crate) use extended::Restorable;
+
+/// The client's socket: tungstenite reads it; frames are written to the
+/// stream underneath by hand (see [`crate::wire`]).
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Most queued frames gathered for one write.
+const BATCH: usize = 256;
+/// How long a goodbye may take to write before the socket is dropped.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client dropped as too slow has to read what it was sent and
+/// the reason, unless the server is shutting down: it stopped reading, so
+/// its goodbye waits behind full socket buffers.
+const TOO_SLOW_GOODBYE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+struct Subscribed<I> {
+    channel: Arc<dyn Channel<I>>,
+    params: Params,
+    streams: Vec<String>,
+}
+
+struct Session<I> {
+    inner: Arc<Inner<I>>,
+    id: ConnId,
+    dialect: Dialect,
+    identity: Arc<I>,
+    outbox: Outbox,
+    /// What this connection has buffered, shared with its [`Outbox`].
+    budget: Arc<Budget>,
+    /// Fires when the server ends the session (sign-out, shutdown).
+    kicked: oneshot::Receiver<DisconnectReason>,
+    /// Frames on their way to the socket, so a write cut short by an
+    /// overflow is finished before the goodbye.
+    pending: Pending<Outgoing>,
+    /// Keyed by the identifier string exactly as the client sent it.
+    subscriptions: HashMap<Arc<str>, Subscribed<I>>,
+    /// `catch_up`s and history requests this connection may still start.
+    replays: ReplayRate,
+    /// The extended protocol's state; idle for plain clients.
+    ext: extended::State,
+}
+
+/// Why the loop ended.
+enum End {
+    /// The client left or the socket failed: nothing more to send.
+    Gone,
+    /// The server ends the session and says why.
+    Disconnect(DisconnectReason),
+    /// The client broke a limit: close the socket with this code.
+    Close(u16, &'static str),
+}
+
+/// A reply that belongs to no stream position, framed for the wire.
+fn reply(payload: impl AsRef<str>) -> Outgoing {
+    Arc::new(Frame::unpositioned(wire::text(payload.as_ref())))
+}
+
+/// The engine's own answer to one subscription, e.g. a refused replay.
+fn transmit_json(identifier: &str, message: &serde_json::Value) -> Outgoing {
+    let message = serde_json::value::to_raw_value(message).expect("a JSON value always encodes");
+    reply(protocol::to_subscription(identifier, &message))
+}
+
+pub(crate) async fn run<I: Identity>(
+    inner: Arc<Inner<I>>,
+    id: ConnId,
+    mut socket: Socket,
+    dialect: Dialect,
+    identity: Option<I>,
+    restore: Option<String>,
+) {
+    let Some(identity) = identity else {
+        let unauthorized = End::Disconnect(DisconnectReason::Unauthorized);
+        let _ = tokio::time::timeout(
+            GOODBYE_TIMEOUT,
+            goodbye(&mut socket, Pending::default(), unauthorized),
+        )
+        .await;
+        return;
+    };
+    let identity = Arc::new(identity);
+    inner.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let config = &inner.config;
+    let (outbox, mut queue, budget) = Outbox::new(config.outbox_capacity, config.send_budget_bytes);
+    let kick = inner.go_live(id, identity.clone(), &outbox);
+    let mut session = Session {
+        id,
+        dialect,
+        inner: inner.clone(),
+        identity,
+        outbox,
+        budget,
+        kicked: kick,
+        pending: Pending::default(),
+        subscriptions: HashMap::new(),
+        replays: ReplayRate::new(config.replay_rate),
+        ext: extended::State::new(dialect),
+    };
+
+    let welcome = match dialect {
+        Dialect::V1 => protocol::welcome(),
+        Dialect::Extended => {
+            let restored = restore.and_then(|sid| session.restore(&sid));
+            protocol::welcome_extended(session.ext.sid(), restored.as_deref())
+        }
+    };
+    session.push_reply(reply(welcome));
+    let end = match session.send(&mut socket).await {
+        Err(end) => end,
+        Ok(()) => loop {
+            let hold_expired = session.ext.hold_expired();
+            tokio::select! {
+                _ = hold_expired => {
+                    warn!("no history request after a restore: releasing live frames");
+                    session.release_all_held();
+                    if let Err(end) = session.send(&mut socket).await {
+                        break end;
+                    }
+                }
+                reason = &mut session.kicked => break kicked(reason),
+                // Pings come through the queue too (`Inner::ping_all`).
+                Some(first) = queue.recv() => {
+                    session.take_queued(first, &mut queue).await;
+                    if let Err(end) = session.send(&mut socket).await {
+                        break end;
+                    }
+                }
+                incoming = socket.next() => match incoming {
+                    None | Some(Ok(Message::Close(_))) => break End::Gone,
+                    Some(Err(error)) => break read_failed(error),
+                    Some(Ok(Message::Text(text))) => {
+                        // Boxed: commands are rare next to idle time, and their
+                        // state (channel calls, replays) would otherwise
+                        // widen every idle connection's task.
+                        if let Err(end) = Box::pin(session.handle(&mut socket, &text)).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Message::Ping(_))) => {
+                        // tungstenite has queued the pong (one at most: a newer
+                        // ping replaces it); send it now, whole, so it never
+                        // interleaves with frames written by hand.
+                        if let Err(end) = session.flush_control(&mut socket).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        warn!(len = bytes.len(), "ignoring a binary frame: the JSON protocol takes text only");
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                },
+            }
+        },
+    };
+    inner.leave(session.id);
+    // An extended client that merely lost its socket may come back with its sid.
+    let restorable = matches!(end, End::Gone) && dialect == Dialect::Extended;
+    session.close(restorable);
+    inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    let mut pending = std::mem::take(&mut session.pending);
+    let linger = match end {
+        End::Disconnect(DisconnectReason::TooSlow) => {
+            // What was taken after the lost frame must not be written.
+            pending.discard_unstarted();
+            TOO_SLOW_GOODBYE_TIMEOUT
+        }
+        _ => GOODBYE_TIMEOUT,
+    };
+    // The session's buffers are dropped with it; only the goodbye remains.
+    drop(session);
+    tokio::select! {
+        _ = tokio::time::timeout(linger, goodbye(&mut socket, pending, end)) => {}
+        // A shutdown gives every client the same short goodbye.
+        _ = async {
+            inner.shutdown.cancelled().await;
+            tokio::time::sleep(GOODBYE_TIMEOUT).await;
+        } => {}
+    }
+}
+
+fn too_slow() -> End {
+    warn!("dropping a client that stopped reading: its send budget is spent (too_slow)");
+    End::Disconnect(DisconnectReason::TooSlow)
+}
+
+fn stalled(timeout: Duration) -> End {
+    warn!(
+        ?timeout,
+        "dropping a client that stopped reading: a write made no headway in time (too_slow)"
+    );
+    End::Disconnect(DisconnectReason::TooSlow)
+}
+
+fn kicked(reason: Result<DisconnectReason, oneshot::error::RecvError>) -> End {
+    End::Disconnect(reason.unwrap_or(DisconnectReason::ServerRestart))
+}
+
+fn read_failed(error: tungstenite::Error) -> End {
+    if matches!(error, tungstenite::Error::Capacity(_)) {
+        warn!("closing a connection whose frame exceeds the size limit");
+        End::Close(CLOSE_TOO_BIG, "frame too large")
+    } else {
+        debug!(%error, "socket read failed");
+        End::Gone
+    }
+}
+
+/// Finishes whatever was being written, then says why the session ends
+/// and closes. Callers bound the time it may take.
+async fn goodbye(socket: &mut Socket, mut pending: Pending<Outgoing>, end: End) {
+    match end {
+        End::Gone => return,
+        End::Disconnect(reason) => {
+            pending.push(reply(protocol::disconnect(reason)));
+            pending.push(Arc::new(Frame::unpositioned(wire::close(CLOSE_NORMAL, ""))));
+        }
+        End::Close(code, reason) => {
+            pending.push(Arc::new(Frame::unpositioned(wire::close(code, reason))));
+        }
+    }
+    let _ = pending.write_to(socket.get_mut()).await;
+}
+
+/// A token bucket for the replays one connection starts: a burst of ten
+/// times the rate, refilled at the rate; a rate of 0 never limits.
+struct ReplayRate {
+    per_second: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl ReplayRate {
+    fn new(per_second: f64) -> Self {
+        Self {
+            per_second,
+            tokens: per_second * 10.0,
+            updated: Instant::now(),
+        }
+    }
+
+    /// Takes one replay; `Err(wait)` until one is free.
+    fn take(&mut self) -> Result<(), Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.per_second * 10.0);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+impl<I: Identity> Session<I> {
+    /// Writes whatever is pending; ends the session if the budget ran out,
+    /// the server kicked it, the write made no headway within the write
+    /// timeout, or the socket failed. The budget is checked first
+    /// (`biased`), so a frame lost to it ends the session before anything
+    /// after the gap is written; the race keeps a client that stopped
+    /// reading, whose full socket buffers block the write, from being held
+    /// forever.
+    async fn send(&mut self, socket: &mut Socket) -> Result<(), End> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let before = self.pending.unwritten();
+        let timeout = self.inner.config.write_timeout;
+        let Self {
+            pending,
+            budget,
+            kicked: kick,
+            ..
+        } = self;
+        let result = tokio::select! {
+            biased;
+            _ = budget.wait() => Err(too_slow()),
+            reason = kick => Err(kicked(reason)),
+            _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
+            written = pending.write_to(socket.get_mut()) => written.map_err(|_| End::Gone),
+        };
+        self.budget.release(before - self.pending.unwritten());
+        result
+    }
+
+    /// Writes what tungstenite queued itself (a pong), with the same race as
+    /// [`Session::send`]. Nothing of ours is pending here: every `send`
+    /// finished before the socket was read again.
+    async fn flush_control(&mut self, socket: &mut Socket) -> Result<(), End> {
+        let timeout = self.inner.config.write_timeout;
+        tokio::select! {
+            biased;
+            _ = self.budget.wait() => Err(too_slow()),
+            reason = &mut self.kicked => Err(kicked(reason)),
+            _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
+            flushed = socket.flush() => flushed.map_err(|_| End::Gone),
+        }
+    }
+
+    /// Queues a reply to the client's own command, charged to the budget.
+    fn push_reply(&mut self, frame: Outgoing) {
+        self.budget.charge(frame.frame.len());
+        self.pending.push(frame);
+    }
+
+    /// Queues a frame taken from the outbox (already charged), unless an
+    /// extended client got it from history already.
+    fn push_queued(&mut self, frame: Outgoing) {
+        if self.ext.fresh(&frame) {
+            self.pending.push(frame);
+        } else {
+            self.budget.release(frame.frame.len());
+        }
+    }
+
+    /// Moves `first` and whatever else is queued (up to [`BATCH`] frames)
+    /// to the pending frames, for one vectored write.
+    async fn take_queued(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
+        // Let the broadcaster finish its burst first: one yield turned many
+        // one-frame writes into one write of many frames (BENCHMARKS.md).
+        tokio::task::yield_now().await;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(outgoing) = next.take() {
+            taken += 1;
+            if let Some(outgoing) = self.ext.hold(outgoing) {
+                self.push_queued(outgoing);
+            }
+            if taken < BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+    }
+
+    /// Runs one client frame and writes what it answers.
+    async fn handle(&mut self, socket: &mut Socket, text: &str) -> Result<(), End> {
+        let command = match Command::parse(text) {
+            Ok(command) => command,
+            Err(error) => {
+                warn!(%error, "ignoring a malformed frame");
+                return Ok(());
+            }
+        };
+        match command {
+            Command::Subscribe {
+                identifier,
+                history,
+            } => {
+                let subscribed = self.subscribe(&identifier).await;
+                if let (true, Some(history), Dialect::Extended) =
+                    (subscribed, history, self.dialect)
+                {
+                    self.history(socket, &identifier, &history).await?;
+                }
+            }
+            Command::Unsubscribe { identifier } => {
+                self.unsubscribe(&identifier);
+            }
+            Command::Message { identifier, data } => {
+                self.perform(socket, &identifier, &data).await?;
+            }
+            Command::History {
+                identifier,
+                history,
+            } if self.dialect == Dialect::Extended => {
+                self.history(socket, &identifier, &history).await?;
+            }
+            Command::History { .. } => {
+                warn!("ignoring history: it needs the extended protocol");
+            }
+            Command::Pong => {}
+        }
+        self.send(socket).await
+    }
+
+    /// Subscribes, answering `confirm_subscription` or `reject_subscription`;
+    /// returns whether the identifier is now subscribed.
+    async fn subscribe(&mut self, identifier: &str) -> bool {
+        if self.subscriptions.contains_key(identifier) {
+            // Confirm again, so a client that retries never loops.
+            self.push_reply(reply(protocol::confirm_subscription(identifier)));
+            return true;
+        }
+        match self.admit(identifier).await {
+            Ok(()) => {
+                self.push_reply(reply(protocol::confirm_subscription(identifier)));
+                true
+            }
+            Err(why) => {
+                // The identifier may be long: log its size, not its text.
+                warn!(
+                    identifier_bytes = identifier.len(),
+                    why, "rejecting a subscription"
+                );
+                self.push_reply(reply(protocol::reject_subscription(identifier)));
+                false
+            }
+        }
+    }
+
+    /// Checks the limits and asks the channel; registers on success.
+    async fn admit(&mut self, identifier: &str) -> Result<(), String> {
+        let config = &self.inner.config;
+        if identifier.len() > config.max_identifier_bytes {
+            return Err(format!(
+                "identifier longer than {} bytes",
+                config.max_identifier_bytes
+            ));
+        }
+        if self.subscriptions.len() >= config.max_subscriptions {
+            return Err("too many subscriptions on this connection".into());
+        }
+        let parsed = Identifier::parse(identifier)
+            .ok_or("identifier is not a JSON object with a channel")?;
+        let channel = self
+            .inner
+            .channels
+            .get(&parsed.channel)
+            .cloned()
+            .ok_or("unknown channel")?;
+        let subscription = channel
+            .subscribe(&self.identity, &parsed.params)
+            .await
+            .map_err(|rejection| rejection.0)?;
+        if !self.inner.count_subscription(&self.identity) {
+            return Err("too many subscriptions for this user".into());
+        }
+        // Register before confirming, so no broadcast after the confirmation is missed.
+        self.register(
+            Arc::from(identifier),
+            channel,
+            parsed.params,
+            subscription.streams,
+        );
+        Ok(())
+    }
+
+    /// Adds a subscription already counted against the user's limit.
+    fn register(
+        &mut self,
+        identifier: Arc<str>,
+        channel: Arc<dyn Channel<I>>,
+        params: Params,
+        streams: Vec<String>,
+    ) {
+        for stream in &streams {
+            self.inner
+                .registry
+                .add(stream, &identifier, self.dialect, self.id, &self.outbox);
+        }
+        self.inner
+            .stats
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
+        self.subscriptions.insert(
+            identifier,
+            Subscribed {
+                channel,
+                params,
+                streams,
+            },
+        );
+    }
+
+    fn unsubscribe(&mut self, identifier: &str) -> Option<Subscribed<I>> {
+        let Some(subscribed) = self.subscriptions.remove(identifier) else {
+            warn!(
+                identifier_bytes = identifier.len(),
+                "ignoring unsubscribe for an unknown identifier"
+            );
+            return None;
+        };
+        for stream in &subscribed.streams {
+            self.inner.registry.remove(stream, identifier, self.id);
+        }
+        let dropped = self.ext.forget(identifier);
+        self.budget.release(dropped);
+        self.inner.uncount_subscription(&self.identity);
+        self.inner
+            .stats
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
+        Some(subscribed)
+    }
+
+    /// Streams `replay` to the client, a page at a time: each page is
+    /// fetched only once everything before it is written, so a client that
+    /// stops reading holds one page at most. `frame` turns an item into the
+    /// frame to send, or `None` to skip it. Returns the channel's refusal,
+    /// if the replay failed part way.
+    async fn stream(
+        &mut self,
+        socket: &mut Socket,
+        mut replay: Box<dyn Replay>,
+        mut frame: impl FnMut(&mut Self, HistoryItem) -> Option<Outgoing> + Send,
+    ) -> Result<Result<(), crate::channel::Rejection>, End> {
+        loop {
+            self.send(socket).await?;
+            let page = tokio::select! {
+                page = replay.next_page() => page,
+                reason = &mut self.kicked => return Err(kicked(reason)),
+            };
+            match page {
+                Ok(Some(items)) => {
+                    for item in items {
+                        if let Some(frame) = frame(self, item) {
+                            self.push_reply(frame);
+                        }
+                    }
+                }
+                Ok(None) => return Ok(Ok(())),
+                Err(rejection) => return Ok(Err(rejection)),
+            }
+        }
+    }
+
+    async fn perform(
+        &mut self,
+        socket: &mut Socket,
+        identifier: &str,
+        data: &str,
+    ) -> Result<(), End> {
+        let Some(subscribed) = self.subscriptions.get(identifier) else {
+            warn!(
+                identifier_bytes = identifier.len(),
+                "ignoring a message for an unknown identifier"
+            );
+            return Ok(());
+        };
+        let Some(action) = ActionData::parse(data) else {
+            warn!("ignoring a message whose data has no action");
+            return Ok(());
+        };
+        let replies = subscribed
+            .channel
+            .perform(&self.identity, &subscribed.params, action)
+            .await;
+        for answer in replies {
+            match answer {
+                Reply::Transmit(message) => {
+                    self.push_reply(reply(protocol::to_subscription(identifier, &message)));
+                }
+                Reply::Replay(replay) => {
+                    if let Err(wait) = self.replays.take() {
+                        warn!("refusing a replay: this connection asks too often");
+                        let refusal = json!({
+                            "type": "error",
+                            "error": "rate_limited",
+                            "message": "too many replays; try again later",
+                            "retry_after": wait.as_secs_f64(),
+                        });
+                        self.push_reply(transmit_json(identifier, &refusal));
+                        continue;
+                    }
+                    let failed = self
+                        .stream(socket, replay, |_, item| {
+                            Some(reply(protocol::to_subscription(identifier, &item.message)))
+                        })
+                        .await?;
+                    if let Err(rejection) = failed {
+                        warn!(reason = %rejection.0, "a replay failed part way");
+                        let failure = json!({
+                            "type": "error",
+                            "error": "unavailable",
+                            "message": "the replay could not be completed",
+                        });
+                        self.push_reply(transmit_json(identifier, &failure));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
