@@ -132,16 +132,9 @@ async fn a_client_that_stops_reading_a_replay_is_dropped_when_its_writes_stall()
     let identifier = writer.join_room(room).await;
     // 1,000 messages of 3,900 bytes: more than the kernel buffers on both
     // sides of a loopback socket hold (up to 4 MiB for the sender).
-    let text = "y".repeat(3900);
-    // In rounds, reading each: a writer that stopped reading would be too slow.
-    for _ in 0..10 {
-        for _ in 0..100 {
-            writer.speak(&identifier, &text).await;
-        }
-        for _ in 0..100 {
-            writer.next_message(&identifier).await;
-        }
-    }
+    writer
+        .speak_many(&identifier, &"y".repeat(3900), 1000)
+        .await;
 
     let mut stalled = connect_small_window(app.addr, "actioncable-v1-json", &ann.cookie).await;
     stalled.expect_welcome().await;

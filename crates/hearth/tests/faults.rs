@@ -501,16 +501,9 @@ async fn clients_that_ask_for_history_and_stop_reading_hold_a_bounded_amount_of_
     let mut writer = client.cable(&ann.cookie).await.unwrap();
     let room = 1;
     let identifier = writer.join_room(room).await;
-    let text = "z".repeat(3900);
-    // In rounds, reading each: a writer that stopped reading would be too slow.
-    for _ in 0..10 {
-        for _ in 0..100 {
-            writer.speak(&identifier, &text).await;
-        }
-        for _ in 0..100 {
-            writer.next_message(&identifier).await;
-        }
-    }
+    writer
+        .speak_many(&identifier, &"z".repeat(3900), 1000)
+        .await;
 
     let addr = ([127, 0, 0, 1], server.port).into();
     let pad = "p".repeat(950);
@@ -599,20 +592,7 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
         "just before the restart"
     );
     // The binary counts its heap (in-process test servers do not).
-    let metrics = client
-        .http()
-        .get(format!("{}/metrics", server.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let heap: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hearth_heap_bytes "))
-        .and_then(|v| v.parse().ok())
-        .expect("/metrics reports hearth_heap_bytes");
+    let heap = heap_bytes(&client).await;
     assert!(heap > 100_000.0, "heap {heap}");
 
     let started = Instant::now();

@@ -549,6 +549,22 @@ impl CableClient {
             .await;
     }
 
+    /// Speaks `text` `count` times, reading each broadcast back in rounds of
+    /// 100: a writer that stopped reading would be dropped as too slow.
+    pub async fn speak_many(&mut self, identifier: &str, text: &str, count: usize) {
+        let mut left = count;
+        while left > 0 {
+            let round = left.min(100);
+            for _ in 0..round {
+                self.speak(identifier, text).await;
+            }
+            for _ in 0..round {
+                assert_eq!(self.next_message(identifier).await["content"], text);
+            }
+            left -= round;
+        }
+    }
+
     /// The `message` of the next broadcast to `identifier`.
     pub async fn next_message(&mut self, identifier: &str) -> Value {
         let frame = self.next_frame().await;
