@@ -256,7 +256,7 @@ impl Registry {
         let mut shard = self
             .shard(stream)
             .write()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Look up before inserting: most adds join a stream that exists, and
         // `entry` would allocate the key every time.
         if !shard.contains_key(stream) {
@@ -288,7 +288,7 @@ impl Registry {
         let mut shard = self
             .shard(stream)
             .write()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(groups) = shard.get_mut(stream) else {
             return;
         };
@@ -312,7 +312,10 @@ impl Registry {
         offset: Option<i64>,
         epoch: &str,
     ) -> Delivery {
-        let shard = self.shard(stream).read().unwrap_or_else(|e| e.into_inner());
+        let shard = self
+            .shard(stream)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut delivery = Delivery::default();
         let Some(groups) = shard.get(stream) else {
             return delivery;
@@ -350,7 +353,10 @@ impl Registry {
 
     /// How many subscribers `stream` has on this node.
     pub fn subscriber_count(&self, stream: &str) -> usize {
-        let shard = self.shard(stream).read().unwrap_or_else(|e| e.into_inner());
+        let shard = self
+            .shard(stream)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         shard
             .get(stream)
             .map(|groups| groups.iter().map(|g| g.subscribers.len()).sum())

@@ -309,7 +309,9 @@ impl<I> Inner<I> {
 
 /// Locks a mutex, carrying on after a panic elsewhere: the maps stay valid.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Holds one admitted connection's place, in the total and in its user's

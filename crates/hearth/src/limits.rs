@@ -70,7 +70,10 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         let Some(rate) = self.rate else {
             return Ok(());
         };
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if now.duration_since(buckets.swept) > SWEEP_EVERY {
             buckets.by_key.retain(|_, bucket| {
                 let refilled = bucket.tokens

@@ -115,7 +115,7 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
         .await;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 403)
+            assert_eq!(response.status(), 403);
         }
         other => panic!("expected a 403, got {:?}", other.map(|_| "an upgrade")),
     }

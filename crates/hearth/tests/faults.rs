@@ -39,7 +39,7 @@ impl ServerProcess {
             .unwrap()
             .port();
         let data_dir = tempfile::tempdir().unwrap();
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
         let database_url = match database_url {
             Some(url) => {
                 args.extend(["--database-url".to_string(), url.to_string()]);
@@ -308,19 +308,16 @@ async fn follow(
                 _ = cuts.recv() => continue 'connect, // drops the socket: a cut
                 event = tokio::time::timeout(Duration::from_millis(500), cable.next_event()) => event,
             };
-            let event = match event {
-                Ok(event) => event,
-                // Quiet: if every message is shown we are done, else ask again.
-                Err(_) => {
-                    let f = follower.lock().await;
-                    if done(&f) {
-                        return;
-                    }
-                    let last = f.last();
-                    drop(f);
-                    catch_up(&mut cable, &identifier, last).await;
-                    continue;
+            // Quiet: if every message is shown we are done, else ask again.
+            let Ok(event) = event else {
+                let f = follower.lock().await;
+                if done(&f) {
+                    return;
                 }
+                let last = f.last();
+                drop(f);
+                catch_up(&mut cable, &identifier, last).await;
+                continue;
             };
             let frame = match event {
                 Event::Frame(frame) => frame,

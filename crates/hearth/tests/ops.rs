@@ -49,6 +49,7 @@ async fn metrics_count_connections_subscriptions_and_messages() {
     assert_eq!(metric(&text, "hearth_deliveries_total"), 1.0);
     assert_eq!(metric(&text, "hearth_queue_drops_total"), 0.0);
     assert!(metric(&text, "hearth_database_latency_seconds") > 0.0);
+    assert_eq!(metric(&text, "hearth_database_up"), 1.0);
     if app.database.is_none() {
         // On SQLite: its caches are part of the process and reported.
         assert!(metric(&text, "hearth_sqlite_memory_bytes") > 0.0);

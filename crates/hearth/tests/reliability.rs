@@ -287,7 +287,7 @@ async fn over_the_connection_limit_the_upgrade_gets_503() {
     second.expect_welcome().await;
     match app.try_connect_cable(Some(&ann.cookie), &[]).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 503)
+            assert_eq!(response.status(), 503);
         }
         other => panic!("expected 503, got {:?}", other.map(|_| "an upgrade")),
     }

@@ -114,7 +114,7 @@ async fn session(mut stream: TcpStream, id: u64, rooms: Rooms, mut ping: watch::
         tokio::select! {
             ready = stream.readable() => {
                 let open = ready.is_ok() && read_frames(&stream, &mut partial, |text| {
-                    handle(text, id, &tx, &rooms, &mut subscribed)
+                    handle(text, id, &tx, &rooms, &mut subscribed);
                 });
                 if !open {
                     break;

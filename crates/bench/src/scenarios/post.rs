@@ -55,7 +55,7 @@ pub async fn run(ctx: Ctx, args: PostArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let mut total = Partial::default();
-    for p in outcome.partials.iter() {
+    for p in &outcome.partials {
         total.add(Partial {
             first_error: p.first_error.clone(),
             latency: p.latency.clone(),

@@ -92,7 +92,7 @@ impl ChatroomChannel {
     /// Every message after `after`, then `{"type":"caught_up",…}`, read
     /// page by page as the client drains them.
     fn catch_up(&self, room: i64, action: &ActionData) -> Vec<Reply> {
-        let Some(after) = action.args.get("after").and_then(|a| a.as_i64()) else {
+        let Some(after) = action.args.get("after").and_then(serde_json::Value::as_i64) else {
             return error_reply("invalid_request", "catch_up needs a numeric `after`");
         };
         let replay = RoomReplay::new(self.db.clone(), room, Start::AfterSeq(after), true);
@@ -237,7 +237,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
         if self
             .known
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&id)
         {
             return Ok(subscription);
@@ -247,7 +247,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
                 self.relay.track(id, last_seq);
                 self.known
                     .write()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(id);
                 Ok(subscription)
             }

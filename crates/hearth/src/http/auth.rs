@@ -110,7 +110,7 @@ pub struct Passwords {
 impl Passwords {
     /// Prepares the decoy hash.
     pub async fn new() -> anyhow::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let permits = Arc::new(tokio::sync::Semaphore::new(cores));
         let decoy = hash_password(Password::parse("decoy password, never used")?).await?;
         Ok(Self {

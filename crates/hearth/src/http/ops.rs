@@ -66,163 +66,206 @@ async fn show_readiness(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+/// Whether a metric only grows or goes up and down.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One sample of `/metrics`.
+struct Metric {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: f64,
+}
+
+impl Metric {
+    fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        Self {
+            name,
+            kind: Kind::Counter,
+            help,
+            value: value as f64,
+        }
+    }
+
+    fn gauge(name: &'static str, help: &'static str, value: f64) -> Self {
+        Self {
+            name,
+            kind: Kind::Gauge,
+            help,
+            value,
+        }
+    }
+}
+
+/// Every metric of this node, in the order `/metrics` lists them.
+async fn collect(state: &AppState) -> Vec<Metric> {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let cable = state.cable.stats();
+    let writer = state.writer.stats();
+    let relay = state.relay.stats();
+    let mut metrics = vec![
+        Metric::gauge(
+            "hearth_connections",
+            "Open cable connections.",
+            load(&cable.connections) as f64,
+        ),
+        Metric::gauge(
+            "hearth_subscriptions",
+            "Active channel subscriptions.",
+            load(&cable.subscriptions) as f64,
+        ),
+        Metric::counter(
+            "hearth_broadcasts_total",
+            "Broadcasts delivered on this node.",
+            load(&cable.broadcasts),
+        ),
+        Metric::counter(
+            "hearth_deliveries_total",
+            "Frames queued to subscribers.",
+            load(&cable.deliveries),
+        ),
+        Metric::counter(
+            "hearth_queue_drops_total",
+            "Frames not queued because a subscriber's send queue or byte budget was full, or it was gone.",
+            load(&cable.dropped),
+        ),
+        Metric::counter(
+            "hearth_messages_stored_total",
+            "Messages stored by this node.",
+            load(&writer.stored),
+        ),
+        Metric::counter(
+            "hearth_message_commits_total",
+            "Group commits of messages.",
+            load(&writer.commits),
+        ),
+        Metric {
+            name: "hearth_message_commit_seconds_total",
+            kind: Kind::Counter,
+            help: "Time spent storing message batches.",
+            value: load(&writer.commit_micros) as f64 / 1e6,
+        },
+        Metric::counter(
+            "hearth_relay_filled_total",
+            "Missed messages loaded from the database and delivered.",
+            load(&relay.filled),
+        ),
+        Metric::counter(
+            "hearth_relay_duplicates_total",
+            "Messages dropped as already delivered.",
+            load(&relay.duplicates),
+        ),
+    ];
+    if let Some(broker) = &state.broker {
+        let status = broker.status();
+        metrics.extend([
+            Metric::gauge(
+                "hearth_broker_up",
+                "1 while Redis is subscribed and publishable.",
+                f64::from(u8::from(status.healthy())),
+            ),
+            Metric::counter(
+                "hearth_broker_published_total",
+                "Broadcasts published to Redis.",
+                load(&status.published),
+            ),
+            Metric::counter(
+                "hearth_broker_publish_failures_total",
+                "Broadcasts Redis did not take.",
+                load(&status.publish_failures),
+            ),
+            Metric::counter(
+                "hearth_broker_received_total",
+                "Broadcasts received from Redis.",
+                load(&status.received),
+            ),
+            Metric::counter(
+                "hearth_broker_reconnects_total",
+                "Redis subscriptions re-established.",
+                load(&status.reconnects),
+            ),
+        ]);
+    }
+    metrics.extend([
+        Metric::gauge(
+            "hearth_heap_bytes",
+            "Bytes allocated by the server's Rust code and not yet freed (the allocator may keep more resident).",
+            crate::heap::live_bytes() as f64,
+        ),
+        Metric::gauge(
+            "hearth_sqlite_memory_bytes",
+            "Memory held by the embedded SQLite (page caches, statements); 0 on PostgreSQL.",
+            crate::db::sqlite_memory_bytes() as f64,
+        ),
+    ]);
+    let latency = probe_database(state).await;
+    metrics.push(Metric::gauge(
+        "hearth_database_up",
+        "1 when the database answered SELECT 1 within 2 s, else 0.",
+        f64::from(u8::from(latency.is_some())),
+    ));
+    if let Some(latency) = latency {
+        metrics.push(Metric::gauge(
+            "hearth_database_latency_seconds",
+            "Round trip of SELECT 1.",
+            latency.as_secs_f64(),
+        ));
+    }
+    metrics
+}
+
+/// The Prometheus text format (version 0.0.4) of `metrics`.
+fn render(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for Metric {
+        name,
+        kind,
+        help,
+        value,
+    } in metrics
+    {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out
 }
 
 async fn show_metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::new();
-    let cable = state.cable.stats();
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    metric(
-        &mut out,
-        "hearth_connections",
-        "gauge",
-        "Open cable connections.",
-        load(&cable.connections),
-    );
-    metric(
-        &mut out,
-        "hearth_subscriptions",
-        "gauge",
-        "Active channel subscriptions.",
-        load(&cable.subscriptions),
-    );
-    metric(
-        &mut out,
-        "hearth_broadcasts_total",
-        "counter",
-        "Broadcasts delivered on this node.",
-        load(&cable.broadcasts),
-    );
-    metric(
-        &mut out,
-        "hearth_deliveries_total",
-        "counter",
-        "Frames queued to subscribers.",
-        load(&cable.deliveries),
-    );
-    metric(
-        &mut out,
-        "hearth_queue_drops_total",
-        "counter",
-        "Frames not queued because a subscriber's send queue was full or closed.",
-        load(&cable.dropped),
-    );
-    let writer = state.writer.stats();
-    metric(
-        &mut out,
-        "hearth_messages_stored_total",
-        "counter",
-        "Messages stored by this node.",
-        load(&writer.stored),
-    );
-    metric(
-        &mut out,
-        "hearth_message_commits_total",
-        "counter",
-        "Group commits of messages.",
-        load(&writer.commits),
-    );
-    metric(
-        &mut out,
-        "hearth_message_commit_seconds_total",
-        "counter",
-        "Time spent storing message batches.",
-        load(&writer.commit_micros) as f64 / 1e6,
-    );
-    let relay = state.relay.stats();
-    metric(
-        &mut out,
-        "hearth_relay_filled_total",
-        "counter",
-        "Missed messages loaded from the database and delivered.",
-        load(&relay.filled),
-    );
-    metric(
-        &mut out,
-        "hearth_relay_duplicates_total",
-        "counter",
-        "Messages dropped as already delivered.",
-        load(&relay.duplicates),
-    );
-    if let Some(broker) = &state.broker {
-        let status = broker.status();
-        metric(
-            &mut out,
-            "hearth_broker_up",
-            "gauge",
-            "1 while Redis is subscribed and publishable.",
-            u8::from(status.healthy()),
-        );
-        metric(
-            &mut out,
-            "hearth_broker_published_total",
-            "counter",
-            "Broadcasts published to Redis.",
-            load(&status.published),
-        );
-        metric(
-            &mut out,
-            "hearth_broker_publish_failures_total",
-            "counter",
-            "Broadcasts Redis did not take.",
-            load(&status.publish_failures),
-        );
-        metric(
-            &mut out,
-            "hearth_broker_received_total",
-            "counter",
-            "Broadcasts received from Redis.",
-            load(&status.received),
-        );
-        metric(
-            &mut out,
-            "hearth_broker_reconnects_total",
-            "counter",
-            "Redis subscriptions re-established.",
-            load(&status.reconnects),
-        );
-    }
-    metric(
-        &mut out,
-        "hearth_heap_bytes",
-        "gauge",
-        "Bytes allocated by the server's Rust code and not yet freed (the allocator may keep more resident).",
-        crate::heap::live_bytes(),
-    );
-    metric(
-        &mut out,
-        "hearth_sqlite_memory_bytes",
-        "gauge",
-        "Memory held by the embedded SQLite (page caches, statements); 0 on PostgreSQL.",
-        crate::db::sqlite_memory_bytes(),
-    );
-    match probe_database(&state).await {
-        Some(latency) => metric(
-            &mut out,
-            "hearth_database_latency_seconds",
-            "gauge",
-            "Round trip of SELECT 1.",
-            latency.as_secs_f64(),
-        ),
-        None => metric(
-            &mut out,
-            "hearth_database_up",
-            "gauge",
-            "0 when the database did not answer.",
-            0,
-        ),
-    }
+    let body = render(&collect(&state).await);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metric, render};
+
+    #[test]
+    fn each_metric_is_rendered_with_its_help_and_type() {
+        let text = render(&[
+            Metric::counter("a_total", "As.", 3),
+            Metric::gauge("b", "Bs.", 0.5),
+        ]);
+        assert_eq!(
+            text,
+            "# HELP a_total As.\n# TYPE a_total counter\na_total 3\n\
+             # HELP b Bs.\n# TYPE b gauge\nb 0.5\n"
+        );
+    }
 }

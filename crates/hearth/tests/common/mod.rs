@@ -142,7 +142,7 @@ impl TestApp {
         if let Some(url) = database.as_ref().and_then(|d| d.url.clone()) {
             all.extend(["--database-url".to_string(), url]);
         }
-        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(args.iter().map(std::string::ToString::to_string));
         let config = hearth::Config::from_args(all);
         let listener = hearth::bind(config.bind).expect("bind");
         let addr = listener.local_addr().unwrap();
