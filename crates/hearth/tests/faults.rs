@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CableClient, Event, TestUser, connect_small_window, room_identifier};
+use common::{CableClient, Event, Remote, TestUser, connect_small_window, room_identifier};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -57,10 +57,6 @@ impl ServerProcess {
         };
         server.restart();
         server
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Starts the binary under a shell that first lowers the open-file
@@ -122,10 +118,7 @@ impl ServerProcess {
 
     /// An HTTP and cable client for this server.
     async fn client(&self) -> ProcessClient {
-        ProcessClient {
-            base: self.base(),
-            ports: vec![self.port],
-        }
+        ProcessClient::new(self.port, &[])
     }
 
     async fn stored(&self) -> Vec<(i64, i64, String)> {
@@ -146,53 +139,37 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A [`Remote`] for one node, whose cable fails over to the other nodes'
+/// ports, and whose posts may fail (the node may be down).
 struct ProcessClient {
     /// Where it posts.
-    base: String,
+    remote: Remote,
     /// Where its cable connects: the first that answers, like a load balancer.
     ports: Vec<u16>,
 }
 
-impl ProcessClient {
-    fn http(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    }
+impl std::ops::Deref for ProcessClient {
+    type Target = Remote;
 
-    async fn sign_up(&self, nickname: &str) -> TestUser {
-        let password = format!("{nickname}-password");
-        let email = format!("{nickname}@example.com");
-        let response = self
-            .http()
-            .post(format!("{}/sign_up", self.base))
-            .form(&[
-                ("email", email.as_str()),
-                ("nickname", nickname),
-                ("password", &password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        TestUser {
-            nickname: nickname.into(),
-            email,
-            password,
-            cookie: common::session_cookie(response.headers()).unwrap(),
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+impl ProcessClient {
+    fn new(port: u16, failover: &[u16]) -> Self {
+        Self {
+            remote: Remote::new(([127, 0, 0, 1], port).into()),
+            ports: [port].into_iter().chain(failover.iter().copied()).collect(),
         }
     }
 
+    /// Posts a message; the error if the node did not store it.
     async fn post(&self, user: &TestUser, room: i64, content: &str) -> Result<Value, String> {
-        let response = self
-            .http()
-            .post(format!("{}/chatrooms/{room}/messages", self.base))
-            .header("cookie", &user.cookie)
-            .header("accept", "application/json")
-            .timeout(Duration::from_secs(5))
-            .form(&[("content", content)])
-            .send()
+        let post = self.remote.try_post_message(user, room, content);
+        let response = tokio::time::timeout(Duration::from_secs(5), post)
             .await
+            .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         if response.status() != 201 {
             return Err(format!("status {}", response.status()));
@@ -200,39 +177,16 @@ impl ProcessClient {
         response.json().await.map_err(|e| e.to_string())
     }
 
+    /// A cable to the first node that takes it within 2 s.
     async fn cable(&self, cookie: &str) -> Option<CableClient> {
         for port in &self.ports {
-            if let Some(cable) = TestAppAddr(*port).connect(cookie).await {
+            let node = Remote::new(([127, 0, 0, 1], *port).into());
+            let connect = node.connect_cable_at("/cable", "actioncable-v1-json", Some(cookie), &[]);
+            if let Ok(Ok(cable)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
                 return Some(cable);
             }
         }
         None
-    }
-}
-
-struct TestAppAddr(u16);
-
-impl TestAppAddr {
-    async fn connect(&self, cookie: &str) -> Option<CableClient> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://127.0.0.1:{}/cable", self.0)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "actioncable-v1-json".parse().unwrap(),
-        );
-        request
-            .headers_mut()
-            .insert("cookie", cookie.parse().unwrap());
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio_tungstenite::connect_async(request),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        Some(CableClient { ws, protocol: None })
     }
 }
 
@@ -468,15 +422,7 @@ async fn a_follower_ends_with_the_databases_transcript_through_cuts_and_kills() 
 
 /// `hearth_heap_bytes` of a server process.
 async fn heap_bytes(client: &ProcessClient) -> f64 {
-    let metrics = client
-        .http()
-        .get(format!("{}/metrics", client.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.get("/metrics", None).await.text().await.unwrap();
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("hearth_heap_bytes "))
@@ -561,11 +507,7 @@ async fn a_full_cable_leaves_descriptors_for_http() {
         open.len()
     );
     for _ in 0..20 {
-        let health = client
-            .http()
-            .get(format!("{}/health", client.base))
-            .timeout(Duration::from_secs(5))
-            .send()
+        let health = tokio::time::timeout(Duration::from_secs(5), client.get("/health", None))
             .await
             .expect("HTTP still answers with the cable full");
         assert_eq!(health.status(), 200);
@@ -629,10 +571,7 @@ async fn clients_of_a_killed_node_reconnect_to_another_and_lose_nothing() {
     let args = ["--redis-url", &redis, "--redis-channel-prefix", &prefix];
     let mut one = ServerProcess::start_with(Some(&url), &args);
     let two = ServerProcess::start_with(Some(&url), &args);
-    let to_one = Arc::new(ProcessClient {
-        base: one.base(),
-        ports: vec![one.port, two.port],
-    });
+    let to_one = Arc::new(ProcessClient::new(one.port, &[two.port]));
     let to_two = Arc::new(two.client().await);
     let ann = to_one.sign_up("ann").await;
     let room = 1;

@@ -95,8 +95,8 @@ pub fn uuid_like() -> String {
 
 /// A running server.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub base: String,
+    /// Where it listens; `TestApp` derefs to it for the typed helpers.
+    pub remote: Remote,
     pub data_dir: tempfile::TempDir,
     /// The server's own pool, for checking what was stored.
     pub db: hearth::db::Db,
@@ -153,8 +153,7 @@ impl TestApp {
             let _ = stopped.await;
         }));
         Self {
-            addr,
-            base: format!("http://{addr}"),
+            remote: Remote::new(addr),
             data_dir,
             db,
             database,
@@ -174,6 +173,30 @@ impl TestApp {
                 .expect("server stops in time")
                 .expect("server task")
                 .expect("server ends cleanly");
+        }
+    }
+
+    /// Count of rows in a table, read from the server's database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar(&sql).fetch_one(&self.db).await.unwrap()
+    }
+}
+
+/// A server reached over the network, by address: the typed helpers that
+/// talk to it over real HTTP and real WebSockets. A [`TestApp`] derefs to
+/// its own; tests of server processes build one from a port.
+pub struct Remote {
+    pub addr: SocketAddr,
+    pub base: String,
+}
+
+impl Remote {
+    /// The server listening at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            base: format!("http://{addr}"),
         }
     }
 
@@ -282,6 +305,18 @@ impl TestApp {
         room: i64,
         content: &str,
     ) -> reqwest::Response {
+        self.try_post_message(user, room, content)
+            .await
+            .expect("POST message")
+    }
+
+    /// The same, with the error if the request failed (the server is down).
+    pub async fn try_post_message(
+        &self,
+        user: &TestUser,
+        room: i64,
+        content: &str,
+    ) -> reqwest::Result<reqwest::Response> {
         self.client()
             .post(self.url(&format!("/chatrooms/{room}/messages")))
             .header("cookie", &user.cookie)
@@ -289,7 +324,6 @@ impl TestApp {
             .form(&[("content", content)])
             .send()
             .await
-            .expect("POST message")
     }
 
     /// Opens `/cable` with the default sub-protocol and an optional cookie.
@@ -377,11 +411,13 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
 
-    /// Count of rows in a table, read from the server's database.
-    pub async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        sqlx::query_scalar(&sql).fetch_one(&self.db).await.unwrap()
+impl std::ops::Deref for TestApp {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
     }
 }
 
