@@ -9,8 +9,8 @@ use std::time::Duration;
 use cable::{Cable, DisconnectReason};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::CurrentUser;
 use crate::db::{self, Db};
-use crate::http::auth::CurrentUser;
 
 /// Every `every`, asks the database which of the sessions behind this node's
 /// sockets are still live and closes the sockets of the rest with

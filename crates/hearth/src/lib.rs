@@ -2,6 +2,7 @@
 //! and streamed live over the Action Cable engine of the `cable` crate.
 //!
 //! - [`config`]: command-line and environment settings.
+//! - [`auth`]: the signed-in user of a request or a cable.
 //! - [`error`]: the app's error type and its HTTP answers.
 //! - [`domain`]: parsed field types (`Email`, `Nickname`, `RoomName`, …).
 //! - [`copy`]: `hearth copy`, moving an instance between databases.
@@ -17,6 +18,7 @@
 //! - [`http`]: routes, one module per resource, and the forgery guard.
 //! - [`templates`]: page and partial types for the Askama templates.
 
+pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod copy;
@@ -42,8 +44,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use auth::CurrentUser;
 pub use config::Config;
-use http::auth::{CurrentUser, Passwords};
+use http::auth::Passwords;
 
 /// How long open sockets get to hear `server_restart` and close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::CurrentUser;
 use crate::db::{self, Db};
-use crate::http::auth::CurrentUser;
 use crate::writer::{MessagePayload, room_stream};
 
 /// How many missed messages one fill loads at most; a longer gap is filled

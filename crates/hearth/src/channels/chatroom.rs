@@ -10,10 +10,10 @@ use cable::{ActionData, Channel, Params, Rejection, Replay, Reply, Subscription}
 use serde_json::json;
 use serde_json::value::{RawValue, to_raw_value};
 
+use crate::auth::CurrentUser;
 use crate::db::messages::Message;
 use crate::db::{self, Db};
-use crate::domain::MessageContent;
-use crate::http::auth::CurrentUser;
+use crate::domain::{MessageContent, RoomStream};
 use crate::relay::RelayHandle;
 use crate::writer::{MessagePayload, MessageWriter, NewMessage, PostError, room_stream};
 
@@ -277,9 +277,9 @@ impl Channel<CurrentUser> for ChatroomChannel {
         from: HistoryFrom,
     ) -> Result<Box<dyn Replay>, Rejection> {
         let room = stream
-            .strip_prefix("chatrooms:")
-            .and_then(|id| id.parse::<i64>().ok())
-            .ok_or_else(|| Rejection(format!("{stream} is not a room")))?;
+            .parse::<RoomStream>()
+            .map_err(|_| Rejection(format!("{stream} is not a room")))?
+            .room();
         let start = match from {
             HistoryFrom::After(offset) => Start::AfterSeq(offset),
             HistoryFrom::Since(seconds) => Start::SinceMillis(seconds.saturating_mul(1000)),

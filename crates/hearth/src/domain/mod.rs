@@ -5,7 +5,7 @@ mod chatroom;
 mod message;
 mod user;
 
-pub use chatroom::RoomName;
+pub use chatroom::{RoomName, RoomStream};
 pub use message::MessageContent;
 pub use user::{Email, Nickname, Password};
 

@@ -1,4 +1,5 @@
-//! Accounts: sign up, sign in, sign out, and the signed-in user extractor.
+//! Accounts: sign up, sign in, sign out, and password hashing. The
+//! signed-in user itself is [`crate::auth::CurrentUser`].
 
 use std::sync::Arc;
 
@@ -6,8 +7,7 @@ use anyhow::Context;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,11 +21,13 @@ use crate::AppState;
 use crate::db::sessions::{self, SessionToken};
 use crate::db::users::{self, InsertUserError, User};
 use crate::domain::{Email, Nickname, Password};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::templates::{SignInPage, SignUpPage, render};
 
 /// The cookie that carries the session token.
 pub const SESSION_COOKIE: &str = "hearth_session";
+
+pub use crate::auth::CurrentUser;
 
 /// The sign-up, sign-in and sign-out routes.
 pub fn router() -> Router<AppState> {
@@ -33,67 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/sign_up", get(new_user).post(create_user))
         .route("/sign_in", get(new_session).post(create_session))
         .route("/sign_out", post(destroy_session))
-}
-
-/// The user of a valid session cookie: the identity of pages and cables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CurrentUser {
-    /// User id.
-    pub id: i64,
-    /// Lower-cased email.
-    pub email: String,
-    /// Display name.
-    pub nickname: String,
-    /// The hash of the session token this user came with: signing out ends
-    /// that session's sockets too.
-    pub session: String,
-}
-
-impl CurrentUser {
-    /// As a plain [`User`], for templates.
-    pub fn user(&self) -> User {
-        User {
-            id: self.id,
-            email: self.email.clone(),
-            nickname: self.nickname.clone(),
-        }
-    }
-}
-
-impl cable::Identity for CurrentUser {
-    fn user_key(&self) -> u64 {
-        self.id as u64
-    }
-}
-
-impl OptionalFromRequestParts<AppState> for CurrentUser {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        let Some(cookie) = jar.get(SESSION_COOKIE) else {
-            return Ok(None);
-        };
-        let token = SessionToken::from_cookie(cookie.value());
-        Ok(sessions::find_user(&state.db, &token)
-            .await?
-            .map(|user| Self {
-                id: user.id,
-                email: user.email,
-                nickname: user.nickname,
-                session: token.hash(),
-            }))
-    }
-}
-
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        <Self as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
-            .await?
-            .ok_or(Error::SignInRequired)
-    }
 }
 
 /// Argon2id hashing, off the async threads. Holds a decoy hash so that an
