@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
-use crate::writer::{MessagePayload, room_stream};
+use crate::payload::MessagePayload;
+use crate::writer::room_stream;
 
 /// How many missed messages one fill loads at most; a longer gap is filled
 /// in several rounds.
@@ -253,10 +254,9 @@ impl Relay {
                 return;
             };
             for message in &missed {
-                if let Some(payload) = MessagePayload::encode(message) {
-                    self.cable
-                        .broadcast_at(&room_stream(room), &payload, Some(message.seq));
-                }
+                let payload = MessagePayload::encode(message);
+                self.cable
+                    .broadcast_at(&room_stream(room), &payload, Some(message.seq));
             }
             self.stats
                 .filled

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::Acquire;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +18,8 @@ use crate::db::messages::{self, Message};
 use crate::db::{Db, now_millis};
 use crate::domain::{MessageContent, RoomStream};
 use crate::limits::{Rate, RateLimiter};
+use crate::payload::MessagePayload;
 use crate::relay::RelayHandle;
-use crate::templates::MessagePartial;
 
 /// Most posts stored in one transaction.
 const MAX_BATCH: usize = 512;
@@ -57,54 +57,21 @@ pub enum PostError {
     Database(#[source] std::sync::Arc<sqlx::Error>),
 }
 
-/// The payload every subscriber of the room receives for a new message.
-#[derive(Debug, Serialize)]
-pub struct MessagePayload<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: i64,
-    chatroom_id: i64,
-    seq: i64,
-    user_id: i64,
-    nickname: &'a str,
-    content: &'a str,
-    created_at: String,
-    html: String,
-}
-
-impl MessagePayload<'_> {
-    /// The broadcast payload of `message`, encoded once; `None` (logged) if
-    /// encoding fails, which plain strings and numbers cannot make it do.
-    pub fn encode(message: &Message) -> Option<Box<serde_json::value::RawValue>> {
-        serde_json::value::to_raw_value(&MessagePayload::new(message))
-            .inspect_err(|error| tracing::error!(%error, "could not encode a message payload"))
-            .ok()
-    }
-}
-
-impl<'a> MessagePayload<'a> {
-    /// The payload of a stored message, with its rendered element.
-    pub fn new(message: &'a Message) -> Self {
-        let html = askama::Template::render(&MessagePartial { message }).unwrap_or_default();
-        Self {
-            kind: "message",
-            id: message.id,
-            chatroom_id: message.chatroom_id,
-            seq: message.seq,
-            user_id: message.user_id,
-            nickname: &message.nickname,
-            content: &message.content,
-            created_at: message.created_rfc3339(),
-            html,
-        }
-    }
+/// A message once committed, with its broadcast payload encoded once: the
+/// relay sends it to subscribers and the poster's JSON answer is the same bytes.
+#[derive(Debug)]
+pub struct Stored {
+    /// The stored row.
+    pub message: Message,
+    /// Its payload ([`MessagePayload`]), as broadcast.
+    pub payload: Box<RawValue>,
 }
 
 struct Post {
     message: NewMessage,
     /// Who waits for the commit; `None` for a `speak`, whose answer is the
     /// broadcast itself.
-    reply: Option<oneshot::Sender<Result<Message, PostError>>>,
+    reply: Option<oneshot::Sender<Result<Stored, PostError>>>,
 }
 
 /// Counters for metrics.
@@ -156,7 +123,7 @@ impl MessageWriter {
     }
 
     /// Stores and broadcasts a message; returns it once committed.
-    pub async fn post(&self, message: NewMessage) -> Result<Message, PostError> {
+    pub async fn post(&self, message: NewMessage) -> Result<Stored, PostError> {
         self.rate
             .check(&message.user_id)
             .map_err(PostError::RateLimited)?;
@@ -216,11 +183,11 @@ impl WriterTask {
             let ok = stored.iter().filter(|r| r.is_ok()).count();
             self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
             for (post, result) in batch.drain(..).zip(stored) {
-                if let Ok(message) = &result
-                    && let Some(payload) = MessagePayload::encode(message)
-                {
-                    relay.stored(message.chatroom_id, message.seq, payload);
-                }
+                let result = result.map(|message| {
+                    let payload = MessagePayload::encode(&message);
+                    relay.stored(message.chatroom_id, message.seq, payload.clone());
+                    Stored { message, payload }
+                });
                 // The poster may have gone away; the message is stored regardless.
                 match post.reply {
                     Some(reply) => {

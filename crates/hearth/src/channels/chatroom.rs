@@ -14,8 +14,9 @@ use crate::auth::CurrentUser;
 use crate::db::messages::Message;
 use crate::db::{self, Db};
 use crate::domain::{MessageContent, RoomStream};
+use crate::payload::MessagePayload;
 use crate::relay::RelayHandle;
-use crate::writer::{MessagePayload, MessageWriter, NewMessage, PostError, room_stream};
+use crate::writer::{MessageWriter, NewMessage, PostError, room_stream};
 
 /// Most messages one `catch_up` or history request replays; a client that
 /// missed more asks again from where the answer ended.
@@ -176,11 +177,9 @@ impl Replay for RoomReplay {
             if let Some(last) = page.last() {
                 self.last_seq = last.seq;
             }
-            items.extend(page.iter().filter_map(|m| {
-                payload(m).map(|message| HistoryItem {
-                    offset: m.seq,
-                    message,
-                })
+            items.extend(page.iter().map(|m| HistoryItem {
+                offset: m.seq,
+                message: MessagePayload::encode(m),
             }));
             if self.more && self.remaining > 0 {
                 return Ok(Some(items));
@@ -206,10 +205,6 @@ fn room_id(params: &Params) -> Option<i64> {
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-fn payload(message: &Message) -> Option<Box<RawValue>> {
-    MessagePayload::encode(message)
 }
 
 fn reply(value: serde_json::Value) -> Option<Box<RawValue>> {

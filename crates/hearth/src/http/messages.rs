@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::domain::MessageContent;
 use crate::error::{Error, Result};
 use crate::templates::render;
-use crate::writer::{MessagePayload, NewMessage, PostError};
+use crate::writer::{NewMessage, PostError};
 
 /// The message route.
 pub fn router() -> Router<AppState> {
@@ -79,8 +79,8 @@ async fn create_message(
             content,
         })
         .await;
-    let message = match posted {
-        Ok(message) => message,
+    let stored = match posted {
+        Ok(stored) => stored,
         Err(PostError::RoomNotFound) => return Ok(missing_room(json, user).await),
         Err(PostError::RateLimited(wait)) => {
             let seconds = wait.as_secs().max(1);
@@ -100,7 +100,8 @@ async fn create_message(
         Err(error) => return Err(Error::Internal(error.into())),
     };
     if json {
-        Ok((StatusCode::CREATED, Json(MessagePayload::new(&message))).into_response())
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        Ok((StatusCode::CREATED, json, stored.payload.get().to_owned()).into_response())
     } else {
         Ok(Redirect::to(&format!("/chatrooms/{chatroom_id}")).into_response())
     }
