@@ -557,14 +557,10 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 async fn clients_of_a_killed_node_reconnect_to_another_and_lose_nothing() {
-    let (Ok(_), Ok(redis)) = (
-        std::env::var("HEARTH_TEST_POSTGRES_URL"),
-        std::env::var("HEARTH_TEST_REDIS_URL"),
-    ) else {
-        eprintln!("skipped: needs HEARTH_TEST_POSTGRES_URL and HEARTH_TEST_REDIS_URL");
-        return;
-    };
+    common::service(common::POSTGRES);
+    let redis = common::service(common::REDIS);
     let database = common::TestDatabase::create().await;
     let url = database.url.clone().unwrap();
     let prefix = format!("hearth-test-{}", common::uuid_like());

@@ -17,6 +17,21 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The variable naming the PostgreSQL server tests may create databases on.
+pub const POSTGRES: &str = "HEARTH_TEST_POSTGRES_URL";
+/// The variable naming the Redis server tests may use (each with its own prefix).
+pub const REDIS: &str = "HEARTH_TEST_REDIS_URL";
+
+/// The URL in `variable`, for a test that needs a shared service. Such tests
+/// are marked `#[ignore = "needs …"]`: `cargo test` lists them as ignored,
+/// and `.ci/run` runs them with `--include-ignored`, where a missing
+/// variable fails the test rather than letting it pass unseen.
+pub fn service(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!("this test needs {variable}; .ci/run sets it (see the README's test section)")
+    })
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -52,7 +67,7 @@ impl TestDatabase {
 
     /// Whether the suite runs against PostgreSQL.
     pub fn postgres_configured() -> bool {
-        std::env::var("HEARTH_TEST_POSTGRES_URL").is_ok()
+        std::env::var(POSTGRES).is_ok()
     }
 
     async fn admin(admin_url: &str, sql: &str) {
