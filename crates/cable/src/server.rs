@@ -56,11 +56,14 @@ pub struct Config {
     /// Replays (`catch_up`-style actions, history requests) one connection
     /// may start per second, in bursts of ten times as many; 0 is no limit.
     pub replay_rate: f64,
-    /// Subscriptions one user may hold over all their connections.
+    /// Subscriptions one user may hold over all their connections; 0 is
+    /// no limit.
     pub max_subscriptions_per_user: usize,
-    /// Open connections one user may hold; past it, upgrades get 429.
+    /// Open connections one user may hold; past it, upgrades get 429; 0 is
+    /// no limit.
     pub max_connections_per_user: usize,
-    /// Open connections from one address; past it, upgrades get 429.
+    /// Open connections from one address; past it, upgrades get 429; 0 is
+    /// no limit.
     pub max_connections_per_address: usize,
     /// Subscriptions one connection may hold; past it, `reject_subscription`.
     pub max_subscriptions: usize,
@@ -165,6 +168,11 @@ pub(crate) struct Counts {
     subscriptions_by_user: HashMap<u64, usize>,
 }
 
+/// Whether `held` has reached a share `limit`, where 0 is no limit.
+fn reached(held: usize, limit: usize) -> bool {
+    limit != 0 && held >= limit
+}
+
 fn increment<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) -> usize {
     let count = map.entry(key).or_insert(0);
     *count += 1;
@@ -195,7 +203,7 @@ impl<I: Identity> Inner<I> {
             .get(&identity.user_key())
             .copied()
             .unwrap_or(0);
-        if held >= self.config.max_subscriptions_per_user {
+        if reached(held, self.config.max_subscriptions_per_user) {
             return false;
         }
         increment(&mut counts.subscriptions_by_user, identity.user_key());
@@ -525,18 +533,18 @@ impl<I: Identity> Cable<I> {
             return Err(Refusal::Full);
         }
         if let Some(user) = user
-            && counts.connections_by_user.get(&user).copied().unwrap_or(0)
-                >= config.max_connections_per_user
+            && reached(
+                counts.connections_by_user.get(&user).copied().unwrap_or(0),
+                config.max_connections_per_user,
+            )
         {
             return Err(Refusal::User);
         }
-        if counts
-            .connections_by_address
-            .get(&address)
-            .copied()
-            .unwrap_or(0)
-            >= config.max_connections_per_address
-        {
+        let from_address = counts.connections_by_address.get(&address).copied();
+        if reached(
+            from_address.unwrap_or(0),
+            config.max_connections_per_address,
+        ) {
             return Err(Refusal::Address);
         }
         self.inner.admitted.fetch_add(1, Ordering::Relaxed);
@@ -648,4 +656,16 @@ pub(crate) fn unix_seconds() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reached;
+
+    #[test]
+    fn a_share_of_zero_is_no_limit() {
+        assert!(!reached(1_000_000, 0));
+        assert!(!reached(2, 3));
+        assert!(reached(3, 3));
+    }
 }

@@ -118,11 +118,13 @@ pub struct Config {
     #[arg(long, env = "HEARTH_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
-    /// Open cable connections one user may hold; past it, upgrades get 429.
+    /// Open cable connections one user may hold; past it, upgrades get 429;
+    /// 0 is no limit.
     #[arg(long, env = "HEARTH_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
     pub max_connections_per_user: usize,
 
-    /// Open cable connections from one address; past it, upgrades get 429.
+    /// Open cable connections from one address; past it, upgrades get 429;
+    /// 0 is no limit.
     #[arg(
         long,
         env = "HEARTH_MAX_CONNECTIONS_PER_ADDRESS",
