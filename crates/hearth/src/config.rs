@@ -23,6 +23,10 @@ pub struct Cli {
 
 /// What to do.
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would buy nothing"
+)]
 pub enum Command {
     /// Serve the chat (the default).
     Serve(Config),
@@ -144,6 +148,22 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
+    /// Seconds a connection may take to send a request's headers, counted
+    /// from its start or from the previous response (so it also closes idle
+    /// keep-alive connections and unfinished WebSocket handshakes).
+    #[arg(long, env = "HEARTH_HEADER_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Seconds a request may take from its headers to its answer; past it,
+    /// 408. An upgraded WebSocket is not a request any more and is not bound.
+    #[arg(long, env = "HEARTH_REQUEST_TIMEOUT", default_value = "30", value_parser = seconds)]
+    pub request_timeout: std::time::Duration,
+
+    /// A private address for `/metrics` and `/ready` (e.g. 10.0.0.11:9300);
+    /// when set, they are served only there, not on `--bind`.
+    #[arg(long, env = "HEARTH_OPS_BIND")]
+    pub ops_bind: Option<SocketAddr>,
+
     /// Mark the session cookie `Secure` (set it when users reach Hearth over HTTPS).
     #[arg(long, env = "HEARTH_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -160,6 +180,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// A duration in seconds, fractions allowed (`0.5`), at least a millisecond.
+fn seconds(raw: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if !(0.001..=86_400.0).contains(&seconds) {
+        return Err("must be between 0.001 and 86400 seconds".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 impl Config {

@@ -13,6 +13,7 @@
 //! - [`heap`]: live heap bytes, counted at the allocator.
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
+//! - [`server`]: the accept loop, with header-read timeouts.
 //! - [`templates`]: page and partial types for the Askama templates.
 
 pub mod channels;
@@ -25,6 +26,7 @@ pub mod heap;
 pub mod http;
 pub mod limits;
 pub mod relay;
+pub mod server;
 pub mod templates;
 pub mod writer;
 
@@ -94,6 +96,8 @@ pub struct App {
     /// The relay task; stopped after the writer, once nothing more can arrive.
     relay_task: JoinHandle<()>,
     stop_relay: CancellationToken,
+    /// The private listener of `/metrics` and `/ready`, with `--ops-bind`.
+    ops_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -105,6 +109,10 @@ impl App {
                 format!("creating the data folder {}", config.data_dir.display())
             })?;
         }
+        let ops_listener = match config.ops_bind {
+            Some(addr) => Some(bind(addr).with_context(|| format!("binding --ops-bind {addr}"))?),
+            None => None,
+        };
         let db = db::connect(&config.database_url()).await?;
         db::chatrooms::ensure_general(&db).await?;
 
@@ -179,7 +187,15 @@ impl App {
             stop_writer,
             relay_task,
             stop_relay,
+            ops_listener,
         })
+    }
+
+    /// Where `/metrics` and `/ready` are served when `--ops-bind` is set.
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The app's state, e.g. for tests.
@@ -215,29 +231,36 @@ pub async fn serve(
         stop_writer,
         relay_task,
         stop_relay,
+        ops_listener,
     } = app;
     let cable = state.cable.clone();
     let db = state.db.clone();
+    let timeouts = server::Timeouts {
+        header_read: state.config.header_read_timeout,
+    };
+    // Cancelled when shutdown begins; stops the private ops server too.
+    let stopping = CancellationToken::new();
+    let ops_task = match ops_listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /ready");
+            let router = http::ops_router(state.clone());
+            let stop = stopping.clone().cancelled_owned();
+            Some(tokio::spawn(server::run(listener, router, timeouts, stop)))
+        }
+        None => None,
+    };
     let router = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    // Chat frames are small and latency matters: without TCP_NODELAY, Nagle's
-    // algorithm and delayed ACKs held frames back by 40 ms (BENCHMARKS.md).
-    // The session loop already gathers queued frames into one write.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    server::run(listener, router, timeouts, async move {
         shutdown.await;
         tracing::info!("shutting down");
+        stopping.cancel();
         cable.shutdown(SHUTDOWN_GRACE).await;
     })
     .await?;
+    if let Some(ops_task) = ops_task {
+        ops_task.await.context("the ops server panicked")??;
+    }
     stop_writer.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, writer_task)
         .await

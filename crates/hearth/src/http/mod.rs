@@ -9,27 +9,33 @@ pub mod ops;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::error::{Error, Result};
 use auth::CurrentUser;
 
-/// Every route of the app.
+/// Every route of the app; `/ready` and `/metrics` only without `--ops-bind`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/", get(show_home))
         .merge(auth::router())
         .merge(chatrooms::router())
         .merge(messages::router())
         .merge(cable::router())
         .merge(assets::router())
-        .merge(ops::router())
+        .merge(ops::health_router());
+    if state.config.ops_bind.is_none() {
+        routes = routes.merge(ops::router());
+    }
+    routes
         .fallback(chatrooms::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -54,6 +60,21 @@ pub fn router(state: AppState) -> Router {
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+        // Bounds a request's whole life once its headers are in (a slow
+        // body included); hyper's header-read timeout bounds the time before.
+        // A WebSocket's handler returns at the 101, so the socket is not bound.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The private operator routes served on `--ops-bind`.
+pub fn ops_router(state: AppState) -> Router {
+    ops::router()
+        .merge(ops::health_router())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
