@@ -126,13 +126,25 @@ pub struct Config {
     #[arg(long, env = "HEARTH_MESSAGE_RATE", default_value_t = 10)]
     pub message_rate: u32,
 
-    /// Sign-in attempts allowed per minute from one address; 0 turns it off.
-    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_IP", default_value_t = 20)]
-    pub sign_in_rate_per_ip: u32,
+    /// Failed sign-ins allowed per minute from one address, whatever the
+    /// account; past it, that address waits. 0 turns it off.
+    #[arg(
+        long,
+        alias = "sign-in-rate-per-ip",
+        env = "HEARTH_SIGN_IN_FAILURES_PER_IP",
+        default_value_t = 20
+    )]
+    pub sign_in_failures_per_ip: u32,
 
-    /// Sign-in attempts allowed per minute for one account; 0 turns it off.
-    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_ACCOUNT", default_value_t = 5)]
-    pub sign_in_rate_per_account: u32,
+    /// Failed sign-ins allowed per minute for one account from one address;
+    /// past it, that address waits for that account, and the owner signing
+    /// in from elsewhere does not. 0 turns it off.
+    #[arg(
+        long,
+        env = "HEARTH_SIGN_IN_FAILURES_PER_ACCOUNT_IP",
+        default_value_t = 5
+    )]
+    pub sign_in_failures_per_account_ip: u32,
 
     /// Sign-ups allowed per hour from one address; 0 turns it off.
     #[arg(long, env = "HEARTH_SIGN_UP_RATE_PER_IP", default_value_t = 30)]

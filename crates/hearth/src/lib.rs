@@ -71,10 +71,11 @@ pub struct AppState {
 
 /// Rate limits on accounts, keyed by address or by account.
 pub struct AuthLimits {
-    /// Sign-in attempts per address.
+    /// Failed sign-ins per address.
     pub sign_in_by_ip: limits::RateLimiter<std::net::IpAddr>,
-    /// Sign-in attempts per account (normalised email).
-    pub sign_in_by_account: limits::RateLimiter<String>,
+    /// Failed sign-ins per account and address; the account by a fixed-size
+    /// hash, so a huge email is not kept as a key.
+    pub sign_in_by_account_ip: limits::RateLimiter<(http::auth::AccountKey, std::net::IpAddr)>,
     /// Sign-ups per address.
     pub sign_up_by_ip: limits::RateLimiter<std::net::IpAddr>,
 }
@@ -139,9 +140,9 @@ impl App {
         let (writer, writer_task) = writer::channel(message_rate);
         let minute = Duration::from_secs(60);
         let limits = Arc::new(AuthLimits {
-            sign_in_by_ip: limits::RateLimiter::new(per(config.sign_in_rate_per_ip, minute)),
-            sign_in_by_account: limits::RateLimiter::new(per(
-                config.sign_in_rate_per_account,
+            sign_in_by_ip: limits::RateLimiter::new(per(config.sign_in_failures_per_ip, minute)),
+            sign_in_by_account_ip: limits::RateLimiter::new(per(
+                config.sign_in_failures_per_account_ip,
                 minute,
             )),
             sign_up_by_ip: limits::RateLimiter::new(per(config.sign_up_rate_per_ip, minute * 60)),

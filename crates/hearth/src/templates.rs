@@ -54,6 +54,15 @@ pub struct ChatroomPage {
     pub draft: String,
 }
 
+/// A refused request without a form of its own: what went wrong.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub current_user: Option<User>,
+    pub title: &'static str,
+    pub errors: Vec<String>,
+}
+
 /// The 404 page.
 #[derive(Template)]
 #[template(path = "not_found.html")]

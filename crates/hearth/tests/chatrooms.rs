@@ -3,6 +3,8 @@
 mod common;
 
 use common::TestApp;
+use reqwest::header::ACCEPT;
+use serde_json::Value;
 
 #[tokio::test]
 async fn the_first_start_creates_general_and_home_lands_there() {
@@ -64,4 +66,32 @@ async fn a_missing_room_is_404() {
             "{path}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_missing_room_answers_json_to_a_json_client() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    for path in ["/chatrooms/999", "/chatrooms/999/messages", "/nowhere"] {
+        let response = app
+            .client()
+            .post(app.url(path))
+            .header("cookie", &ann.cookie)
+            .header(ACCEPT, "application/json")
+            .form(&[("content", "hi")])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        if path == "/chatrooms/999" {
+            assert_eq!(status, 405, "{path}");
+            continue;
+        }
+        assert_eq!(status, 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "not_found", "{path}");
+    }
+    let page = app.get("/chatrooms/999", Some(&ann.cookie)).await;
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("There is nothing here"));
 }

@@ -11,8 +11,8 @@ use super::auth::CurrentUser;
 use crate::AppState;
 use crate::db::{self, chatrooms::InsertChatroomError};
 use crate::domain::RoomName;
-use crate::error::Result;
-use crate::templates::{ChatroomPage, ChatroomsPage, NotFoundPage, render};
+use crate::error::{Error, Result};
+use crate::templates::{ChatroomPage, ChatroomsPage, render};
 
 /// How many messages the room page shows.
 pub const PAGE_MESSAGES: i64 = 50;
@@ -29,27 +29,25 @@ pub fn parse_room_id(raw: &str) -> Option<i64> {
     raw.parse().ok().filter(|id| *id > 0)
 }
 
-/// The 404 page, for a missing room or an unknown path.
-pub async fn not_found(user: Option<CurrentUser>) -> Response {
-    render(
-        StatusCode::NOT_FOUND,
-        &NotFoundPage {
-            current_user: user.map(|u| u.user()),
-        },
-    )
+/// The room list with the new-room form.
+async fn rooms_page(
+    state: &AppState,
+    user: &CurrentUser,
+    errors: Vec<String>,
+    name: String,
+) -> Result<ChatroomsPage> {
+    Ok(ChatroomsPage {
+        current_user: Some(user.user()),
+        rooms: db::chatrooms::list(&state.db).await?,
+        current_room_id: 0,
+        errors,
+        name,
+    })
 }
 
 async fn list_chatrooms(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
-    Ok(render(
-        StatusCode::OK,
-        &ChatroomsPage {
-            current_user: Some(user.user()),
-            rooms: db::chatrooms::list(&state.db).await?,
-            current_room_id: 0,
-            errors: Vec::new(),
-            name: String::new(),
-        },
-    ))
+    let page = rooms_page(&state, &user, Vec::new(), String::new()).await?;
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The new-room form field.
@@ -59,41 +57,36 @@ pub struct ChatroomForm {
     name: String,
 }
 
+/// Creates a room and redirects to it; a bad or taken name, 422.
 async fn create_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
     Form(form): Form<ChatroomForm>,
 ) -> Result<Response> {
-    let created = match RoomName::parse(&form.name) {
-        Ok(name) => db::chatrooms::insert(&state.db, &name)
-            .await
-            .map_err(|e| match e {
-                InsertChatroomError::NameTaken => Ok(e.to_string()),
-                InsertChatroomError::Database(error) => Err(error),
-            }),
-        Err(invalid) => Err(Ok(invalid.to_string())),
+    let refused = |error: Error| {
+        let (state, user, name) = (state.clone(), user.clone(), form.name.clone());
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                match rooms_page(&state, &user, errors, name).await {
+                    Ok(page) => render(StatusCode::OK, &page),
+                    Err(error) => error.into_response(),
+                }
+            })
+        })
     };
-    match created {
-        Ok(room) => {
-            tracing::info!(
-                chatroom_id = room.id,
-                user_id = user.id,
-                "created a chatroom"
-            );
-            Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
-        }
-        Err(Err(error)) => Err(error.into()),
-        Err(Ok(message)) => Ok(render(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ChatroomsPage {
-                current_user: Some(user.user()),
-                rooms: db::chatrooms::list(&state.db).await?,
-                current_room_id: 0,
-                errors: vec![message],
-                name: form.name,
-            },
-        )),
-    }
+    let name = RoomName::parse(&form.name)
+        .map_err(|invalid| refused(Error::invalid(vec![invalid.to_string()])))?;
+    let room = match db::chatrooms::insert(&state.db, &name).await {
+        Ok(room) => room,
+        Err(InsertChatroomError::Database(error)) => return Err(error.into()),
+        Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),
+    };
+    tracing::info!(
+        chatroom_id = room.id,
+        user_id = user.id,
+        "created a chatroom"
+    );
+    Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
 }
 
 async fn show_chatroom(
@@ -101,28 +94,24 @@ async fn show_chatroom(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let page = room_page(&state, user, &id, Vec::new(), String::new()).await?;
-    Ok(match page {
-        Some(page) => render(StatusCode::OK, &page),
-        None => not_found(None).await,
-    })
+    let id = parse_room_id(&id).ok_or(Error::NotFound)?;
+    let page = room_page(&state, user, id, Vec::new(), String::new()).await?;
+    Ok(render(StatusCode::OK, &page))
 }
 
-/// The room page for `raw_id`, or `None` for a missing room.
+/// The room page of room `id`, with `errors` above a form holding `draft`;
+/// [`Error::NotFound`] for a missing room.
 pub async fn room_page(
     state: &AppState,
     user: CurrentUser,
-    raw_id: &str,
+    id: i64,
     errors: Vec<String>,
     draft: String,
-) -> Result<Option<ChatroomPage>> {
-    let Some(id) = parse_room_id(raw_id) else {
-        return Ok(None);
-    };
-    let Some(room) = db::chatrooms::find(&state.db, id).await? else {
-        return Ok(None);
-    };
-    Ok(Some(ChatroomPage {
+) -> Result<ChatroomPage> {
+    let room = db::chatrooms::find(&state.db, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(ChatroomPage {
         current_user: Some(user.user()),
         rooms: db::chatrooms::list(&state.db).await?,
         current_room_id: room.id,
@@ -130,5 +119,5 @@ pub async fn room_page(
         room,
         errors,
         draft,
-    }))
+    })
 }

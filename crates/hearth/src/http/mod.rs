@@ -36,7 +36,8 @@ pub fn router(state: AppState) -> Router {
         routes = routes.merge(ops::router());
     }
     routes
-        .fallback(chatrooms::not_found)
+        .fallback(|| async { Error::NotFound })
+        .layer(middleware::from_fn(crate::error::answer_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_cross_site,
@@ -156,18 +157,38 @@ fn client_ip(
     if !trusted.contains(&peer) {
         return peer;
     }
-    let forwarded = headers
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|hop| hop.trim().parse::<std::net::IpAddr>().ok())
+        .flat_map(|value| value.to_str().unwrap_or("unknown").split(','))
         .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|hop| !trusted.contains(hop))
-        .unwrap_or(peer)
+    // From the nearest hop outwards: a trusted proxy passes us on to the
+    // hop before it. A hop nobody can read (`unknown`, an obfuscated name)
+    // is where the chain stops being trustworthy: it counts as the peer
+    // itself, never as a reason to believe the hops left of it, which the
+    // client wrote.
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match parse_hop(hop) {
+            Some(hop) if trusted.contains(&hop) => client = hop,
+            Some(hop) => return hop,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `::1` or `[::1]:5678`.
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })
 }
 
 #[cfg(test)]
@@ -198,5 +219,24 @@ mod tests {
             client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn forwarded_hops_with_ports_are_parsed_and_unknown_ones_stop_the_walk() {
+        let trusted = [ip("10.0.0.1")];
+        let from = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            client_ip(ip("10.0.0.1"), &headers, &trusted)
+        };
+        assert_eq!(from("6.6.6.6, 1.2.3.4:5678"), ip("1.2.3.4"));
+        assert_eq!(from("6.6.6.6, [2001:db8::7]:443"), ip("2001:db8::7"));
+        assert_eq!(from("6.6.6.6, [2001:db8::7]"), ip("2001:db8::7"));
+        assert_eq!(
+            from("6.6.6.6, unknown"),
+            ip("10.0.0.1"),
+            "an unreadable hop is the peer, not the attacker's hop left of it"
+        );
+        assert_eq!(from("6.6.6.6, 1.2.3.4, 10.0.0.1:80"), ip("1.2.3.4"));
     }
 }
