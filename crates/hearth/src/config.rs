@@ -160,6 +160,10 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
+    /// Rooms one user may create per hour; 0 turns the limit off.
+    #[arg(long, env = "HEARTH_ROOM_CREATE_RATE", default_value_t = 10)]
+    pub room_create_rate: u32,
+
     /// Seconds a connection may take to send a request's headers, counted
     /// from its start or from the previous response (so it also closes idle
     /// keep-alive connections and unfinished WebSocket handshakes).

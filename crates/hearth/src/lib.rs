@@ -69,7 +69,7 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
-/// Rate limits on accounts, keyed by address or by account.
+/// Rate limits on accounts and rooms, keyed by address, account or user.
 pub struct AuthLimits {
     /// Failed sign-ins per address.
     pub sign_in_by_ip: limits::RateLimiter<std::net::IpAddr>,
@@ -78,6 +78,8 @@ pub struct AuthLimits {
     pub sign_in_by_account_ip: limits::RateLimiter<(http::auth::AccountKey, std::net::IpAddr)>,
     /// Sign-ups per address.
     pub sign_up_by_ip: limits::RateLimiter<std::net::IpAddr>,
+    /// Rooms created per user.
+    pub room_create_by_user: limits::RateLimiter<i64>,
 }
 
 fn per(count: u32, period: Duration) -> Option<limits::Rate> {
@@ -146,6 +148,10 @@ impl App {
                 minute,
             )),
             sign_up_by_ip: limits::RateLimiter::new(per(config.sign_up_rate_per_ip, minute * 60)),
+            room_create_by_user: limits::RateLimiter::new(per(
+                config.room_create_rate,
+                minute * 60,
+            )),
         });
         let cable = Cable::builder(cable::Config {
             max_frame_bytes: config.max_frame_bytes,

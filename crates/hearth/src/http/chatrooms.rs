@@ -1,6 +1,6 @@
 //! Chatrooms: the list, creating one, and the room page.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -9,13 +9,18 @@ use serde::Deserialize;
 
 use super::auth::CurrentUser;
 use crate::AppState;
-use crate::db::{self, chatrooms::InsertChatroomError};
+use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError};
 use crate::domain::RoomName;
 use crate::error::{Error, Result};
 use crate::templates::{ChatroomPage, ChatroomsPage, render};
 
 /// How many messages the room page shows.
 pub const PAGE_MESSAGES: i64 = 50;
+
+/// How many rooms the sidebar lists (the most recently active), and the
+/// directory shows per page: a page's size stays bounded however many
+/// rooms the instance has.
+pub const LISTED_ROOMS: i64 = 50;
 
 /// `/chatrooms` and `/chatrooms/{id}`.
 pub fn router() -> Router<AppState> {
@@ -29,24 +34,55 @@ pub fn parse_room_id(raw: &str) -> Option<i64> {
     raw.parse().ok().filter(|id| *id > 0)
 }
 
-/// The room list with the new-room form.
-async fn rooms_page(
+/// The sidebar's rooms: the most recently active, and `current` always.
+async fn sidebar(state: &AppState, current: Option<&Chatroom>) -> Result<Vec<Chatroom>> {
+    let mut rooms = db::chatrooms::recent(&state.db, LISTED_ROOMS).await?;
+    if let Some(current) = current
+        && !rooms.iter().any(|room| room.id == current.id)
+    {
+        rooms.insert(0, current.clone());
+    }
+    Ok(rooms)
+}
+
+/// `?page=` of the directory, counted from 0.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DirectoryQuery {
+    page: i64,
+}
+
+/// The directory page `page` with the new-room form.
+async fn directory_page(
     state: &AppState,
     user: &CurrentUser,
+    page: i64,
     errors: Vec<String>,
     name: String,
 ) -> Result<ChatroomsPage> {
+    let page = page.clamp(0, i64::MAX / LISTED_ROOMS - 1);
+    let mut directory =
+        db::chatrooms::directory(&state.db, page * LISTED_ROOMS, LISTED_ROOMS + 1).await?;
+    let has_next = directory.len() as i64 > LISTED_ROOMS;
+    directory.truncate(LISTED_ROOMS as usize);
     Ok(ChatroomsPage {
         current_user: Some(user.user()),
-        rooms: db::chatrooms::list(&state.db).await?,
+        rooms: sidebar(state, None).await?,
         current_room_id: 0,
+        directory,
+        page,
+        has_next,
         errors,
         name,
     })
 }
 
-async fn list_chatrooms(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
-    let page = rooms_page(&state, &user, Vec::new(), String::new()).await?;
+async fn list_chatrooms(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(query): Query<DirectoryQuery>,
+) -> Result<Response> {
+    let page = directory_page(&state, &user, query.page, Vec::new(), String::new()).await?;
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -57,7 +93,8 @@ pub struct ChatroomForm {
     name: String,
 }
 
-/// Creates a room and redirects to it; a bad or taken name, 422.
+/// Creates a room and redirects to it. Past `--room-create-rate`, 429 with
+/// `Retry-After`; a bad or taken name, 422.
 async fn create_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -67,7 +104,7 @@ async fn create_chatroom(
         let (state, user, name) = (state.clone(), user.clone(), form.name.clone());
         error.on_form(move |errors| {
             Box::pin(async move {
-                match rooms_page(&state, &user, errors, name).await {
+                match directory_page(&state, &user, 0, errors, name).await {
                     Ok(page) => render(StatusCode::OK, &page),
                     Err(error) => error.into_response(),
                 }
@@ -76,6 +113,14 @@ async fn create_chatroom(
     };
     let name = RoomName::parse(&form.name)
         .map_err(|invalid| refused(Error::invalid(vec![invalid.to_string()])))?;
+    if let Err(wait) = state.limits.room_create_by_user.check(&user.id) {
+        tracing::warn!(user_id = user.id, "room creation rate limit reached");
+        let minutes = (wait.as_secs_f64() / 60.0).ceil().max(1.0);
+        return Err(refused(Error::rate_limited(
+            wait,
+            format!("You are creating rooms too fast; try again in {minutes} min"),
+        )));
+    }
     let room = match db::chatrooms::insert(&state.db, &name).await {
         Ok(room) => room,
         Err(InsertChatroomError::Database(error)) => return Err(error.into()),
@@ -113,7 +158,7 @@ pub async fn room_page(
         .ok_or(Error::NotFound)?;
     Ok(ChatroomPage {
         current_user: Some(user.user()),
-        rooms: db::chatrooms::list(&state.db).await?,
+        rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,
         messages: db::messages::latest(&state.db, room.id, PAGE_MESSAGES).await?,
         room,
