@@ -42,11 +42,20 @@ impl Response {
     }
 }
 
-/// One keep-alive connection to the server.
+/// One keep-alive connection to the server; reopened when the server has
+/// closed it while idle (Hearth closes keep-alives idle past its
+/// `--header-read-timeout`), as browsers do.
 pub struct HttpConn {
     stream: TcpStream,
     host: String,
     buf: Vec<u8>,
+    endpoint: Endpoint,
+    source: IpAddr,
+    /// Whether a request was answered on this connection: only a reused
+    /// connection may have been closed for idling.
+    reused: bool,
+    /// Bytes of the current response read so far.
+    received: usize,
 }
 
 /// What to send.
@@ -71,11 +80,34 @@ impl HttpConn {
             stream,
             host: endpoint.host.clone(),
             buf: Vec::with_capacity(4096),
+            endpoint: endpoint.clone(),
+            source,
+            reused: false,
+            received: 0,
         })
     }
 
-    /// Sends one request and reads its whole response.
+    /// Sends one request and reads its whole response. If a reused
+    /// connection fails before a byte of the answer arrives, the server
+    /// closed it while idle and never read the request: it is sent again,
+    /// once, on a fresh connection.
     pub async fn send(&mut self, request: &Request<'_>) -> anyhow::Result<Response> {
+        self.received = 0;
+        match self.send_once(request).await {
+            Err(_) if self.reused && self.received == 0 => {
+                *self = Self::connect(&self.endpoint, self.source).await?;
+                let response = self.send_once(request).await?;
+                self.reused = true;
+                Ok(response)
+            }
+            result => {
+                self.reused = true;
+                result
+            }
+        }
+    }
+
+    async fn send_once(&mut self, request: &Request<'_>) -> anyhow::Result<Response> {
         let body = request.form.map(form_encode).unwrap_or_default();
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
@@ -172,9 +204,11 @@ impl HttpConn {
 
     async fn fill(&mut self) -> anyhow::Result<()> {
         self.buf.reserve(4096);
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
+        let read = self.stream.read_buf(&mut self.buf).await?;
+        if read == 0 {
             bail!("the server closed the connection mid-response");
         }
+        self.received += read;
         Ok(())
     }
 }
@@ -232,6 +266,38 @@ mod tests {
             addr,
             host: addr.to_string(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_the_server_closed_while_idle_is_reopened() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for body in ["one", "two"] {
+                // One answer per connection, then the server closes it.
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0; 8192];
+                let _ = socket.read(&mut buf).await.unwrap();
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{body}");
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let endpoint = Endpoint {
+            addr,
+            host: addr.to_string(),
+        };
+        let mut conn = HttpConn::connect(&endpoint, "127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
+        let get = Request {
+            method: "GET",
+            path: "/",
+            headers: &[],
+            form: None,
+        };
+        assert_eq!(conn.send(&get).await.unwrap().body, b"one");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(conn.send(&get).await.unwrap().body, b"two");
     }
 
     #[tokio::test]

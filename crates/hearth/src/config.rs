@@ -147,8 +147,8 @@ pub struct Config {
     pub send_buffer_bytes: usize,
 
     /// Seconds a write to a client may stall before it is dropped as too slow.
-    #[arg(long, env = "HEARTH_WRITE_TIMEOUT", default_value_t = 30)]
-    pub write_timeout: u64,
+    #[arg(long, env = "HEARTH_WRITE_TIMEOUT", default_value = "30", value_parser = seconds)]
+    pub write_timeout: std::time::Duration,
 
     /// Longest channel identifier accepted, in bytes; longer subscriptions
     /// are rejected.
@@ -158,8 +158,8 @@ pub struct Config {
     /// Seconds between checks that the sessions behind open sockets are
     /// still live; sockets of sessions that expired or ended on another node
     /// are closed with `unauthorized`.
-    #[arg(long, env = "HEARTH_SESSION_CHECK_INTERVAL", default_value_t = 10)]
-    pub session_check_interval: u64,
+    #[arg(long, env = "HEARTH_SESSION_CHECK_INTERVAL", default_value = "10", value_parser = seconds)]
+    pub session_check_interval: std::time::Duration,
 
     /// History replays (`catch_up`, extended `history`) one connection may
     /// start per second, with bursts of ten times as many; past it the
@@ -172,13 +172,25 @@ pub struct Config {
     #[arg(long, env = "HEARTH_MESSAGE_RATE", default_value_t = 10)]
     pub message_rate: u32,
 
-    /// Sign-in attempts allowed per minute from one address; 0 turns it off.
-    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_IP", default_value_t = 20)]
-    pub sign_in_rate_per_ip: u32,
+    /// Failed sign-ins allowed per minute from one address, whatever the
+    /// account; past it, that address waits. 0 turns it off.
+    #[arg(
+        long,
+        alias = "sign-in-rate-per-ip",
+        env = "HEARTH_SIGN_IN_FAILURES_PER_IP",
+        default_value_t = 20
+    )]
+    pub sign_in_failures_per_ip: u32,
 
-    /// Sign-in attempts allowed per minute for one account; 0 turns it off.
-    #[arg(long, env = "HEARTH_SIGN_IN_RATE_PER_ACCOUNT", default_value_t = 5)]
-    pub sign_in_rate_per_account: u32,
+    /// Failed sign-ins allowed per minute for one account from one address;
+    /// past it, that address waits for that account, and the owner signing
+    /// in from elsewhere does not. 0 turns it off.
+    #[arg(
+        long,
+        env = "HEARTH_SIGN_IN_FAILURES_PER_ACCOUNT_IP",
+        default_value_t = 5
+    )]
+    pub sign_in_failures_per_account_ip: u32,
 
     /// Sign-ups allowed per hour from one address; 0 turns it off.
     #[arg(long, env = "HEARTH_SIGN_UP_RATE_PER_IP", default_value_t = 30)]
@@ -193,6 +205,26 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Rooms one user may create per hour; 0 turns the limit off.
+    #[arg(long, env = "HEARTH_ROOM_CREATE_RATE", default_value_t = 10)]
+    pub room_create_rate: u32,
+
+    /// Seconds a connection may take to send a request's headers, counted
+    /// from its start or from the previous response (so it also closes idle
+    /// keep-alive connections and unfinished WebSocket handshakes).
+    #[arg(long, env = "HEARTH_HEADER_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Seconds a request may take from its headers to its answer; past it,
+    /// 408. An upgraded WebSocket is not a request any more and is not bound.
+    #[arg(long, env = "HEARTH_REQUEST_TIMEOUT", default_value = "30", value_parser = seconds)]
+    pub request_timeout: std::time::Duration,
+
+    /// A private address for `/metrics` and `/ready` (e.g. 10.0.0.11:9300);
+    /// when set, they are served only there, not on `--bind`.
+    #[arg(long, env = "HEARTH_OPS_BIND")]
+    pub ops_bind: Option<SocketAddr>,
 
     /// Mark the session cookie `Secure` (set it when users reach Hearth over HTTPS).
     #[arg(long, env = "HEARTH_SECURE_COOKIES")]
@@ -210,6 +242,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// A duration in seconds, fractions allowed (`0.5`), at least a millisecond.
+fn seconds(raw: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if !(0.001..=86_400.0).contains(&seconds) {
+        return Err("must be between 0.001 and 86400 seconds".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 impl Config {

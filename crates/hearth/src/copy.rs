@@ -59,8 +59,10 @@ const CHATROOMS: Table = Table {
     columns: &[
         ("id", Kind::Int),
         ("name", Kind::Text),
+        ("name_key", Kind::Text),
         ("last_seq", Kind::Int),
         ("created_at", Kind::Int),
+        ("active_at", Kind::Int),
     ],
 };
 const MESSAGES: Table = Table {

@@ -1,7 +1,23 @@
 //! The app's one error type and how each kind answers over HTTP.
+//!
+//! Handlers return an [`Error`] and never choose the format: the error
+//! becomes a response carrying an [`Answer`], and [`answer_errors`], one
+//! layer around every route, renders that answer once — JSON for a client
+//! that asked for it with `Accept`, else a page (the handler's own form
+//! with the messages, when it gave one, or the generic error page).
 
-use axum::http::StatusCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+
+use crate::templates::{ErrorPage, NotFoundPage, render};
 
 /// `Result` with the app's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -18,6 +34,26 @@ pub enum Error {
     /// A cross-site request or a foreign origin: 403.
     #[error("forbidden")]
     Forbidden,
+    /// The request's fields were refused: 422 with a message for each.
+    #[error("invalid: {messages:?}")]
+    Invalid {
+        /// A machine-readable kind, e.g. `invalid_content`.
+        code: &'static str,
+        /// What to tell the user, one line each.
+        messages: Vec<String>,
+        /// The form to show again, for a page.
+        form: Form,
+    },
+    /// Too many requests: 429 with `Retry-After`.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited {
+        /// How long until the next attempt may pass.
+        retry_after: Duration,
+        /// What to tell the user.
+        message: String,
+        /// The form to show again, for a page.
+        form: Form,
+    },
     /// A database failure: logged, 500.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -26,22 +62,208 @@ pub enum Error {
     Internal(#[from] anyhow::Error),
 }
 
+impl Error {
+    /// 422 with `messages`, under the generic code `invalid`.
+    pub fn invalid(messages: Vec<String>) -> Self {
+        Self::Invalid {
+            code: "invalid",
+            messages,
+            form: Form::default(),
+        }
+    }
+
+    /// 429, saying to come back after `retry_after`.
+    pub fn rate_limited(retry_after: Duration, message: impl Into<String>) -> Self {
+        Self::RateLimited {
+            retry_after,
+            message: message.into(),
+            form: Form::default(),
+        }
+    }
+
+    /// For a browser, answers with the page `show` renders from the messages
+    /// (the form again, filled in); a JSON client never runs it.
+    pub fn on_form<F>(mut self, show: F) -> Self
+    where
+        F: FnOnce(Vec<String>) -> BoxFuture<'static, Response> + Send + 'static,
+    {
+        if let Self::Invalid { form, .. } | Self::RateLimited { form, .. } = &mut self {
+            *form = Form(Some(Box::new(show)));
+        }
+        self
+    }
+}
+
+type ShowForm = Box<dyn FnOnce(Vec<String>) -> BoxFuture<'static, Response> + Send>;
+
+/// The page a refused form is shown again on, if the handler gave one.
+#[derive(Default)]
+pub struct Form(Option<ShowForm>);
+
+impl std::fmt::Debug for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Form(..)"
+        } else {
+            "Form(none)"
+        })
+    }
+}
+
+/// What a refused request is told, before it is rendered as JSON or a page.
+/// Travels in the response's extensions from [`Error`] to [`answer_errors`].
+#[derive(Clone)]
+pub struct Answer(Arc<AnswerParts>);
+
+struct AnswerParts {
+    status: StatusCode,
+    code: &'static str,
+    messages: Vec<String>,
+    retry_after: Option<Duration>,
+    /// Taken once, by the renderer.
+    form: Mutex<Option<ShowForm>>,
+}
+
+/// `Retry-After` is whole seconds over HTTP: rounded up, never 0.
+fn retry_after_header(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        match self {
-            Self::NotFound => (StatusCode::NOT_FOUND, "Not found").into_response(),
-            Self::SignInRequired => Redirect::to("/sign_in").into_response(),
+        let (status, code, messages, retry_after, form) = match self {
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                vec!["Not found".to_owned()],
+                None,
+                Form::default(),
+            ),
+            Self::Invalid {
+                code,
+                messages,
+                form,
+            } => (StatusCode::UNPROCESSABLE_ENTITY, code, messages, None, form),
+            Self::RateLimited {
+                retry_after,
+                message,
+                form,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                vec![message],
+                Some(retry_after),
+                form,
+            ),
+            Self::SignInRequired => return Redirect::to("/sign_in").into_response(),
             Self::Forbidden => {
-                (StatusCode::FORBIDDEN, "Forbidden: cross-site request").into_response()
+                return (StatusCode::FORBIDDEN, "Forbidden: cross-site request").into_response();
             }
             Self::Database(ref cause) => {
                 tracing::error!(error = %cause, "database error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong").into_response()
+                return (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong").into_response();
             }
             Self::Internal(ref cause) => {
                 tracing::error!(error = ?cause, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong").into_response()
+                return (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong").into_response();
             }
+        };
+        // Plain text until `answer_errors` renders it (or if it never does).
+        let mut response = (status, messages.join("\n")).into_response();
+        if let Some(wait) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_header(wait).into());
         }
+        response
+            .extensions_mut()
+            .insert(Answer(Arc::new(AnswerParts {
+                status,
+                code,
+                messages,
+                retry_after,
+                form: Mutex::new(form.0),
+            })));
+        response
+    }
+}
+
+/// Renders every [`Answer`] of the routes inside it: as JSON
+/// (`{"error", "message", "messages", "retry_after"}`) for a client whose
+/// `Accept` names `application/json`, else as a page.
+pub async fn answer_errors(request: Request, next: Next) -> Response {
+    let json = crate::http::wants_json(request.headers());
+    let response = next.run(request).await;
+    let Some(Answer(answer)) = response.extensions().get::<Answer>().cloned() else {
+        return response;
+    };
+    let retry = response.headers().get(header::RETRY_AFTER).cloned();
+    let mut rendered = if json {
+        let mut body = json!({
+            "error": answer.code,
+            "message": answer.messages.join(" "),
+            "messages": answer.messages,
+        });
+        if let Some(wait) = answer.retry_after {
+            body["retry_after"] = json!(wait.as_secs_f64());
+        }
+        Json(body).into_response()
+    } else {
+        let form = answer
+            .form
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match form {
+            Some(show) => {
+                let page = show(answer.messages.clone()).await;
+                // The form itself may have failed (e.g. its room is gone):
+                // then that answer stands, as a plain page.
+                if let Some(failed) = page.extensions().get::<Answer>() {
+                    return plain_page(&failed.0);
+                }
+                page
+            }
+            None => return with_retry(plain_page(&answer), retry),
+        }
+    };
+    *rendered.status_mut() = answer.status;
+    with_retry(rendered, retry)
+}
+
+fn with_retry(mut response: Response, retry: Option<header::HeaderValue>) -> Response {
+    if let Some(retry) = retry {
+        response.headers_mut().insert(header::RETRY_AFTER, retry);
+    }
+    response
+}
+
+/// The generic page for an answer without a form of its own.
+fn plain_page(answer: &AnswerParts) -> Response {
+    if answer.status == StatusCode::NOT_FOUND {
+        return render(answer.status, &NotFoundPage { current_user: None });
+    }
+    render(
+        answer.status,
+        &ErrorPage {
+            current_user: None,
+            title: match answer.status {
+                StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+                _ => "That did not work",
+            },
+            errors: answer.messages.clone(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_header(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_header(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_header(Duration::from_secs(60)), 60);
     }
 }

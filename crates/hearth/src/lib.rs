@@ -17,6 +17,7 @@
 //! - [`fds`]: the open-file limit and the reserve kept from the cable.
 //! - [`channels`]: the `ChatroomChannel`.
 //! - [`http`]: routes, one module per resource, and the forgery guard.
+//! - [`server`]: the accept loop, with header-read timeouts.
 //! - [`templates`]: page and partial types for the Askama templates.
 
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod http;
 pub mod limits;
 pub mod payload;
 pub mod relay;
+pub mod server;
 pub mod templates;
 pub mod writer;
 
@@ -76,14 +78,17 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
-/// Rate limits on accounts, keyed by address or by account.
+/// Rate limits on accounts and rooms, keyed by address, account or user.
 pub struct AuthLimits {
-    /// Sign-in attempts per address.
+    /// Failed sign-ins per address.
     pub sign_in_by_ip: limits::RateLimiter<std::net::IpAddr>,
-    /// Sign-in attempts per account (normalised email).
-    pub sign_in_by_account: limits::RateLimiter<String>,
+    /// Failed sign-ins per account and address; the account by a fixed-size
+    /// hash, so a huge email is not kept as a key.
+    pub sign_in_by_account_ip: limits::RateLimiter<(http::auth::AccountKey, std::net::IpAddr)>,
     /// Sign-ups per address.
     pub sign_up_by_ip: limits::RateLimiter<std::net::IpAddr>,
+    /// Rooms created per user.
+    pub room_create_by_user: limits::RateLimiter<i64>,
 }
 
 fn per(count: u32, period: Duration) -> Option<limits::Rate> {
@@ -103,6 +108,8 @@ pub struct App {
     /// The relay task; stopped after the writer, once nothing more can arrive.
     relay_task: JoinHandle<()>,
     stop_relay: CancellationToken,
+    /// The private listener of `/metrics` and `/ready`, with `--ops-bind`.
+    ops_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -114,6 +121,10 @@ impl App {
                 format!("creating the data folder {}", config.data_dir.display())
             })?;
         }
+        let ops_listener = match config.ops_bind {
+            Some(addr) => Some(bind(addr).with_context(|| format!("binding --ops-bind {addr}"))?),
+            None => None,
+        };
         let db = db::connect(&config.database_url()).await?;
         db::chatrooms::ensure_general(&db).await?;
 
@@ -140,12 +151,16 @@ impl App {
         let (writer, writer_task) = writer::channel(message_rate);
         let minute = Duration::from_secs(60);
         let limits = Arc::new(AuthLimits {
-            sign_in_by_ip: limits::RateLimiter::new(per(config.sign_in_rate_per_ip, minute)),
-            sign_in_by_account: limits::RateLimiter::new(per(
-                config.sign_in_rate_per_account,
+            sign_in_by_ip: limits::RateLimiter::new(per(config.sign_in_failures_per_ip, minute)),
+            sign_in_by_account_ip: limits::RateLimiter::new(per(
+                config.sign_in_failures_per_account_ip,
                 minute,
             )),
             sign_up_by_ip: limits::RateLimiter::new(per(config.sign_up_rate_per_ip, minute * 60)),
+            room_create_by_user: limits::RateLimiter::new(per(
+                config.room_create_rate,
+                minute * 60,
+            )),
         });
         let cable = Cable::builder(cable::Config {
             max_frame_bytes: config.max_frame_bytes,
@@ -156,7 +171,7 @@ impl App {
             max_connections_per_address: config.max_connections_per_address,
             max_subscriptions_per_user: config.max_subscriptions_per_user,
             send_budget_bytes: config.send_buffer_bytes,
-            write_timeout: Duration::from_secs(config.write_timeout),
+            write_timeout: config.write_timeout,
             max_identifier_bytes: config.max_identifier_bytes,
             replay_rate: config.replay_rate,
             read_buffer_bytes: config.socket_read_buffer,
@@ -179,7 +194,7 @@ impl App {
         tokio::spawn(expiry::run(
             cable.clone(),
             db.clone(),
-            Duration::from_secs(config.session_check_interval.max(1)),
+            config.session_check_interval,
             stop_relay.clone(),
         ));
         let stop_writer = CancellationToken::new();
@@ -202,7 +217,15 @@ impl App {
             stop_writer,
             relay_task,
             stop_relay,
+            ops_listener,
         })
+    }
+
+    /// Where `/metrics` and `/ready` are served when `--ops-bind` is set.
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The app's state, e.g. for tests.
@@ -238,29 +261,36 @@ pub async fn serve(
         stop_writer,
         relay_task,
         stop_relay,
+        ops_listener,
     } = app;
     let cable = state.cable.clone();
     let db = state.db.clone();
+    let timeouts = server::Timeouts {
+        header_read: state.config.header_read_timeout,
+    };
+    // Cancelled when shutdown begins; stops the private ops server too.
+    let stopping = CancellationToken::new();
+    let ops_task = match ops_listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /ready");
+            let router = http::ops_router(state.clone());
+            let stop = stopping.clone().cancelled_owned();
+            Some(tokio::spawn(server::run(listener, router, timeouts, stop)))
+        }
+        None => None,
+    };
     let router = http::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    // Chat frames are small and latency matters: without TCP_NODELAY, Nagle's
-    // algorithm and delayed ACKs held frames back by 40 ms (BENCHMARKS.md).
-    // The session loop already gathers queued frames into one write.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    server::run(listener, router, timeouts, async move {
         shutdown.await;
         tracing::info!("shutting down");
+        stopping.cancel();
         cable.shutdown(SHUTDOWN_GRACE).await;
     })
     .await?;
+    if let Some(ops_task) = ops_task {
+        ops_task.await.context("the ops server panicked")??;
+    }
     stop_writer.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, writer_task)
         .await

@@ -66,6 +66,21 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         self.check_at(key, Instant::now())
     }
 
+    /// Gives back a token taken by [`check`](Self::check), e.g. when the
+    /// attempt it paid for turned out not to count (a sign-in that succeeded).
+    pub fn refund(&self, key: &K) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bucket) = buckets.by_key.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(rate.burst);
+        }
+    }
+
     fn check_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let Some(rate) = self.rate else {
             return Ok(());
@@ -124,6 +139,16 @@ mod tests {
                 .check_at(&"a", start + Duration::from_secs(5))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_refund_gives_a_token_back() {
+        let limiter = RateLimiter::new(Some(Rate::per(1, Duration::from_secs(60))));
+        let start = Instant::now();
+        assert!(limiter.check_at(&"a", start).is_ok());
+        limiter.refund(&"a");
+        assert!(limiter.check_at(&"a", start).is_ok());
+        assert!(limiter.check_at(&"a", start).is_err());
     }
 
     #[test]

@@ -30,13 +30,19 @@ pub struct SignInPage {
     pub email: String,
 }
 
-/// The list of rooms and the form to create one.
+/// The room directory, a page at a time, and the form to create a room.
 #[derive(Template)]
 #[template(path = "chatrooms/index.html")]
 pub struct ChatroomsPage {
     pub current_user: Option<User>,
     pub rooms: Vec<Chatroom>,
     pub current_room_id: i64,
+    /// This page of the directory, by name.
+    pub directory: Vec<Chatroom>,
+    /// The directory page shown, from 0.
+    pub page: i64,
+    /// Whether a later page exists.
+    pub has_next: bool,
     pub errors: Vec<String>,
     pub name: String,
 }
@@ -52,6 +58,15 @@ pub struct ChatroomPage {
     pub messages: Vec<Message>,
     pub errors: Vec<String>,
     pub draft: String,
+}
+
+/// A refused request without a form of its own: what went wrong.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub current_user: Option<User>,
+    pub title: &'static str,
+    pub errors: Vec<String>,
 }
 
 /// The 404 page.

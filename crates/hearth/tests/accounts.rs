@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestApp, session_cookie};
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 
 #[tokio::test]
 async fn sign_up_signs_in_and_the_navbar_shows_the_nickname() {
@@ -196,4 +196,162 @@ async fn pages_that_need_a_user_redirect_to_sign_in() {
     assert_eq!(app.count("messages").await, 0);
     assert_eq!(app.get("/sign_in", None).await.status(), 200);
     assert_eq!(app.get("/sign_up", None).await.status(), 200);
+}
+
+/// Posts the sign-in form as the client at `forwarded`, behind a trusted proxy.
+async fn sign_in_from(
+    app: &TestApp,
+    forwarded: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.client()
+        .post(app.url("/sign_in"))
+        .header("x-forwarded-for", forwarded)
+        .form(&[("email", email), ("password", password)])
+        .send()
+        .await
+        .expect("POST /sign_in")
+}
+
+#[tokio::test]
+async fn wrong_guesses_from_elsewhere_do_not_lock_the_owner_out() {
+    let app = TestApp::spawn_with(&[
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--sign-in-failures-per-account-ip",
+        "3",
+        "--sign-in-failures-per-ip",
+        "100",
+    ])
+    .await;
+    let ann = app.sign_up("ann").await;
+    for _ in 0..3 {
+        let guess = sign_in_from(&app, "6.6.6.6", &ann.email, "wrong guess").await;
+        assert_eq!(guess.status(), 401);
+    }
+    let limited = sign_in_from(&app, "6.6.6.6", &ann.email, &ann.password).await;
+    assert_eq!(
+        limited.status(),
+        429,
+        "the guessing address waits, even with the right password"
+    );
+    assert!(limited.headers().contains_key(RETRY_AFTER));
+    assert!(limited.text().await.unwrap().contains("Too many attempts"));
+
+    let owner = sign_in_from(&app, "1.2.3.4", &ann.email, &ann.password).await;
+    assert_eq!(
+        owner.status(),
+        303,
+        "the owner signs in from an address that did not guess"
+    );
+    assert!(session_cookie(owner.headers()).is_some());
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_address_and_successes_do_not_count() {
+    let app = TestApp::spawn_with(&["--sign-in-failures-per-ip", "2"]).await;
+    let ann = app.sign_up("ann").await;
+    for _ in 0..4 {
+        let response = app
+            .post_form(
+                "/sign_in",
+                None,
+                &[("email", &ann.email), ("password", &ann.password)],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "successes never use up the limit");
+    }
+    for email in ["nobody@example.com", "else@example.com"] {
+        let response = app
+            .post_form("/sign_in", None, &[("email", email), ("password", "x")])
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    let limited = app
+        .post_form(
+            "/sign_in",
+            None,
+            &[("email", "third@example.com"), ("password", "x")],
+        )
+        .await;
+    assert_eq!(limited.status(), 429, "two failures used up this address");
+    assert!(limited.headers().contains_key(RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn a_two_megabyte_email_gets_a_clear_answer_and_is_not_echoed() {
+    let app = TestApp::spawn().await;
+    let huge = "x".repeat(2_000_000);
+    let response = app
+        .post_form(
+            "/sign_in",
+            None,
+            &[("email", huge.as_str()), ("password", "whatever1")],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Invalid email or password"));
+    assert!(
+        body.len() < 100_000,
+        "the page does not echo the field back ({} bytes)",
+        body.len()
+    );
+    // The server keeps answering normally afterwards.
+    app.sign_up("ann").await;
+}
+
+#[tokio::test]
+async fn passwords_of_only_spaces_or_equal_to_the_email_are_refused() {
+    let app = TestApp::spawn().await;
+    for (password, error) in [
+        ("          ", "only spaces"),
+        ("ANN@example.com", "must not be your email"),
+        (" ann@example.com ", "must not be your email"),
+    ] {
+        let response = app
+            .post_form(
+                "/sign_up",
+                None,
+                &[
+                    ("email", "ann@example.com"),
+                    ("nickname", "ann"),
+                    ("password", password),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 422, "{password:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(error), "expected {error:?} for {password:?}");
+    }
+    assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn a_forwarded_hop_with_a_port_is_parsed_and_an_unknown_one_is_the_proxy() {
+    let app = TestApp::spawn_with(&[
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--sign-in-failures-per-ip",
+        "1",
+    ])
+    .await;
+    let fail = |forwarded: &'static str| {
+        let app = &app;
+        async move {
+            sign_in_from(app, forwarded, "nobody@example.com", "x")
+                .await
+                .status()
+        }
+    };
+    // The client is 1.2.3.4 whatever port the proxy wrote, not the hop the
+    // client itself put on the left.
+    assert_eq!(fail("6.6.6.6, 1.2.3.4:5555").await, 401);
+    assert_eq!(fail("7.7.7.7, 1.2.3.4:6666").await, 429);
+    assert_eq!(fail("6.6.6.6, [2001:db8::1]:443").await, 401);
+    assert_eq!(fail("7.7.7.7, [2001:db8::1]:444").await, 429);
+    // An unreadable hop is the proxy's own address, never the left hop.
+    assert_eq!(fail("8.8.8.8, unknown").await, 401);
+    assert_eq!(fail("9.9.9.9, unknown").await, 429);
 }

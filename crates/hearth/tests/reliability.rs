@@ -355,64 +355,6 @@ async fn the_message_rate_limits_http_and_speak_alike() {
 }
 
 #[tokio::test]
-async fn sign_in_attempts_are_limited_per_account_and_per_address() {
-    let app = TestApp::spawn_with(&[
-        "--sign-in-rate-per-account",
-        "3",
-        "--sign-in-rate-per-ip",
-        "5",
-    ])
-    .await;
-    let ann = app.sign_up("ann").await;
-    for _ in 0..3 {
-        let response = app
-            .post_form(
-                "/sign_in",
-                None,
-                &[("email", &ann.email), ("password", "wrong guess")],
-            )
-            .await;
-        assert_eq!(response.status(), 401);
-    }
-    let limited = app
-        .post_form(
-            "/sign_in",
-            None,
-            &[("email", &ann.email), ("password", &ann.password)],
-        )
-        .await;
-    assert_eq!(
-        limited.status(),
-        429,
-        "even the right password waits once the account is limited"
-    );
-    assert!(limited.headers().contains_key(RETRY_AFTER));
-    assert!(limited.text().await.unwrap().contains("Too many attempts"));
-
-    // Four attempts from this address so far; the fifth is the last allowed.
-    let fifth = app
-        .post_form(
-            "/sign_in",
-            None,
-            &[("email", "nobody@example.com"), ("password", "x")],
-        )
-        .await;
-    assert_eq!(fifth.status(), 401);
-    let address_limited = app
-        .post_form(
-            "/sign_in",
-            None,
-            &[("email", "else@example.com"), ("password", "x")],
-        )
-        .await;
-    assert_eq!(
-        address_limited.status(),
-        429,
-        "the address has used its five attempts"
-    );
-}
-
-#[tokio::test]
 async fn sign_ups_are_limited_per_address() {
     let app = TestApp::spawn_with(&["--sign-up-rate-per-ip", "2"]).await;
     app.sign_up("ann").await;

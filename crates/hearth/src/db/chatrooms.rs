@@ -26,9 +26,21 @@ pub enum InsertChatroomError {
     Database(#[from] sqlx::Error),
 }
 
-/// Every room, by name.
-pub async fn list(db: &Db) -> sqlx::Result<Vec<Chatroom>> {
-    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY lower(name), id")
+/// The `limit` rooms with the newest messages, newest first: the sidebar,
+/// bounded whatever the number of rooms.
+pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<Chatroom>> {
+    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY active_at DESC, id DESC LIMIT $1")
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// One page of the room directory, by folded name: up to `limit` rooms
+/// after the first `offset`.
+pub async fn directory(db: &Db, offset: i64, limit: i64) -> sqlx::Result<Vec<Chatroom>> {
+    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY name_key, id LIMIT $1 OFFSET $2")
+        .bind(limit)
+        .bind(offset)
         .fetch_all(db)
         .await
 }
@@ -53,26 +65,31 @@ pub async fn landing(db: &Db) -> sqlx::Result<Option<Chatroom>> {
 
 /// Creates a room.
 pub async fn insert(db: &Db, name: &RoomName) -> Result<Chatroom, InsertChatroomError> {
-    sqlx::query_as("INSERT INTO chatrooms (name, created_at) VALUES ($1, $2) RETURNING id, name")
-        .bind(name.as_str())
-        .bind(now_millis())
-        .fetch_one(db)
-        .await
-        .map_err(|error| {
-            if is_unique_violation(&error) {
-                InsertChatroomError::NameTaken
-            } else {
-                error.into()
-            }
-        })
+    let now = now_millis();
+    sqlx::query_as(
+        "INSERT INTO chatrooms (name, name_key, created_at, active_at) VALUES ($1, $2, $3, $3) \
+         RETURNING id, name",
+    )
+    .bind(name.as_str())
+    .bind(name.key())
+    .bind(now)
+    .fetch_one(db)
+    .await
+    .map_err(|error| {
+        if is_unique_violation(&error) {
+            InsertChatroomError::NameTaken
+        } else {
+            error.into()
+        }
+    })
 }
 
 /// Creates "general" unless it exists. Several nodes may start at once: the
 /// loser of that race sees a unique violation, which means "exists" too.
 pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
     let created = sqlx::query(
-        "INSERT INTO chatrooms (name, created_at) SELECT $1, $2
-         WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE lower(name) = $1)",
+        "INSERT INTO chatrooms (name, name_key, created_at, active_at) SELECT $1, $1, $2, $2
+         WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE name_key = $1)",
     )
     .bind(GENERAL)
     .bind(now_millis())
@@ -82,6 +99,35 @@ pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
         Err(error) if !is_unique_violation(&error) => Err(error),
         _ => Ok(()),
     }
+}
+
+/// Gives rooms stored before migration 0002 their folded-name key. Two old
+/// rooms whose names fold alike (allowed then) both stay: the later one's
+/// key gets `#<id>` appended, so it stays unique, and a warning is logged.
+pub async fn backfill_name_keys(db: &Db) -> sqlx::Result<()> {
+    let rooms: Vec<Chatroom> =
+        sqlx::query_as("SELECT id, name FROM chatrooms WHERE name_key IS NULL ORDER BY id")
+            .fetch_all(db)
+            .await?;
+    for room in rooms {
+        let key = crate::domain::fold_room_name(&room.name);
+        let set = |key: String| {
+            sqlx::query("UPDATE chatrooms SET name_key = $1 WHERE id = $2")
+                .bind(key)
+                .bind(room.id)
+                .execute(db)
+        };
+        match set(key.clone()).await {
+            Err(error) if is_unique_violation(&error) => {
+                tracing::warn!(chatroom_id = room.id, name = %room.name, "room name folds like another's; keyed by its id");
+                set(format!("{key}#{}", room.id)).await?;
+            }
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The newest sequence of each room: `(id, last_seq)`.

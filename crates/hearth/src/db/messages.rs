@@ -68,9 +68,11 @@ pub async fn take_seqs(
         let ids: Vec<String> = (0..chunk.len())
             .map(|i| format!("${}", 2 * chunk.len() + i + 1))
             .collect();
+        // The rooms' activity time, for the sidebar, in the same statement.
         let sql = format!(
-            "UPDATE chatrooms SET last_seq = last_seq + CASE id{cases} END \
+            "UPDATE chatrooms SET last_seq = last_seq + CASE id{cases} END, active_at = ${} \
              WHERE id IN ({}) RETURNING id, last_seq",
+            3 * chunk.len() + 1,
             ids.join(", ")
         );
         let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
@@ -80,6 +82,7 @@ pub async fn take_seqs(
         for (room, _) in chunk {
             query = query.bind(*room);
         }
+        query = query.bind(super::now_millis());
         last.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(last)

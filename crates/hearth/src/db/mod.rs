@@ -56,6 +56,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     } else {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     }
+    chatrooms::backfill_name_keys(&pool).await?;
     Ok(pool)
 }
 

@@ -82,7 +82,19 @@ impl Password {
         if length > 1024 {
             return Err(Invalid("Password must be at most 1024 characters"));
         }
+        if input.chars().all(char::is_whitespace) {
+            return Err(Invalid("Password must not be only spaces"));
+        }
         Ok(Self(input.to_owned()))
+    }
+
+    /// Refuses a password that is the account's own email, ignoring case
+    /// and surrounding spaces: the first thing anyone would guess.
+    pub fn not_the_email(self, email: &Email) -> Result<Self, Invalid> {
+        if self.0.trim().to_lowercase() == email.as_str() {
+            return Err(Invalid("Password must not be your email address"));
+        }
+        Ok(self)
     }
 
     /// The secret, for hashing.
@@ -128,6 +140,24 @@ mod tests {
     fn password_needs_eight_characters() {
         assert!(Password::parse("1234567").is_err());
         assert!(Password::parse("12345678").is_ok());
+        assert!(Password::parse("        ").is_err(), "only spaces");
+        assert!(Password::parse(" \t      \n").is_err(), "only whitespace");
+        let email = Email::parse("ann@example.com").unwrap();
+        for same in ["ann@example.com", "Ann@Example.COM", " ann@example.com "] {
+            assert!(
+                Password::parse(same)
+                    .unwrap()
+                    .not_the_email(&email)
+                    .is_err(),
+                "{same:?}"
+            );
+        }
+        assert!(
+            Password::parse("ann@example.com!")
+                .unwrap()
+                .not_the_email(&email)
+                .is_ok()
+        );
         assert_eq!(
             format!("{:?}", Password::parse("secret-secret").unwrap()),
             "Password(..)"

@@ -8,7 +8,7 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::db::sessions::{self, SessionToken};
 use crate::db::users::{self, InsertUserError, User};
 use crate::domain::{Email, Nickname, Password};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::templates::{SignInPage, SignUpPage, render};
 
 /// The cookie that carries the session token.
@@ -109,15 +109,36 @@ fn session_cookie(token: &SessionToken, secure: bool) -> Cookie<'static> {
         .build()
 }
 
-/// 429 with `Retry-After` and the form again, saying when to retry.
-fn too_many(wait: std::time::Duration, page: impl FnOnce(String) -> Response) -> Response {
-    let seconds = wait.as_secs().max(1);
-    let mut response = page(format!("Too many attempts; try again in {seconds} s"));
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, seconds.into());
-    response
+/// The 429 of a rate limit, saying when to retry.
+fn too_many(wait: std::time::Duration) -> Error {
+    let seconds = wait.as_secs_f64().ceil().max(1.0);
+    Error::rate_limited(wait, format!("Too many attempts; try again in {seconds} s"))
+}
+
+/// An account as a sign-in limiter key: the SHA-256 of the normalised email
+/// (or of the raw field when it is no email at all), so whatever was typed
+/// the key is 32 bytes — a 2 MB field is not kept for a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountKey([u8; 32]);
+
+impl AccountKey {
+    /// The key of what was typed in the email field.
+    pub fn of(typed: &str) -> Self {
+        use sha2::Digest;
+        let normalised = Email::parse(typed).map(|e| e.as_str().to_owned());
+        let account = normalised.as_deref().unwrap_or(typed);
+        Self(sha2::Sha256::digest(account.as_bytes()).into())
+    }
+}
+
+/// What is typed back into a form shown again: an email field's value only
+/// if it could be an email at all, so a huge field is not echoed.
+fn echo(typed: &str) -> String {
+    if typed.len() <= 254 {
+        typed.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// Starts a fresh session for `user`, ending the one the browser had, if any.
@@ -167,34 +188,32 @@ async fn create_user(
     jar: CookieJar,
     Form(form): Form<SignUpForm>,
 ) -> Result<Response> {
+    let (typed_email, typed_nickname) = (echo(&form.email), echo(&form.nickname));
+    let refused = move |error: Error| {
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                render(
+                    StatusCode::OK,
+                    &SignUpPage {
+                        current_user: None,
+                        errors,
+                        email: typed_email,
+                        nickname: typed_nickname,
+                    },
+                )
+            })
+        })
+    };
     if let Err(wait) = state.limits.sign_up_by_ip.check(&ip) {
         tracing::warn!(ip = %ip, "sign-up rate limit reached");
-        return Ok(too_many(wait, |error| {
-            render(
-                StatusCode::TOO_MANY_REQUESTS,
-                &SignUpPage {
-                    current_user: None,
-                    errors: vec![error],
-                    email: form.email.clone(),
-                    nickname: form.nickname.clone(),
-                },
-            )
-        }));
+        return Err(refused(too_many(wait)));
     }
     let email = Email::parse(&form.email);
     let nickname = Nickname::parse(&form.nickname);
-    let password = Password::parse(&form.password);
-    let refuse = |errors: Vec<String>| {
-        render(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &SignUpPage {
-                current_user: None,
-                errors,
-                email: form.email.clone(),
-                nickname: form.nickname.clone(),
-            },
-        )
-    };
+    let password = Password::parse(&form.password).and_then(|password| match &email {
+        Ok(email) => password.not_the_email(email),
+        Err(_) => Ok(password),
+    });
     let (email, nickname, password) = match (email, nickname, password) {
         (Ok(e), Ok(n), Ok(p)) => (e, n, p),
         (e, n, p) => {
@@ -203,14 +222,17 @@ async fn create_user(
                 .flatten()
                 .map(|e| e.to_string())
                 .collect();
-            return Ok(refuse(errors));
+            return Err(refused(Error::invalid(errors)));
         }
     };
     let hash = state.passwords.hash(password).await?;
+    // Saying that an email or nickname is taken tells whether it has an
+    // account: accepted for a team chat (SECURITY.md), where people need to
+    // know why they cannot sign up.
     let user = match users::insert(&state.db, &email, &nickname, &hash).await {
         Ok(user) => user,
         Err(InsertUserError::Database(error)) => return Err(error.into()),
-        Err(taken) => return Ok(refuse(vec![taken.to_string()])),
+        Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),
     };
     tracing::info!(user_id = user.id, nickname = %user.nickname, "signed up");
     sign_in_as(&state, jar, &user).await
@@ -234,37 +256,46 @@ async fn new_session(user: Option<CurrentUser>) -> Response {
     )
 }
 
+/// Signs in. Only failures count against the limits, per address and per
+/// account from that address: guesses from elsewhere never lock the owner
+/// out, and a right password from an address that is not over its limit
+/// signs in. A token is taken before the (slow) check, so concurrent
+/// guesses cannot overrun the limit, and given back on success.
 async fn create_session(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     jar: CookieJar,
     Form(form): Form<SignInForm>,
 ) -> Result<Response> {
-    let email = Email::parse(&form.email).ok();
-    let account = email
-        .as_ref()
-        .map_or_else(|| form.email.clone(), |e| e.as_str().to_owned());
-    let limited = state
-        .limits
-        .sign_in_by_ip
-        .check(&ip)
-        .and_then(|()| state.limits.sign_in_by_account.check(&account));
-    if let Err(wait) = limited {
-        tracing::warn!(ip = %ip, "sign-in rate limit reached");
-        return Ok(too_many(wait, |error| {
-            render(
-                StatusCode::TOO_MANY_REQUESTS,
-                &SignInPage {
-                    current_user: None,
-                    errors: vec![error],
-                    email: form.email.clone(),
-                },
-            )
-        }));
+    let typed_email = echo(&form.email);
+    let refused = move |error: Error| {
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                render(
+                    StatusCode::OK,
+                    &SignInPage {
+                        current_user: None,
+                        errors,
+                        email: typed_email,
+                    },
+                )
+            })
+        })
+    };
+    let limits = &state.limits;
+    let account = (AccountKey::of(&form.email), ip);
+    if let Err(wait) = limits.sign_in_by_ip.check(&ip) {
+        tracing::warn!(ip = %ip, "sign-in failures per address reached");
+        return Err(refused(too_many(wait)));
     }
-    let found = match email {
-        Some(email) => users::find_by_email(&state.db, &email).await?,
-        None => None,
+    if let Err(wait) = limits.sign_in_by_account_ip.check(&account) {
+        limits.sign_in_by_ip.refund(&ip);
+        tracing::warn!(ip = %ip, "sign-in failures per account and address reached");
+        return Err(refused(too_many(wait)));
+    }
+    let found = match Email::parse(&form.email) {
+        Ok(email) => users::find_by_email(&state.db, &email).await?,
+        Err(_) => None,
     };
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
@@ -273,6 +304,8 @@ async fn create_session(
     let matches = state.passwords.verify(form.password, hash).await?;
     match user {
         Some(user) if matches => {
+            limits.sign_in_by_ip.refund(&ip);
+            limits.sign_in_by_account_ip.refund(&account);
             tracing::info!(user_id = user.id, "signed in");
             sign_in_as(&state, jar, &user).await
         }
@@ -281,7 +314,7 @@ async fn create_session(
             &SignInPage {
                 current_user: None,
                 errors: vec!["Invalid email or password".into()],
-                email: form.email,
+                email: echo(&form.email),
             },
         )),
     }
@@ -294,4 +327,21 @@ async fn destroy_session(State(state): State<AppState>, jar: CookieJar) -> Resul
     }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     Ok((jar, Redirect::to("/sign_in")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountKey;
+
+    #[test]
+    fn an_account_key_is_32_bytes_whatever_was_typed() {
+        assert_eq!(std::mem::size_of::<AccountKey>(), 32);
+        let huge = "x".repeat(2_000_000);
+        assert_ne!(AccountKey::of(&huge), AccountKey::of("x"));
+        assert_eq!(
+            AccountKey::of(" Ann@Example.com"),
+            AccountKey::of("ann@example.com"),
+            "one account however its email is typed"
+        );
+    }
 }

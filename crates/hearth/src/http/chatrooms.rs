@@ -1,6 +1,6 @@
 //! Chatrooms: the list, creating one, and the room page.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -9,13 +9,18 @@ use serde::Deserialize;
 
 use super::auth::CurrentUser;
 use crate::AppState;
-use crate::db::{self, chatrooms::InsertChatroomError};
+use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError};
 use crate::domain::RoomName;
-use crate::error::Result;
-use crate::templates::{ChatroomPage, ChatroomsPage, NotFoundPage, render};
+use crate::error::{Error, Result};
+use crate::templates::{ChatroomPage, ChatroomsPage, render};
 
 /// How many messages the room page shows.
 pub const PAGE_MESSAGES: i64 = 50;
+
+/// How many rooms the sidebar lists (the most recently active), and the
+/// directory shows per page: a page's size stays bounded however many
+/// rooms the instance has.
+pub const LISTED_ROOMS: i64 = 50;
 
 /// `/chatrooms` and `/chatrooms/{id}`.
 pub fn router() -> Router<AppState> {
@@ -29,27 +34,56 @@ pub fn parse_room_id(raw: &str) -> Option<i64> {
     raw.parse().ok().filter(|id| *id > 0)
 }
 
-/// The 404 page, for a missing room or an unknown path.
-pub async fn not_found(user: Option<CurrentUser>) -> Response {
-    render(
-        StatusCode::NOT_FOUND,
-        &NotFoundPage {
-            current_user: user.map(|u| u.user()),
-        },
-    )
+/// The sidebar's rooms: the most recently active, and `current` always.
+async fn sidebar(state: &AppState, current: Option<&Chatroom>) -> Result<Vec<Chatroom>> {
+    let mut rooms = db::chatrooms::recent(&state.db, LISTED_ROOMS).await?;
+    if let Some(current) = current
+        && !rooms.iter().any(|room| room.id == current.id)
+    {
+        rooms.insert(0, current.clone());
+    }
+    Ok(rooms)
 }
 
-async fn list_chatrooms(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
-    Ok(render(
-        StatusCode::OK,
-        &ChatroomsPage {
-            current_user: Some(user.user()),
-            rooms: db::chatrooms::list(&state.db).await?,
-            current_room_id: 0,
-            errors: Vec::new(),
-            name: String::new(),
-        },
-    ))
+/// `?page=` of the directory, counted from 0.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DirectoryQuery {
+    page: i64,
+}
+
+/// The directory page `page` with the new-room form.
+async fn directory_page(
+    state: &AppState,
+    user: &CurrentUser,
+    page: i64,
+    errors: Vec<String>,
+    name: String,
+) -> Result<ChatroomsPage> {
+    let page = page.clamp(0, i64::MAX / LISTED_ROOMS - 1);
+    let mut directory =
+        db::chatrooms::directory(&state.db, page * LISTED_ROOMS, LISTED_ROOMS + 1).await?;
+    let has_next = directory.len() as i64 > LISTED_ROOMS;
+    directory.truncate(LISTED_ROOMS as usize);
+    Ok(ChatroomsPage {
+        current_user: Some(user.user()),
+        rooms: sidebar(state, None).await?,
+        current_room_id: 0,
+        directory,
+        page,
+        has_next,
+        errors,
+        name,
+    })
+}
+
+async fn list_chatrooms(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(query): Query<DirectoryQuery>,
+) -> Result<Response> {
+    let page = directory_page(&state, &user, query.page, Vec::new(), String::new()).await?;
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The new-room form field.
@@ -59,41 +93,45 @@ pub struct ChatroomForm {
     name: String,
 }
 
+/// Creates a room and redirects to it. Past `--room-create-rate`, 429 with
+/// `Retry-After`; a bad or taken name, 422.
 async fn create_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
     Form(form): Form<ChatroomForm>,
 ) -> Result<Response> {
-    let created = match RoomName::parse(&form.name) {
-        Ok(name) => db::chatrooms::insert(&state.db, &name)
-            .await
-            .map_err(|e| match e {
-                InsertChatroomError::NameTaken => Ok(e.to_string()),
-                InsertChatroomError::Database(error) => Err(error),
-            }),
-        Err(invalid) => Err(Ok(invalid.to_string())),
+    let refused = |error: Error| {
+        let (state, user, name) = (state.clone(), user.clone(), form.name.clone());
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                match directory_page(&state, &user, 0, errors, name).await {
+                    Ok(page) => render(StatusCode::OK, &page),
+                    Err(error) => error.into_response(),
+                }
+            })
+        })
     };
-    match created {
-        Ok(room) => {
-            tracing::info!(
-                chatroom_id = room.id,
-                user_id = user.id,
-                "created a chatroom"
-            );
-            Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
-        }
-        Err(Err(error)) => Err(error.into()),
-        Err(Ok(message)) => Ok(render(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ChatroomsPage {
-                current_user: Some(user.user()),
-                rooms: db::chatrooms::list(&state.db).await?,
-                current_room_id: 0,
-                errors: vec![message],
-                name: form.name,
-            },
-        )),
+    let name = RoomName::parse(&form.name)
+        .map_err(|invalid| refused(Error::invalid(vec![invalid.to_string()])))?;
+    if let Err(wait) = state.limits.room_create_by_user.check(&user.id) {
+        tracing::warn!(user_id = user.id, "room creation rate limit reached");
+        let minutes = (wait.as_secs_f64() / 60.0).ceil().max(1.0);
+        return Err(refused(Error::rate_limited(
+            wait,
+            format!("You are creating rooms too fast; try again in {minutes} min"),
+        )));
     }
+    let room = match db::chatrooms::insert(&state.db, &name).await {
+        Ok(room) => room,
+        Err(InsertChatroomError::Database(error)) => return Err(error.into()),
+        Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),
+    };
+    tracing::info!(
+        chatroom_id = room.id,
+        user_id = user.id,
+        "created a chatroom"
+    );
+    Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
 }
 
 async fn show_chatroom(
@@ -101,34 +139,30 @@ async fn show_chatroom(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let page = room_page(&state, user, &id, Vec::new(), String::new()).await?;
-    Ok(match page {
-        Some(page) => render(StatusCode::OK, &page),
-        None => not_found(None).await,
-    })
+    let id = parse_room_id(&id).ok_or(Error::NotFound)?;
+    let page = room_page(&state, user, id, Vec::new(), String::new()).await?;
+    Ok(render(StatusCode::OK, &page))
 }
 
-/// The room page for `raw_id`, or `None` for a missing room.
+/// The room page of room `id`, with `errors` above a form holding `draft`;
+/// [`Error::NotFound`] for a missing room.
 pub async fn room_page(
     state: &AppState,
     user: CurrentUser,
-    raw_id: &str,
+    id: i64,
     errors: Vec<String>,
     draft: String,
-) -> Result<Option<ChatroomPage>> {
-    let Some(id) = parse_room_id(raw_id) else {
-        return Ok(None);
-    };
-    let Some(room) = db::chatrooms::find(&state.db, id).await? else {
-        return Ok(None);
-    };
-    Ok(Some(ChatroomPage {
+) -> Result<ChatroomPage> {
+    let room = db::chatrooms::find(&state.db, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(ChatroomPage {
         current_user: Some(user.user()),
-        rooms: db::chatrooms::list(&state.db).await?,
+        rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,
         messages: db::messages::latest(&state.db, room.id, PAGE_MESSAGES).await?,
         room,
         errors,
         draft,
-    }))
+    })
 }

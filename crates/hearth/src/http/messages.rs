@@ -4,12 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Form, Router};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::CurrentUser;
-use super::chatrooms::{not_found, parse_room_id, room_page};
+use super::chatrooms::{parse_room_id, room_page};
 use super::wants_json;
 use crate::AppState;
 use crate::domain::MessageContent;
@@ -32,7 +31,8 @@ pub struct MessageForm {
 /// Stores and broadcasts the message. A browser form gets 303 back to the
 /// room; `Accept: application/json` gets 201 and the broadcast payload.
 /// Invalid content gets 422 and is neither stored nor broadcast; past the
-/// user's message rate, 429 with `Retry-After`.
+/// user's message rate, 429 with `Retry-After`. Refusals go through
+/// [`Error`], which shows a browser the room again with the draft.
 async fn create_message(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -40,36 +40,25 @@ async fn create_message(
     Path(raw_id): Path<String>,
     Form(form): Form<MessageForm>,
 ) -> Result<Response> {
-    let json = wants_json(&headers);
-    let Some(chatroom_id) = parse_room_id(&raw_id) else {
-        return Ok(missing_room(json, user).await);
+    let chatroom_id = parse_room_id(&raw_id).ok_or(Error::NotFound)?;
+    let refused = |error: Error| {
+        let (state, user, draft) = (state.clone(), user.clone(), form.content.clone());
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                match room_page(&state, user, chatroom_id, errors, draft).await {
+                    Ok(page) => render(StatusCode::OK, &page),
+                    Err(error) => error.into_response(),
+                }
+            })
+        })
     };
-    let content = match MessageContent::parse(&form.content) {
-        Ok(content) => content,
-        Err(invalid) if json => {
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "error": "invalid_content", "message": invalid.to_string() })),
-            )
-                .into_response());
-        }
-        Err(invalid) => {
-            return Ok(
-                match room_page(
-                    &state,
-                    user.clone(),
-                    &raw_id,
-                    vec![invalid.to_string()],
-                    form.content,
-                )
-                .await?
-                {
-                    Some(page) => render(StatusCode::UNPROCESSABLE_ENTITY, &page),
-                    None => missing_room(false, user).await,
-                },
-            );
-        }
-    };
+    let content = MessageContent::parse(&form.content).map_err(|invalid| {
+        refused(Error::Invalid {
+            code: "invalid_content",
+            messages: vec![invalid.to_string()],
+            form: Default::default(),
+        })
+    })?;
     let posted = state
         .writer
         .post(NewMessage {
@@ -81,36 +70,20 @@ async fn create_message(
         .await;
     let stored = match posted {
         Ok(stored) => stored,
-        Err(PostError::RoomNotFound) => return Ok(missing_room(json, user).await),
+        Err(PostError::RoomNotFound) => return Err(Error::NotFound),
         Err(PostError::RateLimited(wait)) => {
-            let seconds = wait.as_secs().max(1);
-            let retry = [(header::RETRY_AFTER, seconds.to_string())];
-            let text = format!("You are sending messages too fast; try again in {seconds} s");
-            if json {
-                let body =
-                    json!({ "error": "rate_limited", "message": text, "retry_after": seconds });
-                return Ok((StatusCode::TOO_MANY_REQUESTS, retry, Json(body)).into_response());
-            }
-            let page = room_page(&state, user.clone(), &raw_id, vec![text], form.content).await?;
-            return Ok(match page {
-                Some(page) => (retry, render(StatusCode::TOO_MANY_REQUESTS, &page)).into_response(),
-                None => missing_room(false, user).await,
-            });
+            let seconds = wait.as_secs_f64().ceil().max(1.0);
+            return Err(refused(Error::rate_limited(
+                wait,
+                format!("You are sending messages too fast; try again in {seconds} s"),
+            )));
         }
         Err(error) => return Err(Error::Internal(error.into())),
     };
-    if json {
+    if wants_json(&headers) {
         let json = [(header::CONTENT_TYPE, "application/json")];
         Ok((StatusCode::CREATED, json, stored.payload.get().to_owned()).into_response())
     } else {
         Ok(Redirect::to(&format!("/chatrooms/{chatroom_id}")).into_response())
-    }
-}
-
-async fn missing_room(json: bool, user: CurrentUser) -> Response {
-    if json {
-        (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response()
-    } else {
-        not_found(Some(user)).await
     }
 }

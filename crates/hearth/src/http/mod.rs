@@ -9,28 +9,35 @@ pub mod ops;
 
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::error::{Error, Result};
 use auth::CurrentUser;
 
-/// Every route of the app.
+/// Every route of the app; `/ready` and `/metrics` only without `--ops-bind`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/", get(show_home))
         .merge(auth::router())
         .merge(chatrooms::router())
         .merge(messages::router())
         .merge(cable::router())
         .merge(assets::router())
-        .merge(ops::router())
-        .fallback(chatrooms::not_found)
+        .merge(ops::health_router());
+    if state.config.ops_bind.is_none() {
+        routes = routes.merge(ops::router());
+    }
+    routes
+        .fallback(|| async { Error::NotFound })
+        .layer(middleware::from_fn(crate::error::answer_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_cross_site,
@@ -54,6 +61,21 @@ pub fn router(state: AppState) -> Router {
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+        // Bounds a request's whole life once its headers are in (a slow
+        // body included); hyper's header-read timeout bounds the time before.
+        // A WebSocket's handler returns at the 101, so the socket is not bound.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The private operator routes served on `--ops-bind`.
+pub fn ops_router(state: AppState) -> Router {
+    ops::router()
+        .merge(ops::health_router())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -135,18 +157,38 @@ fn client_ip(
     if !trusted.contains(&peer) {
         return peer;
     }
-    let forwarded = headers
+    let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|hop| hop.trim().parse::<std::net::IpAddr>().ok())
+        .flat_map(|value| value.to_str().unwrap_or("unknown").split(','))
         .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|hop| !trusted.contains(hop))
-        .unwrap_or(peer)
+    // From the nearest hop outwards: a trusted proxy passes us on to the
+    // hop before it. A hop nobody can read (`unknown`, an obfuscated name)
+    // is where the chain stops being trustworthy: it counts as the peer
+    // itself, never as a reason to believe the hops left of it, which the
+    // client wrote.
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match parse_hop(hop) {
+            Some(hop) if trusted.contains(&hop) => client = hop,
+            Some(hop) => return hop,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `::1` or `[::1]:5678`.
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })
 }
 
 #[cfg(test)]
@@ -177,5 +219,24 @@ mod tests {
             client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn forwarded_hops_with_ports_are_parsed_and_unknown_ones_stop_the_walk() {
+        let trusted = [ip("10.0.0.1")];
+        let from = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            client_ip(ip("10.0.0.1"), &headers, &trusted)
+        };
+        assert_eq!(from("6.6.6.6, 1.2.3.4:5678"), ip("1.2.3.4"));
+        assert_eq!(from("6.6.6.6, [2001:db8::7]:443"), ip("2001:db8::7"));
+        assert_eq!(from("6.6.6.6, [2001:db8::7]"), ip("2001:db8::7"));
+        assert_eq!(
+            from("6.6.6.6, unknown"),
+            ip("10.0.0.1"),
+            "an unreadable hop is the peer, not the attacker's hop left of it"
+        );
+        assert_eq!(from("6.6.6.6, 1.2.3.4, 10.0.0.1:80"), ip("1.2.3.4"));
     }
 }

@@ -17,10 +17,14 @@ use crate::AppState;
 /// How long a readiness probe waits for the database.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `/health`, `/ready`, `/metrics`.
+/// `/health`: served on the app's port always, for load balancers.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/health", get(show_health))
+}
+
+/// `/ready` and `/metrics`: on the app's port, or only on `--ops-bind`.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/health", get(show_health))
         .route("/ready", get(show_readiness))
         .route("/metrics", get(show_metrics))
 }

@@ -117,6 +117,8 @@ pub struct TestApp {
     pub db: hearth::db::Db,
     /// Its PostgreSQL database, if the suite runs on PostgreSQL; dropped last.
     pub database: Option<std::sync::Arc<TestDatabase>>,
+    /// Where `/metrics` and `/ready` are, when started with `--ops-bind`.
+    pub ops_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -163,6 +165,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let app = hearth::App::build(config).await.expect("app builds");
         let db = app.state().db.clone();
+        let ops_addr = app.ops_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(hearth::serve(listener, app, async move {
             let _ = stopped.await;
@@ -172,6 +175,7 @@ impl TestApp {
             data_dir,
             db,
             database,
+            ops_addr,
             stop: Some(stop),
             server: Some(server),
         }
