@@ -2,6 +2,9 @@
 //! key. Its own test binary, alone, so `hearth_heap_bytes` counts this one
 //! server and nothing else running beside it.
 
+// The shared kit, of which this binary uses a little.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use common::{TestApp, WAIT};

@@ -1,8 +1,6 @@
 //! Posting messages over HTTP, the room page, and the forgery guard.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use reqwest::header::LOCATION;
 use serde_json::Value;
 

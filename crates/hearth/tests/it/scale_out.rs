@@ -5,14 +5,12 @@
 //! (`.ci/run` sets both); without them each test says so and passes, so
 //! `cargo test` works on a machine with neither.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CableClient, TestApp, TestDatabase, uuid_like};
+use crate::common::{CableClient, TestApp, TestDatabase, uuid_like};
 use serde_json::{Value, json};
 
 fn redis_url() -> Option<String> {

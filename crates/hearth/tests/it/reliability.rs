@@ -2,11 +2,9 @@
 //! (catch-up, AnyCable's extended protocol), slow consumers, sign-out, and
 //! every configured limit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Event, TestApp, room_identifier, session_cookie};
+use crate::common::{Event, TestApp, room_identifier, session_cookie};
 use reqwest::header::{RETRY_AFTER, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -266,7 +264,7 @@ async fn signing_out_closes_that_sessions_sockets_only() {
         signed_out.next_frame().await,
         json!({ "type": "disconnect", "reason": "unauthorized", "reconnect": false })
     );
-    let ann_elsewhere = common::TestUser {
+    let ann_elsewhere = crate::common::TestUser {
         cookie: other_cookie,
         ..ann.clone()
     };

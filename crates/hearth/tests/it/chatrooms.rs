@@ -1,8 +1,6 @@
 //! Listing, creating and showing rooms.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use reqwest::header::{ACCEPT, RETRY_AFTER};
 use serde_json::Value;
 

@@ -1,8 +1,6 @@
 //! `TestApp`: a real Hearth server on port 0 with its own data folder, and
 //! typed helpers that talk to it over real HTTP and real WebSockets.
 
-#![allow(dead_code)] // each test file uses a different part of this kit
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -126,7 +124,6 @@ pub struct TestApp {
 /// A signed-up user and the cookie of their session.
 #[derive(Debug, Clone)]
 pub struct TestUser {
-    pub nickname: String,
     pub email: String,
     pub password: String,
     /// `hearth_session=…`, ready for a `Cookie` header.
@@ -285,7 +282,6 @@ impl Remote {
         let response = self.post_sign_up(nickname).await;
         assert_eq!(response.status(), 303, "sign up {nickname}");
         TestUser {
-            nickname: nickname.into(),
             email,
             password,
             cookie: session_cookie(response.headers()).expect("sign-up sets the session cookie"),

@@ -2,11 +2,9 @@
 //! often, sockets that stop reading while flooding pings, one account or
 //! one address taking every slot, and sockets outliving their session.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{CableClient, Event, TestApp, connect_small_window, room_identifier};
+use crate::common::{CableClient, Event, TestApp, connect_small_window, room_identifier};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message};

@@ -1,10 +1,8 @@
 //! The Action Cable endpoint, over real WebSockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Event, TestApp, WAIT, room_identifier};
+use crate::common::{Event, TestApp, WAIT, room_identifier};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;

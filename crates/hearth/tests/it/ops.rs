@@ -1,8 +1,6 @@
 //! The operator's side: health, readiness, metrics and `hearth migrate`.
 
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use serde_json::Value;
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -1,8 +1,6 @@
 //! Signing up, in and out, over real HTTP.
 
-mod common;
-
-use common::{TestApp, session_cookie};
+use crate::common::{TestApp, session_cookie};
 use reqwest::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 
 #[tokio::test]

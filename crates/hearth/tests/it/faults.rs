@@ -2,15 +2,13 @@
 //! a stream of messages flows. The database is the truth; a client that
 //! follows the documented catch-up ends with exactly its transcript.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CableClient, Event, Remote, TestUser, connect_small_window, room_identifier};
+use crate::common::{CableClient, Event, Remote, TestUser, connect_small_window, room_identifier};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -559,11 +557,11 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 async fn clients_of_a_killed_node_reconnect_to_another_and_lose_nothing() {
-    common::service(common::POSTGRES);
-    let redis = common::service(common::REDIS);
-    let database = common::TestDatabase::create().await;
+    crate::common::service(crate::common::POSTGRES);
+    let redis = crate::common::service(crate::common::REDIS);
+    let database = crate::common::TestDatabase::create().await;
     let url = database.url.clone().unwrap();
-    let prefix = format!("hearth-test-{}", common::uuid_like());
+    let prefix = format!("hearth-test-{}", crate::common::uuid_like());
     let args = ["--redis-url", &redis, "--redis-channel-prefix", &prefix];
     let mut one = ServerProcess::start_with(Some(&url), &args);
     let two = ServerProcess::start_with(Some(&url), &args);

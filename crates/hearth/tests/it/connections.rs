@@ -3,11 +3,9 @@
 //! slow bodies are closed by the timeouts, while real requests and open
 //! WebSockets carry on. And the operator routes on their private address.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, WAIT};
+use crate::common::{TestApp, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
