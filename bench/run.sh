@@ -14,6 +14,8 @@
 # All traffic stays on 127.0.0.0/8; every phase is bounded by a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 root=$PWD
 out=${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}
 servers=${SERVERS:-hearth reference rails baseline}
@@ -26,70 +28,31 @@ results=$out/results.jsonl
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-{
-  echo "date: $(date -u +%FT%TZ)"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none) $(git diff --quiet 2>/dev/null || echo '(with uncommitted changes)')"
-  echo "nproc: $(nproc)"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
-  echo "kernel: $(uname -r)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-  echo "open files: $(ulimit -Hn)"
-  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$out/machine.txt"
+describe_machine --short >"$out/machine.txt"
 cat "$out/machine.txt" >&2
 
 step "Build (release)"
-cargo build --release -p hearth -p hearth-bench
+build_hearth_and_bench --release
 bench=$root/target/release/hearth-bench
 
 # The server under test: its name, pid, port and log.
 name="" pid="" port="" log=""
-started=()
-cleanup() {
-  for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap stop_servers EXIT
 
-# Waits until the log says `listening addr=…` and sets $port.
-wait_for_log() {
-  for _ in $(seq 1 600); do
-    port=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" 2>/dev/null | head -1 | sed 's/.*://' || true)
-    [ -n "$port" ] && return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not start; its log:" >&2
-  cat "$log" >&2
-  return 1
-}
-
-# Waits until something accepts connections on $port.
-wait_for_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not listen on $port; its log:" >&2
-  cat "$log" >&2
-  return 1
-}
-
-stop_server() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
+# Starts `COMMAND…` logging to $log and waits for its `listening addr=`
+# line; sets $pid and $port.
+launch() {
+  local addr
+  start_server "$log" "$@"
+  pid=$server_pid
+  addr=$(wait_until_listening "$pid" "$log")
+  port=${addr##*:}
 }
 
 hearth_data=""
-start_server() {
+# Starts server NAME and waits until it listens; sets $name, $log, $pid and
+# $port.
+start_named() {
   name=$1
   log=$out/$name.log
   case $name in
@@ -98,38 +61,30 @@ start_server() {
         # Sign the users up on a first instance and restart, so the measured
         # process starts clean (each Argon2 hash borrows 19 MiB).
         hearth_data=$(mktemp -d)
-        # shellcheck disable=SC2086
         log=$out/hearth-sign-up.log
-        target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args 2>"$log" &
-        pid=$!; started+=("$pid")
-        wait_for_log
+        # shellcheck disable=SC2086
+        launch target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args
         "$bench" users --server "http://127.0.0.1:$port" --users 20 --out "$out/cookies"
-        stop_server
+        stop_server "$pid"
         log=$out/$name.log
       fi
       # shellcheck disable=SC2086
-      target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args 2>"$log" &
-      pid=$!; started+=("$pid")
-      wait_for_log
+      launch target/release/hearth --bind 127.0.0.1:0 --data-dir "$hearth_data" $hearth_args
       ;;
     reference)
-      target/release/fanout-reference --bind 127.0.0.1:0 2>"$log" &
-      pid=$!; started+=("$pid")
-      wait_for_log
+      launch target/release/fanout-reference --bind 127.0.0.1:0
       ;;
     baseline)
-      target/release/tungstenite-baseline --bind 127.0.0.1:0 2>"$log" &
-      pid=$!; started+=("$pid")
-      wait_for_log
+      launch target/release/tungstenite-baseline --bind 127.0.0.1:0
       ;;
     rails)
       port=$(free_port)
-      CABLE_LOG_LEVEL=error bench/peers/rails/run.sh "$port" >"$log" 2>&1 &
-      pid=$!; started+=("$pid")
-      wait_for_port
+      start_server "$log" env CABLE_LOG_LEVEL=error bench/peers/rails/run.sh "$port"
+      pid=$server_pid
+      wait_until_accepting "$port" "$pid" "$log"
       ;;
   esac
-  echo "$name: pid $pid, port $port, RSS $(grep VmRSS /proc/$pid/status | awk '{print $2}') KiB" >&2
+  echo "$name: pid $pid, port $port, RSS $(rss_kib "$pid") KiB" >&2
 }
 
 # Runs one phase against the current server, bounded in time; a failed
@@ -157,7 +112,7 @@ fi
 
 for name in $servers; do
   step "Server: $name"
-  start_server "$name"
+  start_named "$name"
   rust=1
   [ "$name" = rails ] && rust=0
   # Messages per throughput phase: enough for a few seconds of work on each
@@ -177,7 +132,7 @@ for name in $servers; do
   phase fanout-10k 300 fanout --clients "$sub_10k" --messages "$m10k" --rate 0 --publishers 4 --timeout 90
   phase rtt 300 rtt --step-size 1000 --steps "$rtt_steps" --sample-size 20 --concurrent 4
 
-  stop_server
+  stop_server "$pid"
 done
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"

@@ -5,26 +5,20 @@
 # exactly once. Takes a few seconds once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-cargo build -q -p hearth -p hearth-bench
+build_hearth_and_bench -q
 data=$(mktemp -d)
 log=$data/hearth.log
+trap 'stop_servers; rm -rf "$data"' EXIT
 # The per-user message limit would refuse 50 messages a second from one user.
-target/debug/hearth --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
-
-addr=""
-for _ in $(seq 1 300); do
-  addr=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" | head -1 | cut -d= -f2 || true)
-  [ -n "$addr" ] && break
-  kill -0 $server 2>/dev/null || { cat "$log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "hearth did not start" >&2; cat "$log" >&2; exit 1; }
+start_server "$log" target/debug/hearth --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0
+server=$server_pid
+addr=$(wait_until_listening "$server" "$log")
 
 timeout 60 target/debug/hearth-bench fanout \
-  --server "http://$addr" --pid $server --users 5 \
+  --server "http://$addr" --pid "$server" --users 5 \
   --clients 200 --messages 50 --rate 100 --drain 5 --timeout 30 \
   --label hearth --case smoke --expect-complete
 echo "smoke: 200 subscribers × 50 messages, 0 lost, 0 duplicated"

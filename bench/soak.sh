@@ -23,6 +23,8 @@
 # bounded by DURATION plus 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 root=$PWD
 duration=${1:-30m}
 clients=${CLIENTS:-5000}
@@ -35,63 +37,35 @@ out=${OUT:-$root/target/soak/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 
 {
-  echo "date: $(date -u +%FT%TZ)"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo none) $(git diff --quiet 2>/dev/null || echo '(with uncommitted changes)')"
-  echo "nproc: $(nproc)"
-  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
-  echo "kernel: $(uname -r)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-  echo "open files: $(ulimit -Hn)"
-  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  describe_machine --full
   echo "soak: duration $duration, clients $clients, workers $workers, churn $churn/s, rate $rate/s"
 } >"$out/machine.txt"
 cat "$out/machine.txt" >&2
 
-cargo build --release -p hearth -p hearth-bench
+build_hearth_and_bench --release
 bench=$root/target/release/hearth-bench
 # Copy the binary so a rebuild during the run cannot change what runs.
 cp target/release/hearth "$out/hearth"
 
 data=$(mktemp -d)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$data"
-}
-trap cleanup EXIT
+trap 'stop_servers; rm -rf "$data"' EXIT
 
 # Starts Hearth on $data, logging to $1; sets $pid and $addr.
 start_hearth() {
-  local log=$1
-  "$out/hearth" --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0 \
-    --sign-up-rate-per-ip 0 --max-connections 100000 2>"$log" &
-  pid=$!
-  addr=""
-  for _ in $(seq 1 600); do
-    addr=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$addr" ] && return 0
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "hearth did not start; its log:" >&2
-  cat "$log" >&2
-  return 1
-}
-
-stop_hearth() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
+  start_server "$1" "$out/hearth" --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0 \
+    --sign-up-rate-per-ip 0 --max-connections 100000
+  pid=$server_pid
+  addr=$(wait_until_listening "$pid" "$1")
 }
 
 # Sign the users up on a first instance and restart on the same data, so
 # the measured process starts clean (each Argon2 hash borrows 19 MiB).
 start_hearth "$out/hearth-sign-up.log"
 "$bench" users --server "http://$addr" --users 20 --out "$out/cookies"
-stop_hearth
+stop_server "$pid"
 start_hearth "$out/hearth.log"
 fds_before=$(ls /proc/$pid/fd | wc -l)
-echo "hearth: pid $pid at $addr, RSS $(awk '/VmRSS/ {print $2}' /proc/$pid/status) KiB, $fds_before open files" | tee -a "$out/machine.txt" >&2
+echo "hearth: pid $pid at $addr, RSS $(rss_kib "$pid") KiB, $fds_before open files" | tee -a "$out/machine.txt" >&2
 
 case $duration in
   *h) seconds=$((${duration%h} * 3600)) ;;
@@ -111,7 +85,7 @@ if kill -0 "$pid" 2>/dev/null; then
   sleep 5
   fds_after=$(ls /proc/$pid/fd | wc -l)
   conns_after=$(curl -sf "http://$addr/metrics" | awk '$1 == "hearth_connections" {print $2}')
-  echo "5 s after the clients left: ${conns_after:-?} connections, $fds_after open files (before: $fds_before), RSS $(awk '/VmRSS/ {print $2}' /proc/$pid/status) KiB" | tee -a "$out/machine.txt" >&2
+  echo "5 s after the clients left: ${conns_after:-?} connections, $fds_after open files (before: $fds_before), RSS $(rss_kib "$pid") KiB" | tee -a "$out/machine.txt" >&2
   if [ "${conns_after:-1}" != 0 ] || [ "$fds_after" -gt $((fds_before + 20)) ]; then
     echo "the server did not give back its connections or files" >&2
     status=1
@@ -121,7 +95,7 @@ else
   tail -50 "$out/hearth.log" >&2
   status=1
 fi
-stop_hearth
+stop_server "$pid"
 
 "$bench" chart --input "$out/samples.jsonl" --out "$out/soak.svg" || true
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"

@@ -10,23 +10,21 @@
 # Hearth drops it as too_slow. All traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 root=$PWD
 out=${OUT:-$root/target/bench/stalled-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
-cargo build --release -p hearth -p hearth-bench
+build_hearth_and_bench --release
 bench=$root/target/release/hearth-bench
 
-"$root/target/release/hearth" --bind 127.0.0.1:0 --data-dir "$out/data" --message-rate 0 \
-  --sign-up-rate-per-ip 0 --send-queue 256 2>"$out/hearth.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$out/hearth.log" | head -1 | sed 's/.*://' || true)
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
+trap stop_servers EXIT
+start_server "$out/hearth.log" "$root/target/release/hearth" --bind 127.0.0.1:0 --data-dir "$out/data" \
+  --message-rate 0 --sign-up-rate-per-ip 0 --send-queue 256
+pid=$server_pid
+addr=$(wait_until_listening "$pid" "$out/hearth.log")
+port=${addr##*:}
+rss() { rss_kib "$pid"; }
 
 common=(fanout --server "http://127.0.0.1:$port" --pid "$pid" --clients 1000 --messages "${MESSAGES:-10000}" --rate "${RATE:-250}" --expect-complete --timeout 300)
 echo "rss_kib_before $(rss)" | tee "$out/rss.txt"

@@ -11,6 +11,8 @@
 # All traffic stays on 127.0.0.1; each phase is bounded by the tool's timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 root=$PWD
 admin=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 redis=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -21,34 +23,26 @@ db="hearth_bench_$$"
 out=${OUT:-$root/target/bench/two-node-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 
-cargo build --release -p hearth -p hearth-bench
+build_hearth_and_bench --release
 hearth=$root/target/release/hearth
 bench=$root/target/release/hearth-bench
 
 psql "$admin" -qc "CREATE DATABASE $db"
 url="${admin%/*}/$db"
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_servers
   psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
 }
 trap cleanup EXIT
 
 # Starts a node; sets $port from its `listening addr=` line.
 start_node() {
-  local log=$1
+  local log=$1 addr
   shift
-  "$hearth" --bind 127.0.0.1:0 --data-dir "$out" --message-rate 0 --sign-up-rate-per-ip 0 \
-    --database-url "$url" "$@" 2>"$log" &
-  pids+=($!)
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" | head -1 | sed 's/.*://' || true)
-    [ -n "$port" ] && return 0
-    sleep 0.1
-  done
-  echo "node did not start: $log" >&2
-  exit 1
+  start_server "$log" "$hearth" --bind 127.0.0.1:0 --data-dir "$out" --message-rate 0 --sign-up-rate-per-ip 0 \
+    --database-url "$url" "$@"
+  addr=$(wait_until_listening "$server_pid" "$log")
+  port=${addr##*:}
 }
 
 prefix="hearth-bench-$$"

@@ -1,0 +1,121 @@
+# shellcheck shell=bash
+# What the bench scripts share: building, describing the machine, starting a
+# server and waiting until it listens, picking a free port, and stopping the
+# servers again. Each script sources it from the repository's root:
+#
+#   cd "$(dirname "$0")/.."
+#   . bench/lib.sh
+#
+# Every server is started on loopback; every wait is bounded (60 s).
+
+# Builds Hearth and the load generator; the arguments go to `cargo build`
+# (`--release`, `-q`).
+build_hearth_and_bench() {
+  cargo build "$@" -p hearth -p hearth-bench
+}
+
+# Prints what a result depends on, a line each: the date, the commit (its
+# whole hash with `--full`, abbreviated with `--short`), cores, memory,
+# kernel, CPU, the open-file limit and the load before the run.
+describe_machine() {
+  local rev=(git rev-parse HEAD)
+  [ "$1" = --short ] && rev=(git rev-parse --short HEAD)
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $("${rev[@]}" 2>/dev/null || echo none) $(git diff --quiet 2>/dev/null || echo '(with uncommitted changes)')"
+  echo "nproc: $(nproc)"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "open files: $(ulimit -Hn)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# The servers started and not yet stopped, for stop_servers.
+server_pids=()
+
+# Starts `COMMAND [ARG…]` in the background, its output to LOG; sets
+# $server_pid.
+start_server() {
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  server_pids+=("$server_pid")
+}
+
+# Runs `CHECK [ARG…]` every 0.1 s until it succeeds. Fails, showing LOG, if
+# process PID ends first or CHECK has not succeeded after 60 s.
+wait_for_server() {
+  local pid=$1 log=$2
+  shift 2
+  for _ in $(seq 1 600); do
+    "$@" && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "the server logging to $log did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# Prints HOST:PORT from the `listening addr=HOST:PORT` line that Hearth and
+# the reference peers write to LOG; fails while there is none.
+listening_addr() {
+  local addr
+  addr=$(grep -m1 -o 'listening addr=[0-9.]*:[0-9]*' "$1" 2>/dev/null | cut -d= -f2)
+  [ -n "$addr" ] && echo "$addr"
+}
+
+# Succeeds if something accepts connections on 127.0.0.1:PORT.
+accepts_on() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Waits until the server PID has written where it listens to LOG, and prints
+# HOST:PORT (see wait_for_server).
+wait_until_listening() {
+  wait_for_server "$1" "$2" listening_addr "$2"
+}
+
+# Waits until the server PID, logging to LOG, accepts connections on PORT,
+# for servers that do not say where they listen (see wait_for_server).
+wait_until_accepting() {
+  local port=$1 pid=$2 log=$3
+  wait_for_server "$pid" "$log" accepts_on "$port"
+}
+
+# Prints a port between 20000 and 39999 that nothing on 127.0.0.1 accepts on.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    accepts_on "$p" || {
+      echo "$p"
+      return
+    }
+  done
+}
+
+# Stops the server PID and waits until it has exited.
+stop_server() {
+  local pid=$1 p kept=()
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${server_pids[@]}"; do
+    [ "$p" = "$pid" ] || kept+=("$p")
+  done
+  server_pids=("${kept[@]}")
+}
+
+# Stops every server still running; for `trap … EXIT`.
+stop_servers() {
+  local p
+  for p in "${server_pids[@]}"; do
+    stop_server "$p"
+  done
+}
+
+# Prints the resident memory of process PID, KiB.
+rss_kib() {
+  awk '/VmRSS/ {print $2}' "/proc/$1/status"
+}
