@@ -8,6 +8,12 @@
 #
 # Every server is started on loopback; every wait is bounded (60 s).
 
+# Hearth's limits on one user and one address (messages, sign-ups, cable
+# connections and subscriptions) would refuse a load test, whose clients are
+# a few users on one machine: every script starts Hearth with them off.
+hearth_without_limits=(--message-rate 0 --sign-up-rate-per-ip 0 --max-connections-per-user 0
+  --max-connections-per-address 0 --max-subscriptions-per-user 0)
+
 # Builds Hearth and the load generator; the arguments go to `cargo build`
 # (`--release`, `-q`).
 build_hearth_and_bench() {

@@ -20,7 +20,7 @@ root=$PWD
 out=${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}
 servers=${SERVERS:-hearth reference rails baseline}
 # Hearth's own per-user and per-address limits would refuse a load test.
-hearth_args=${HEARTH_ARGS:---message-rate 0 --sign-up-rate-per-ip 0}
+hearth_args=${HEARTH_ARGS:-${hearth_without_limits[*]}}
 quick=${QUICK:-0}
 mkdir -p "$out"
 results=$out/results.jsonl

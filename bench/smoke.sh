@@ -12,8 +12,7 @@ build_hearth_and_bench -q
 data=$(mktemp -d)
 log=$data/hearth.log
 trap 'stop_servers; rm -rf "$data"' EXIT
-# The per-user message limit would refuse 50 messages a second from one user.
-start_server "$log" target/debug/hearth --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0
+start_server "$log" target/debug/hearth --bind 127.0.0.1:0 --data-dir "$data" "${hearth_without_limits[@]}"
 server=$server_pid
 addr=$(wait_until_listening "$server" "$log")
 

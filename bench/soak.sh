@@ -52,8 +52,8 @@ trap 'stop_servers; rm -rf "$data"' EXIT
 
 # Starts Hearth on $data, logging to $1; sets $pid and $addr.
 start_hearth() {
-  start_server "$1" "$out/hearth" --bind 127.0.0.1:0 --data-dir "$data" --message-rate 0 \
-    --sign-up-rate-per-ip 0 --max-connections 100000
+  start_server "$1" "$out/hearth" --bind 127.0.0.1:0 --data-dir "$data" \
+    "${hearth_without_limits[@]}" --max-connections 100000
   pid=$server_pid
   addr=$(wait_until_listening "$pid" "$1")
 }

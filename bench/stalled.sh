@@ -20,7 +20,7 @@ bench=$root/target/release/hearth-bench
 
 trap stop_servers EXIT
 start_server "$out/hearth.log" "$root/target/release/hearth" --bind 127.0.0.1:0 --data-dir "$out/data" \
-  --message-rate 0 --sign-up-rate-per-ip 0 --send-queue 256
+  "${hearth_without_limits[@]}" --send-queue 256
 pid=$server_pid
 addr=$(wait_until_listening "$pid" "$out/hearth.log")
 port=${addr##*:}

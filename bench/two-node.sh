@@ -39,7 +39,7 @@ trap cleanup EXIT
 start_node() {
   local log=$1 addr
   shift
-  start_server "$log" "$hearth" --bind 127.0.0.1:0 --data-dir "$out" --message-rate 0 --sign-up-rate-per-ip 0 \
+  start_server "$log" "$hearth" --bind 127.0.0.1:0 --data-dir "$out" "${hearth_without_limits[@]}" \
     --database-url "$url" "$@"
   addr=$(wait_until_listening "$server_pid" "$log")
   port=${addr##*:}
