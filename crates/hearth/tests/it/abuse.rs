@@ -234,11 +234,7 @@ async fn signing_in_again_closes_the_sockets_of_the_old_session() {
     old.join_room(room).await;
 
     let signed_in = app
-        .post_form(
-            "/sign_in",
-            Some(&ann.cookie),
-            &[("email", &ann.email), ("password", &ann.password)],
-        )
+        .post_sign_in(&ann.email, &ann.password, Some(&ann.cookie))
         .await;
     assert_eq!(signed_in.status(), 303);
     assert_eq!(

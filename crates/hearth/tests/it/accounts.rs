@@ -130,13 +130,7 @@ async fn sign_in_gives_a_new_session_and_refuses_bad_credentials() {
         (ann.email.as_str(), "wrong password"),
         ("nobody@example.com", "whatever1"),
     ] {
-        let response = app
-            .post_form(
-                "/sign_in",
-                None,
-                &[("email", email), ("password", password)],
-            )
-            .await;
+        let response = app.post_sign_in(email, password, None).await;
         assert_eq!(response.status(), 401);
         assert!(session_cookie(response.headers()).is_none());
         assert!(
@@ -149,11 +143,7 @@ async fn sign_in_gives_a_new_session_and_refuses_bad_credentials() {
     }
 
     let response = app
-        .post_form(
-            "/sign_in",
-            Some(&ann.cookie),
-            &[("email", "ANN@example.com"), ("password", &ann.password)],
-        )
+        .post_sign_in("ANN@example.com", &ann.password, Some(&ann.cookie))
         .await;
     assert_eq!(response.status(), 303);
     let fresh = session_cookie(response.headers()).unwrap();
@@ -251,28 +241,14 @@ async fn failed_sign_ins_are_limited_per_address_and_successes_do_not_count() {
     let app = TestApp::spawn_with(&["--sign-in-failures-per-ip", "2"]).await;
     let ann = app.sign_up("ann").await;
     for _ in 0..4 {
-        let response = app
-            .post_form(
-                "/sign_in",
-                None,
-                &[("email", &ann.email), ("password", &ann.password)],
-            )
-            .await;
+        let response = app.post_sign_in(&ann.email, &ann.password, None).await;
         assert_eq!(response.status(), 303, "successes never use up the limit");
     }
     for email in ["nobody@example.com", "else@example.com"] {
-        let response = app
-            .post_form("/sign_in", None, &[("email", email), ("password", "x")])
-            .await;
+        let response = app.post_sign_in(email, "x", None).await;
         assert_eq!(response.status(), 401);
     }
-    let limited = app
-        .post_form(
-            "/sign_in",
-            None,
-            &[("email", "third@example.com"), ("password", "x")],
-        )
-        .await;
+    let limited = app.post_sign_in("third@example.com", "x", None).await;
     assert_eq!(limited.status(), 429, "two failures used up this address");
     assert!(limited.headers().contains_key(RETRY_AFTER));
 }

@@ -418,16 +418,6 @@ async fn a_follower_ends_with_the_databases_transcript_through_cuts_and_kills() 
     );
 }
 
-/// `hearth_heap_bytes` of a server process.
-async fn heap_bytes(client: &ProcessClient) -> f64 {
-    let metrics = client.get("/metrics", None).await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hearth_heap_bytes "))
-        .and_then(|v| v.parse().ok())
-        .expect("/metrics reports hearth_heap_bytes")
-}
-
 #[tokio::test]
 async fn clients_that_ask_for_history_and_stop_reading_hold_a_bounded_amount_of_memory() {
     // The attack of the hardening review: long identifiers (echoed in every
@@ -459,13 +449,13 @@ async fn clients_that_ask_for_history_and_stop_reading_hold_a_bounded_amount_of_
         );
         attackers.push(cable);
     }
-    let before = heap_bytes(&client).await;
+    let before = client.metric("hearth_heap_bytes").await;
     for cable in &mut attackers {
         catch_up(cable, &long, 0).await;
     }
     // Let every session read its command and fill what it may.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = heap_bytes(&client).await;
+    let after = client.metric("hearth_heap_bytes").await;
     let per_connection = (after - before) / ATTACKERS as f64;
     eprintln!("each stalled replay holds {per_connection:.0} bytes of heap");
     assert!(
@@ -529,7 +519,7 @@ async fn sigterm_says_server_restart_finishes_writes_and_exits_cleanly() {
         "just before the restart"
     );
     // The binary counts its heap (in-process test servers do not).
-    let heap = heap_bytes(&client).await;
+    let heap = client.metric("hearth_heap_bytes").await;
     assert!(heap > 100_000.0, "heap {heap}");
 
     let started = Instant::now();

@@ -1,14 +1,7 @@
 //! The operator's side: health, readiness, metrics and `hearth migrate`.
 
-use crate::common::TestApp;
+use crate::common::{TestApp, metric_value as metric};
 use serde_json::Value;
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
-}
 
 #[tokio::test]
 async fn health_and_readiness_answer_without_a_session() {

@@ -357,13 +357,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         before, after,
         "the room page is the same, sessions included"
     );
-    let signed_in = new
-        .post_form(
-            "/sign_in",
-            None,
-            &[("email", &bob.email), ("password", &bob.password)],
-        )
-        .await;
+    let signed_in = new.post_sign_in(&bob.email, &bob.password, None).await;
     assert_eq!(signed_in.status(), 303, "passwords still work");
 
     let mut cable = new.connect_cable(Some(&ann.cookie)).await;

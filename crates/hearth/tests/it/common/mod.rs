@@ -275,6 +275,21 @@ impl Remote {
         .await
     }
 
+    /// Posts the sign-in form, with a session cookie if any; the raw answer.
+    pub async fn post_sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        cookie: Option<&str>,
+    ) -> reqwest::Response {
+        self.post_form(
+            "/sign_in",
+            cookie,
+            &[("email", email), ("password", password)],
+        )
+        .await
+    }
+
     /// Signs a new user up and returns their session cookie.
     pub async fn sign_up(&self, nickname: &str) -> TestUser {
         let email = format!("{nickname}@example.com");
@@ -403,11 +418,10 @@ impl Remote {
 
     /// One value from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.get("/metrics", None).await.text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("/metrics has no {name}"))
+        metric_value(
+            &self.get("/metrics", None).await.text().await.unwrap(),
+            name,
+        )
     }
 
     /// Waits until `/metrics` reports `value` for `name`; fails after [`WAIT`]
@@ -488,6 +502,14 @@ pub async fn connect_small_window(addr: SocketAddr, protocol: &str, cookie: &str
         .get("sec-websocket-protocol")
         .map(|p| p.to_str().unwrap().to_owned());
     CableClient { ws, protocol }
+}
+
+/// The value of `name` in a `/metrics` text; fails if it is missing.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
 }
 
 /// The identifier a client sends for a room.
