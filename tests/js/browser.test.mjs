@@ -68,9 +68,10 @@ after(async () => {
  * Opens a fresh browser context, fills in the sign-up form and waits to land in a room.
  * @param {{ email: string, nickname: string, password: string }} account
  * @param {import("playwright-core").BrowserContextOptions} [options]
+ * @param {string} [base] The server's URL; the suite's server by default.
  * @returns {Promise<Person>}
  */
-async function signUpInBrowser(account, options = {}) {
+async function signUpInBrowser(account, options = {}, base = server.url) {
   const context = await browser.newContext({ viewport: VIEWPORT, ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
@@ -78,7 +79,7 @@ async function signUpInBrowser(account, options = {}) {
   const frames = [];
   page.on("websocket", (socket) => socket.on("framereceived", ({ payload }) => frames.push(String(payload))));
 
-  await page.goto(`${server.url}/sign_up`);
+  await page.goto(`${base}/sign_up`);
   await page.getByLabel("Email").fill(account.email);
   await page.getByLabel("Nickname").fill(account.nickname);
   await page.getByLabel("Password").fill(account.password);
@@ -303,5 +304,85 @@ test(
     assert.deepEqual((await transcript(page)).slice(-3), texts.map((text) => `theo: ${text}`));
     const catchUp = sockets.at(-1)?.sent.map((frame) => JSON.parse(frame)).find((frame) => frame.command === "message");
     assert.deepEqual(JSON.parse(catchUp?.data ?? "null"), { action: "catch_up", after: lastSeq }, "the page asked for what it missed");
+  },
+);
+
+test(
+  "in a full room only the message list scrolls, at desktop and phone sizes",
+  { timeout: 60_000 },
+  async (t) => {
+    const own = await startServer({ args: ["--message-rate", "0"] });
+    t.after(() => own.stop());
+    const sizes = [
+      { width: 1280, height: 800 },
+      { width: 390, height: 844 },
+    ];
+    for (const [n, viewport] of sizes.entries()) {
+      const person = await signUpInBrowser(
+        { email: `pane${n}@example.com`, nickname: `pane${n}`, password: "correct horse 4" },
+        { viewport },
+        own.url,
+      );
+      const { page } = person;
+      const room = new URL(page.url()).pathname;
+      // Someone else in the room, over HTTP: one's own messages always scroll to them.
+      const other = await browser.newContext();
+      t.after(() => other.close());
+      const signedUp = await other.request.post(`${own.url}/sign_up`, {
+        form: { email: `other${n}@example.com`, nickname: `other${n}`, password: "correct horse 5" },
+        maxRedirects: 0,
+      });
+      assert.equal(signedUp.status(), 303);
+      const post = async (/** @type {string} */ content) => {
+        const response = await other.request.post(`${own.url}${room}/messages`, {
+          headers: { Accept: "application/json" },
+          form: { content },
+        });
+        assert.equal(response.status(), 201);
+      };
+      for (let i = 1; i <= 80; i++) await post(`Filler message ${i} of a busy afternoon in the room.`);
+      await page.reload();
+      await page.locator('#connection-status[data-state="online"]').waitFor();
+
+      const layout = () =>
+        page.evaluate(() => {
+          const list = /** @type {HTMLElement} */ (document.getElementById("messages"));
+          const composer = /** @type {HTMLElement} */ (document.getElementById("message-content"));
+          const header = /** @type {HTMLElement} */ (document.querySelector(".room-header"));
+          return {
+            windowScroll: window.scrollY,
+            documentHeight: document.documentElement.scrollHeight,
+            innerHeight: window.innerHeight,
+            listScrolls: list.scrollHeight > list.clientHeight,
+            fromBottom: list.scrollHeight - list.scrollTop - list.clientHeight,
+            scrollTop: list.scrollTop,
+            composerBottom: composer.getBoundingClientRect().bottom,
+            headerTop: header.getBoundingClientRect().top,
+          };
+        });
+      const opened = await layout();
+      assert.equal(opened.windowScroll, 0, "the window does not scroll");
+      assert.ok(opened.documentHeight <= opened.innerHeight, `the page fits the window: ${JSON.stringify(opened)}`);
+      assert.ok(opened.listScrolls, "the message list is the scroll container");
+      assert.ok(opened.fromBottom < 2, `it opens at the bottom: ${JSON.stringify(opened)}`);
+      assert.ok(opened.composerBottom <= opened.innerHeight && opened.headerTop >= 0, "header and composer are on screen");
+      await page.screenshot({ path: path.join(ARTIFACTS, `full-room-${viewport.width}x${viewport.height}.png`) });
+
+      // At the bottom, a new message from elsewhere is followed.
+      await post("Arrives while reading the latest");
+      await listed(page, "Arrives while reading the latest").waitFor();
+      await eventually("the list to follow the new message", async () => (await layout()).fromBottom < 2);
+
+      // Scrolled up to read, a new message does not move the list.
+      await page.locator("#messages").evaluate((list) => {
+        list.scrollTop = 0;
+      });
+      await post("Arrives while reading older ones");
+      await listed(page, "Arrives while reading older ones").waitFor();
+      const reading = await layout();
+      assert.equal(reading.scrollTop, 0, "the reader's position is kept");
+      assert.equal(reading.windowScroll, 0);
+      await page.context().close();
+    }
   },
 );
