@@ -382,6 +382,20 @@ test(
       const reading = await layout();
       assert.equal(reading.scrollTop, 0, "the reader's position is kept");
       assert.equal(reading.windowScroll, 0);
+
+      // A permalink opens on its message, in view, and the page says it is history.
+      await page.goto(`${own.url}${room}?around=20`);
+      const linked = page.locator("#linked");
+      await linked.waitFor();
+      assert.ok(await linked.isVisible());
+      const inView = await linked.evaluate((element) => {
+        const box = element.getBoundingClientRect();
+        const list = /** @type {HTMLElement} */ (document.getElementById("messages")).getBoundingClientRect();
+        return box.top >= list.top && box.bottom <= list.bottom;
+      });
+      assert.ok(inView, "the linked message is scrolled into view");
+      assert.equal(await page.locator("#connection-status").getAttribute("data-state"), "history");
+      await page.screenshot({ path: path.join(ARTIFACTS, `permalink-${viewport.width}x${viewport.height}.png`) });
       await page.context().close();
     }
   },

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::db::chatrooms::Chatroom;
-use crate::db::messages::Message;
+use crate::db::messages::{HistoryPage, Message};
 use crate::db::users::User;
 
 /// The sign-up form.
@@ -55,9 +55,25 @@ pub struct ChatroomPage {
     pub rooms: Vec<Chatroom>,
     pub current_room_id: i64,
     pub room: Chatroom,
-    pub messages: Vec<Message>,
+    /// The room's id, for the history links.
+    pub room_id: i64,
+    /// The messages shown: the newest, or the page a link asked for.
+    pub page: HistoryPage,
+    /// The `seq` a permalink (`?around=`) points at.
+    pub highlight: Option<i64>,
     pub errors: Vec<String>,
     pub draft: String,
+}
+
+/// A page of a room's history as an HTML fragment: the messages, with
+/// links to the older and newer pages where there are more.
+#[derive(Template)]
+#[template(path = "messages/_page.html")]
+pub struct HistoryFragment<'a> {
+    pub room_id: i64,
+    pub page: &'a HistoryPage,
+    /// The `seq` to mark as the one linked to, if any.
+    pub highlight: Option<i64>,
 }
 
 /// A refused request without a form of its own: what went wrong.

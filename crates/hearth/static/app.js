@@ -28,7 +28,10 @@ function startRoom(list) {
   let stopped = false;
   let reconnectTimer = null;
 
-  scrollToBottom();
+  // A permalink (`?around=`) opens on its message; any other page at its end.
+  const linked = document.getElementById("linked");
+  if (linked) linked.scrollIntoView({ block: "center" });
+  else scrollToBottom();
 
   function setState(state, text) {
     if (!status) return;
@@ -125,6 +128,7 @@ function startRoom(list) {
   function append(message) {
     lastSeq = Math.max(lastSeq, message.seq);
     if (document.getElementById(`message_${message.id}`)) return;
+    list.querySelector(".empty-room")?.remove();
     const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 80 || message.user_id === undefined;
     const template = document.createElement("template");
     template.innerHTML = message.html.trim();
@@ -153,7 +157,7 @@ function startRoom(list) {
     errorBox.hidden = !text;
   }
 
-  if (form && input) {
+  function interceptPosts() {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const content = input.value.trim();
@@ -187,6 +191,14 @@ function startRoom(list) {
     });
   }
 
+  // A page of older history (`?before=`, `?after=` with newer messages
+  // beyond it) is not the live end of the room: it stays as it is, and
+  // posting goes back to the room through the plain form.
+  if (list.dataset.moreAfter === "true") {
+    setState("history", "Reading history");
+    return;
+  }
+  if (form && input) interceptPosts();
   connect();
 }
 

@@ -34,18 +34,135 @@ pub struct Message {
     pub created_at: i64,
 }
 
-/// The newest `limit` messages of a room, oldest first.
-pub async fn latest(db: &Db, chatroom_id: i64, limit: i64) -> sqlx::Result<Vec<Message>> {
+/// Where a page of a room's history is taken from, by `seq`: the room's
+/// sequence has no gaps, so paging by it never skips or repeats a message
+/// (paging by time would, for messages stored in the same millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// The newest messages.
+    Latest,
+    /// Those just before this `seq`.
+    Before(i64),
+    /// Those just after this `seq`.
+    After(i64),
+    /// This `seq` and those around it, about half on each side.
+    Around(i64),
+}
+
+/// A page of a room's history, oldest first, and whether the room holds
+/// more on either side of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Whether older messages exist.
+    pub more_before: bool,
+    /// Whether newer messages exist.
+    pub more_after: bool,
+}
+
+/// Up to `limit` (at least 1) messages newest-first with `seq < before`, and
+/// whether there were more.
+async fn newest_below(
+    db: &Db,
+    chatroom_id: i64,
+    before: i64,
+    limit: i64,
+) -> sqlx::Result<(Vec<Message>, bool)> {
     let mut messages: Vec<Message> = sqlx::query_as(select_messages!(
-        "m.chatroom_id = $1
-         ORDER BY m.seq DESC LIMIT $2"
+        "m.chatroom_id = $1 AND m.seq < $2
+         ORDER BY m.seq DESC LIMIT $3"
     ))
     .bind(chatroom_id)
-    .bind(limit)
+    .bind(before)
+    .bind(limit + 1)
     .fetch_all(db)
     .await?;
+    let more = messages.len() as i64 > limit;
+    messages.truncate(limit as usize);
     messages.reverse();
-    Ok(messages)
+    Ok((messages, more))
+}
+
+/// Up to `limit` messages oldest-first with `seq > after`, and whether there
+/// were more.
+async fn oldest_above(
+    db: &Db,
+    chatroom_id: i64,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<(Vec<Message>, bool)> {
+    let mut messages = between(db, chatroom_id, after, i64::MAX, limit + 1).await?;
+    let more = messages.len() as i64 > limit;
+    messages.truncate(limit as usize);
+    Ok((messages, more))
+}
+
+/// Whether the room has a message with `seq` in `low..=high`.
+async fn any_between(db: &Db, chatroom_id: i64, low: i64, high: i64) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT seq FROM messages WHERE chatroom_id = $1 AND seq >= $2 AND seq <= $3 LIMIT 1",
+    )
+    .bind(chatroom_id)
+    .bind(low)
+    .bind(high)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// A page of at most `limit` (at least 1) messages of a room at `anchor`.
+pub async fn page(
+    db: &Db,
+    chatroom_id: i64,
+    anchor: Anchor,
+    limit: i64,
+) -> sqlx::Result<HistoryPage> {
+    let limit = limit.max(1);
+    let (messages, more_before, more_after) = match anchor {
+        Anchor::Latest => {
+            let (messages, more_before) = newest_below(db, chatroom_id, i64::MAX, limit).await?;
+            (messages, more_before, false)
+        }
+        Anchor::Before(before) => {
+            let (messages, more_before) = newest_below(db, chatroom_id, before, limit).await?;
+            let after = any_between(db, chatroom_id, before, i64::MAX).await?;
+            (messages, more_before, after)
+        }
+        Anchor::After(after) => {
+            let (messages, more_after) = oldest_above(db, chatroom_id, after, limit).await?;
+            let before = any_between(db, chatroom_id, i64::MIN, after).await?;
+            (messages, before, more_after)
+        }
+        Anchor::Around(seq) => {
+            // About half on each side; where one side runs out, the other
+            // fills the page.
+            let half = limit / 2;
+            let (mut older, mut more_before) = if half > 0 {
+                newest_below(db, chatroom_id, seq, half).await?
+            } else {
+                let below = seq.saturating_sub(1);
+                (
+                    Vec::new(),
+                    any_between(db, chatroom_id, i64::MIN, below).await?,
+                )
+            };
+            let newer_wanted = limit - older.len() as i64;
+            let (newer, more_after) =
+                oldest_above(db, chatroom_id, seq.saturating_sub(1), newer_wanted).await?;
+            if (newer.len() as i64) < newer_wanted && more_before {
+                (older, more_before) =
+                    newest_below(db, chatroom_id, seq, limit - newer.len() as i64).await?;
+            }
+            older.extend(newer);
+            (older, more_before, more_after)
+        }
+    };
+    Ok(HistoryPage {
+        messages,
+        more_before,
+        more_after,
+    })
 }
 
 /// Most rooms in one sequence UPDATE: 3 parameters each.

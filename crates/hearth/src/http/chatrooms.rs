@@ -8,8 +8,9 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::auth::CurrentUser;
+use super::messages::HistoryQuery;
 use crate::AppState;
-use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError};
+use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError, messages::Anchor};
 use crate::domain::RoomName;
 use crate::error::{Error, Result};
 use crate::templates::{ChatroomPage, ChatroomsPage, render};
@@ -134,18 +135,22 @@ async fn create_chatroom(
     Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
 }
 
+/// The room page: the newest messages, or with `?before=`, `?after=` or
+/// `?around=<seq>` that page of its history (a permalink marks the message).
 async fn show_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Response> {
     let id = parse_room_id(&id).ok_or(Error::NotFound)?;
-    let page = room_page(&state, user, id, Vec::new(), String::new()).await?;
+    let (anchor, limit) = query.parse()?;
+    let page = room_page_at(&state, user, id, anchor, limit, Vec::new(), String::new()).await?;
     Ok(render(StatusCode::OK, &page))
 }
 
-/// The room page of room `id`, with `errors` above a form holding `draft`;
-/// [`Error::NotFound`] for a missing room.
+/// The room page of room `id` with its newest messages, `errors` above a
+/// form holding `draft`; [`Error::NotFound`] for a missing room.
 pub async fn room_page(
     state: &AppState,
     user: CurrentUser,
@@ -153,14 +158,41 @@ pub async fn room_page(
     errors: Vec<String>,
     draft: String,
 ) -> Result<ChatroomPage> {
+    room_page_at(
+        state,
+        user,
+        id,
+        Anchor::Latest,
+        PAGE_MESSAGES,
+        errors,
+        draft,
+    )
+    .await
+}
+
+async fn room_page_at(
+    state: &AppState,
+    user: CurrentUser,
+    id: i64,
+    anchor: Anchor,
+    limit: i64,
+    errors: Vec<String>,
+    draft: String,
+) -> Result<ChatroomPage> {
     let room = db::chatrooms::find(&state.db, id)
         .await?
         .ok_or(Error::NotFound)?;
+    let highlight = match anchor {
+        Anchor::Around(seq) => Some(seq),
+        _ => None,
+    };
     Ok(ChatroomPage {
         current_user: Some(user.user()),
         rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,
-        messages: db::messages::latest(&state.db, room.id, PAGE_MESSAGES).await?,
+        room_id: room.id,
+        page: db::messages::page(&state.db, room.id, anchor, limit).await?,
+        highlight,
         room,
         errors,
         draft,

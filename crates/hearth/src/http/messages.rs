@@ -1,24 +1,117 @@
-//! `POST /chatrooms/{id}/messages`: posting from the room's form or `fetch`.
+//! `/chatrooms/{id}/messages`: a room's history a page at a time (`GET`),
+//! and posting from the room's form or `fetch` (`POST`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::post;
-use axum::{Form, Router};
-use serde::Deserialize;
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::auth::CurrentUser;
 use super::chatrooms::{parse_room_id, room_page};
 use super::wants_json;
 use crate::AppState;
+use crate::db::{self, messages::Anchor};
 use crate::domain::MessageContent;
 use crate::error::{Error, Result};
-use crate::templates::render;
+use crate::payload::MessagePayload;
+use crate::templates::{HistoryFragment, render};
 use crate::writer::{NewMessage, PostError};
 
 /// The message route.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/chatrooms/{id}/messages", post(create_message))
+    Router::new().route(
+        "/chatrooms/{id}/messages",
+        get(list_messages).post(create_message),
+    )
+}
+
+/// Most messages one page of history may hold.
+pub const MAX_PAGE: i64 = 200;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: i64 = 50;
+
+/// Where a page of history is taken from: at most one of `before`, `after`
+/// and `around` (a `seq`), none for the newest; and how many, 1 to
+/// [`MAX_PAGE`].
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    before: Option<i64>,
+    after: Option<i64>,
+    around: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl HistoryQuery {
+    /// The anchor and page size asked for, or why they are refused.
+    pub fn parse(&self) -> Result<(Anchor, i64)> {
+        let anchor = match (self.before, self.after, self.around) {
+            (None, None, None) => Anchor::Latest,
+            (Some(seq), None, None) => Anchor::Before(seq),
+            (None, Some(seq), None) => Anchor::After(seq),
+            (None, None, Some(seq)) => Anchor::Around(seq),
+            _ => {
+                return Err(Error::invalid(vec![
+                    "Give at most one of before, after and around".into(),
+                ]));
+            }
+        };
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid(vec![format!(
+                "limit must be 1 to {MAX_PAGE}"
+            )]));
+        }
+        Ok((anchor, limit))
+    }
+
+    /// Whether a particular place in the history was asked for.
+    pub fn is_anchored(&self) -> bool {
+        self.before.is_some() || self.after.is_some() || self.around.is_some()
+    }
+}
+
+/// A page of history as JSON: the broadcast payloads, oldest first.
+#[derive(Serialize)]
+struct HistoryJson {
+    messages: Vec<Box<RawValue>>,
+    more_before: bool,
+    more_after: bool,
+}
+
+/// A page of a room's history by `seq`. `Accept: application/json` gets the
+/// same payload objects as broadcasts, oldest first, and whether more
+/// exist on either side; anything else gets the messages as an HTML
+/// fragment, with links to the pages around it.
+async fn list_messages(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response> {
+    let chatroom_id = parse_room_id(&raw_id).ok_or(Error::NotFound)?;
+    let (anchor, limit) = query.parse()?;
+    db::chatrooms::find(&state.db, chatroom_id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
+    if wants_json(&headers) {
+        return Ok(Json(HistoryJson {
+            messages: page.messages.iter().map(MessagePayload::encode).collect(),
+            more_before: page.more_before,
+            more_after: page.more_after,
+        })
+        .into_response());
+    }
+    let fragment = HistoryFragment {
+        room_id: chatroom_id,
+        page: &page,
+        highlight: None,
+    };
+    Ok(render(StatusCode::OK, &fragment))
 }
 
 /// The message form field.

@@ -13,6 +13,7 @@ mod cable;
 mod chatrooms;
 mod connections;
 mod faults;
+mod history;
 mod messages;
 mod ops;
 mod reliability;
