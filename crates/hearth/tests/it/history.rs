@@ -8,16 +8,20 @@ use serde_json::Value;
 
 use crate::common::{TestApp, TestUser};
 
-/// A page of history as JSON.
-async fn json_page(app: &TestApp, user: &TestUser, room: i64, query: &str) -> Value {
-    let response = app
-        .client()
+/// Asks for a page of history as JSON; the raw answer.
+async fn ask_history(app: &TestApp, user: &TestUser, room: i64, query: &str) -> reqwest::Response {
+    app.client()
         .get(app.url(&format!("/chatrooms/{room}/messages?{query}")))
         .header("cookie", &user.cookie)
         .header(ACCEPT, "application/json")
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A page of history as JSON.
+async fn json_page(app: &TestApp, user: &TestUser, room: i64, query: &str) -> Value {
+    let response = ask_history(app, user, room, query).await;
     assert_eq!(response.status(), 200, "{query}");
     response.json().await.unwrap()
 }
@@ -113,7 +117,11 @@ async fn a_page_holds_the_broadcast_payloads_and_around_centres_on_its_message()
     let middle = json_page(&app, &ann, room, "around=20&limit=10").await;
     assert_eq!(seqs(&middle), (15..=24).collect::<Vec<_>>());
     let newest = json_page(&app, &ann, room, "").await;
-    assert_eq!(seqs(&newest), (52..=101).collect::<Vec<_>>(), "the newest 50 by default");
+    assert_eq!(
+        seqs(&newest),
+        (52..=101).collect::<Vec<_>>(),
+        "the newest 50 by default"
+    );
 
     // The permalink opens the room page on that message, marked.
     let html = app
@@ -196,14 +204,7 @@ async fn bad_history_requests_get_a_clear_answer() {
         ("limit=201", 422),
         ("before=abc", 400),
     ] {
-        let response = app
-            .client()
-            .get(app.url(&format!("/chatrooms/{room}/messages?{query}")))
-            .header("cookie", &ann.cookie)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .unwrap();
+        let response = ask_history(&app, &ann, room, query).await;
         assert_eq!(response.status(), status, "{query}");
     }
     let missing = app.get("/chatrooms/999/messages", Some(&ann.cookie)).await;
