@@ -373,17 +373,22 @@ test(
       await listed(page, "Arrives while reading the latest").waitFor();
       await eventually("the list to follow the new message", async () => (await layout()).fromBottom < 2);
 
-      // Scrolled up to read, a new message does not move the list.
+      // Scrolled up to read (not to the very top, which loads older pages),
+      // a new message does not move the list; a button says it came.
       await page.locator("#messages").evaluate((list) => {
-        list.scrollTop = 0;
+        list.scrollTop = 300;
       });
       await post("Arrives while reading older ones");
-      await listed(page, "Arrives while reading older ones").waitFor();
+      await page.getByRole("button", { name: "1 new message ↓" }).waitFor();
       const reading = await layout();
-      assert.equal(reading.scrollTop, 0, "the reader's position is kept");
+      assert.equal(reading.scrollTop, 300, "the reader's position is kept");
       assert.equal(reading.windowScroll, 0);
+      await page.getByRole("button", { name: "1 new message ↓" }).click();
+      await listed(page, "Arrives while reading older ones").waitFor();
+      await eventually("the list to be at the newest message", async () => (await layout()).fromBottom < 2);
+      assert.equal(await page.locator("#new-messages").isHidden(), true);
 
-      // A permalink opens on its message, in view, and the page says it is history.
+      // A permalink opens on its message, in view, with a way back to the latest.
       await page.goto(`${own.url}${room}?around=20`);
       const linked = page.locator("#linked");
       await linked.waitFor();
@@ -394,9 +399,108 @@ test(
         return box.top >= list.top && box.bottom <= list.bottom;
       });
       assert.ok(inView, "the linked message is scrolled into view");
-      assert.equal(await page.locator("#connection-status").getAttribute("data-state"), "history");
+      await page.getByRole("button", { name: "Jump to the latest ↓" }).waitFor();
       await page.screenshot({ path: path.join(ARTIFACTS, `permalink-${viewport.width}x${viewport.height}.png`) });
       await page.context().close();
     }
+  },
+);
+
+test(
+  "scrolling through 1,000 messages pages them in once each, keeps the place, and holds a few hundred at most",
+  { timeout: 120_000 },
+  async (t) => {
+    const own = await startServer({ args: ["--message-rate", "0"] });
+    t.after(() => own.stop());
+    const reader = await signUpInBrowser(
+      { email: "reader@example.com", nickname: "reader", password: "correct horse 6" },
+      { viewport: { width: 1280, height: 800 } },
+      own.url,
+    );
+    const { page } = reader;
+    const room = new URL(page.url()).pathname;
+    const total = 1000;
+    for (let start = 1; start <= total; start += 25) {
+      await Promise.all(
+        Array.from({ length: Math.min(25, total - start + 1) }, (_, i) =>
+          page.request.post(`${own.url}${room}/messages`, {
+            headers: { Accept: "application/json" },
+            form: { content: `Numbered message ${start + i}` },
+          }),
+        ),
+      );
+    }
+    await page.reload();
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+
+    const state = () =>
+      page.evaluate(() => {
+        const list = /** @type {HTMLElement} */ (document.getElementById("messages"));
+        const articles = [...list.querySelectorAll("article.message")];
+        const first = /** @type {HTMLElement} */ (articles[0]);
+        return {
+          seqs: articles.map((a) => Number(/** @type {HTMLElement} */ (a).dataset.seq)),
+          firstId: first.id,
+          olderLink: list.querySelector(".history-link.older") !== null,
+          newerLink: list.querySelector(".history-link.newer") !== null,
+        };
+      });
+    const top = (/** @type {string} */ id) =>
+      page.evaluate((id) => document.getElementById(id)?.getBoundingClientRect().top ?? null, id);
+    /** @type {Set<number>} */
+    const seen = new Set();
+    let mostKept = 0;
+    const look = async () => {
+      const now = await state();
+      assert.equal(new Set(now.seqs).size, now.seqs.length, "no message is in the page twice");
+      assert.deepEqual(now.seqs, [...now.seqs].sort((a, b) => a - b), "in seq order");
+      now.seqs.forEach((seq) => seen.add(seq));
+      mostKept = Math.max(mostKept, now.seqs.length);
+      return now;
+    };
+
+    // Up to the first message.
+    let now = await look();
+    let pages = 0;
+    while (now.olderLink) {
+      const anchor = now.firstId;
+      // Scrolled to the top, the first message's place on screen, measured
+      // before the older page (fetched asynchronously) can arrive.
+      const before = await page.locator("#messages").evaluate((list, id) => {
+        list.scrollTop = 0;
+        return document.getElementById(id)?.getBoundingClientRect().top ?? null;
+      }, anchor);
+      await eventually("an older page", async () => (await state()).firstId !== anchor, 10_000);
+      const after = await top(anchor);
+      // The reader's place: the message that was on top stays where it was
+      // (give or take the height of the "Older messages" link).
+      assert.ok(after !== null && before !== null && Math.abs(after - before) < 40, `the place is kept: ${before} → ${after}`);
+      now = await look();
+      pages += 1;
+      assert.ok(pages < 100, "paging ends");
+    }
+    assert.equal(now.seqs[0], 1, "the first message was reached");
+    assert.ok(mostKept <= 340, `at most a few hundred in the page (${mostKept})`);
+    await page.screenshot({ path: path.join(ARTIFACTS, "history-top.png") });
+
+    // And back down to the newest, which is live again.
+    assert.ok(now.newerLink, "the newest were dropped while reading the oldest");
+    while (now.newerLink) {
+      const last = now.seqs.at(-1);
+      await page.locator("#messages").evaluate((list) => {
+        list.scrollTop = list.scrollHeight;
+      });
+      await eventually("a newer page", async () => (await state()).seqs.at(-1) !== last, 10_000);
+      now = await look();
+    }
+    assert.equal(now.seqs.at(-1), total, "back at the newest");
+    assert.equal(seen.size, total, "every message was seen");
+    assert.ok(mostKept <= 340, `at most a few hundred in the page (${mostKept})`);
+    await page.getByRole("button", { name: /new message|Jump/ }).waitFor({ state: "hidden" });
+
+    // Live again: a new message lands at the bottom.
+    await page.request.post(`${own.url}${room}/messages`, { form: { content: "Back at the live end" } });
+    await listed(page, "Back at the live end").waitFor();
+    await page.context().close();
   },
 );

@@ -7,32 +7,51 @@ use axum::routing::get;
 
 use crate::AppState;
 
-const APP_JS: &str = include_str!("../../static/app.js");
-const APP_CSS: &str = include_str!("../../static/app.css");
+const JS: &str = "text/javascript; charset=utf-8";
 
-/// `/static/app.js` and `/static/app.css`.
+/// Every file served under `/static/`: its path, type and contents. The
+/// script is native ES modules, one concern a file, so each is listed.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/static/app.js", JS, include_str!("../../static/app.js")),
+    (
+        "/static/js/cable.js",
+        JS,
+        include_str!("../../static/js/cable.js"),
+    ),
+    (
+        "/static/js/messages.js",
+        JS,
+        include_str!("../../static/js/messages.js"),
+    ),
+    (
+        "/static/js/times.js",
+        JS,
+        include_str!("../../static/js/times.js"),
+    ),
+    (
+        "/static/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/app.css"),
+    ),
+];
+
+/// The files of [`ASSETS`].
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/static/app.js", get(show_script))
-        .route("/static/app.css", get(show_stylesheet))
-}
-
-async fn show_script() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        APP_JS,
-    )
-}
-
-async fn show_stylesheet() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        APP_CSS,
-    )
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(
+                path,
+                get(move || async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, content_type),
+                            (header::CACHE_CONTROL, "no-cache"),
+                        ],
+                        body,
+                    )
+                        .into_response()
+                }),
+            )
+        })
 }

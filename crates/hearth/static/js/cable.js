@@ -1,0 +1,117 @@
+// The room's Action Cable connection, spoken directly (no bundle, no build
+// step): subscribe, hand each broadcast on, ask for what was missed after
+// every (re)subscription, show the connection's state, and reconnect with
+// backoff when the socket drops or goes quiet.
+
+const PROTOCOL = "actioncable-v1-json";
+const STALE_AFTER_MS = 8000; // the server pings every 3 s: two missed pings
+const MAX_BACKOFF_MS = 30000;
+
+/**
+ * Connects to the room and keeps connected.
+ * @param {object} options
+ * @param {number} options.roomId
+ * @param {(message: object) => void} options.onMessage each message payload, live or caught up
+ * @param {(state: string, text: string) => void} options.onState
+ * @param {() => number | null} options.resumeFrom the seq to catch up after, or null not to
+ */
+export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
+  const identifier = JSON.stringify({ channel: "ChatroomChannel", id: roomId });
+  let socket = null;
+  let attempts = 0;
+  let lastFrameAt = 0;
+  let stopped = false;
+  let reconnectTimer = null;
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    if (stopped) return;
+    onState("connecting", attempts ? "Reconnecting…" : "Connecting…");
+    const url = new URL("/cable", location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(url, [PROTOCOL]);
+    socket = ws;
+    lastFrameAt = Date.now();
+    ws.addEventListener("message", (event) => {
+      if (ws !== socket) return;
+      lastFrameAt = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      handle(ws, frame);
+    });
+    ws.addEventListener("close", () => {
+      if (ws !== socket) return;
+      socket = null;
+      scheduleReconnect();
+    });
+  }
+
+  function handle(ws, frame) {
+    switch (frame.type) {
+      case "welcome":
+        ws.send(JSON.stringify({ command: "subscribe", identifier }));
+        return;
+      case "ping":
+        return;
+      case "confirm_subscription":
+        if (frame.identifier === identifier) {
+          attempts = 0;
+          onState("online", "Live");
+          catchUp(ws);
+        }
+        return;
+      case "reject_subscription":
+        stopped = true;
+        onState("offline", "This room is not available");
+        ws.close();
+        return;
+      case "disconnect":
+        if (!frame.reconnect) {
+          stopped = true;
+          onState("offline", frame.reason === "unauthorized" ? "Signed out — reload to sign in" : "Disconnected");
+        }
+        ws.close();
+        return;
+    }
+    if (frame.identifier !== identifier || !frame.message) return;
+    if (frame.message.type === "message") onMessage(frame.message);
+    else if (frame.message.type === "caught_up" && frame.message.more) catchUp(ws);
+  }
+
+  function catchUp(ws = socket) {
+    const after = resumeFrom();
+    if (!ws || after === null) return;
+    const data = JSON.stringify({ action: "catch_up", after });
+    ws.send(JSON.stringify({ command: "message", identifier, data }));
+  }
+
+  function scheduleReconnect() {
+    if (stopped) return;
+    attempts += 1;
+    const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(attempts - 1, 10));
+    const delay = base / 2 + Math.random() * (base / 2);
+    onState("offline", `Offline — retrying in ${Math.ceil(delay / 1000)} s`);
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  // A socket that has gone quiet (laptop sleep, dead network) never fires
+  // "close" on its own: treat two missed pings as a drop.
+  setInterval(() => {
+    if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastFrameAt > STALE_AFTER_MS) {
+      socket.close();
+    }
+  }, 1000);
+  window.addEventListener("online", () => {
+    if (!socket) connect();
+  });
+
+  connect();
+  return {
+    /** Asks again for whatever came after `resumeFrom()`, e.g. once the list is back at the live end. */
+    catchUp: () => catchUp(),
+  };
+}

@@ -1,0 +1,271 @@
+// The message list: messages placed by their room `seq` and never twice,
+// history loaded a page at a time as the reader reaches either end, at most
+// MAX_KEPT messages kept in the page, and the "new messages" button.
+//
+// The server renders every message (the `html` of each payload); this
+// module only places, trims and scrolls. Pages come from
+// `GET /chatrooms/<id>/messages` by `seq`, which never skips or repeats.
+
+import { localizeTimes } from "./times.js";
+
+/** Messages kept in the page; past it (and a leeway) the far end is dropped. */
+const MAX_KEPT = 300;
+const LEEWAY = 40;
+/** Messages fetched per page. */
+const PAGE = 50;
+/** How close to the bottom counts as "at the bottom". */
+const NEAR_BOTTOM_PX = 80;
+
+export class MessageList {
+  /**
+   * @param {HTMLElement} list `#messages`
+   * @param {object} options
+   * @param {number} options.roomId
+   * @param {HTMLButtonElement | null} options.button the "new messages" button
+   * @param {() => void} options.onLive called when the list reaches the room's newest message again
+   */
+  constructor(list, { roomId, button, onLive }) {
+    this.list = list;
+    this.roomId = roomId;
+    this.button = button;
+    this.onLive = onLive;
+    /** Whether the room's newest message is in the list (no gap below). */
+    this.live = list.dataset.moreAfter !== "true";
+    /** Messages that arrived while the reader could not see them. */
+    this.unseen = 0;
+    this.loading = false;
+    this.observer = new IntersectionObserver((entries) => this.#reached(entries), { root: list });
+    this.#observeEnds();
+    list.addEventListener("scroll", () => {
+      if (this.live && this.#nearBottom()) this.#setUnseen(0);
+    });
+    button?.addEventListener("click", () => this.jumpToLatest());
+    this.#setUnseen(0);
+  }
+
+  /** The newest `seq` in the list, for catching up; `null` away from the live end. */
+  resumeFrom() {
+    return this.live ? this.#lastSeq() : null;
+  }
+
+  /** Opens at the linked message (a permalink) or at the bottom. */
+  open() {
+    const linked = document.getElementById("linked");
+    if (linked) linked.scrollIntoView({ block: "center" });
+    else this.scrollToBottom();
+  }
+
+  scrollToBottom() {
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /**
+   * A message from the cable or from the composer's answer.
+   * @param {{ id: number, seq: number, user_id?: number, html: string }} message
+   * @param {{ mine?: boolean }} [how]
+   */
+  receive(message, { mine = false } = {}) {
+    if (!this.live) {
+      // Below what is shown lies a gap: count it, show it on the way down.
+      if (!mine) this.#setUnseen(this.unseen + 1);
+      return;
+    }
+    if (document.getElementById(`message_${message.id}`)) return;
+    const follow = mine || this.#nearBottom();
+    this.#place(message);
+    if (follow) {
+      this.scrollToBottom();
+      this.#trim("top");
+    } else {
+      this.#setUnseen(this.unseen + 1);
+    }
+  }
+
+  /** Replaces the list with the newest page and follows it again. */
+  async jumpToLatest() {
+    const page = await this.#fetch({});
+    if (!page) return;
+    this.list.replaceChildren();
+    this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
+    for (const message of page.messages) this.#place(message);
+    this.live = true;
+    this.#setUnseen(0);
+    this.#observeEnds();
+    this.scrollToBottom();
+    this.onLive();
+  }
+
+  // Internal
+
+  #messages() {
+    return this.list.querySelectorAll("article.message");
+  }
+
+  #firstSeq() {
+    return Number(this.#messages()[0]?.dataset.seq ?? 0);
+  }
+
+  #lastSeq() {
+    const all = this.#messages();
+    return Number(all[all.length - 1]?.dataset.seq ?? 0);
+  }
+
+  #nearBottom() {
+    const list = this.list;
+    return list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  #setUnseen(count) {
+    this.unseen = count;
+    if (!this.button) return;
+    const show = count > 0 || !this.live;
+    this.button.hidden = !show;
+    this.button.textContent =
+      count > 0 ? `${count} new message${count === 1 ? "" : "s"} ↓` : "Jump to the latest ↓";
+  }
+
+  /** The element of `message`, placed by `seq` among those shown. */
+  #place(message) {
+    const template = document.createElement("template");
+    template.innerHTML = message.html.trim();
+    const element = template.content.firstElementChild;
+    if (!element || document.getElementById(element.id)) return;
+    this.list.querySelector(".empty-room")?.remove();
+    const all = [...this.#messages()];
+    let before = all.findLast((m) => Number(m.dataset.seq) < message.seq);
+    if (before) this.#outer(before).after(element);
+    else {
+      const older = this.list.querySelector(".history-link.older");
+      if (older) older.after(element);
+      else this.list.prepend(element);
+    }
+    localizeTimes(element);
+  }
+
+  /** The list's child holding `article` (a permalink wraps it). */
+  #outer(article) {
+    return article.parentElement === this.list ? article : article.parentElement;
+  }
+
+  /** Watches the links at either end: reaching one loads the next page. */
+  #observeEnds() {
+    this.observer.disconnect();
+    for (const link of this.list.querySelectorAll(".history-link.older, .history-link.newer")) {
+      this.observer.observe(link);
+    }
+  }
+
+  #reached(entries) {
+    for (const entry of entries) {
+      if (!entry.isIntersecting || this.loading) continue;
+      if (entry.target.classList.contains("older")) this.#loadOlder();
+      else if (entry.target.classList.contains("newer")) this.#loadNewer();
+    }
+  }
+
+  async #fetch(query) {
+    const url = new URL(`/chatrooms/${this.roomId}/messages`, location.href);
+    url.searchParams.set("limit", String(PAGE));
+    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, String(value));
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
+      return response.ok ? await response.json() : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async #loadOlder() {
+    this.loading = true;
+    try {
+      const page = await this.#fetch({ before: this.#firstSeq() });
+      if (!page) return;
+      this.#keepPosition(() => {
+        for (const message of page.messages) this.#place(message);
+        this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
+      });
+      this.#trim("bottom");
+    } finally {
+      this.loading = false;
+      this.#observeEnds();
+    }
+  }
+
+  async #loadNewer() {
+    this.loading = true;
+    try {
+      const page = await this.#fetch({ after: this.#lastSeq() });
+      if (!page) return;
+      for (const message of page.messages) this.#place(message);
+      this.#setNewerLink(page.more_after ? page.messages.at(-1)?.seq : null);
+      this.#trim("top");
+      if (!page.more_after) {
+        this.live = true;
+        this.#setUnseen(0);
+        this.onLive();
+      }
+    } finally {
+      this.loading = false;
+      this.#observeEnds();
+    }
+  }
+
+  /** Drops messages from one end past MAX_KEPT, keeping what the reader sees in place. */
+  #trim(end) {
+    const all = [...this.#messages()];
+    const excess = all.length - MAX_KEPT;
+    if (excess <= LEEWAY) return;
+    const doomed = end === "top" ? all.slice(0, excess) : all.slice(-excess);
+    this.#keepPosition(() => {
+      for (const article of doomed) this.#outer(article).remove();
+      if (end === "top") this.#setOlderLink(this.#firstSeq());
+      else {
+        this.live = false;
+        this.#setNewerLink(this.#lastSeq());
+        this.#setUnseen(this.unseen);
+      }
+    }, end === "top");
+    this.#observeEnds();
+  }
+
+  /** Runs `change`; content added or removed above the view does not move it. */
+  #keepPosition(change, above = true) {
+    const { scrollTop, scrollHeight } = this.list;
+    change();
+    this.list.scrollTop = above ? scrollTop + (this.list.scrollHeight - scrollHeight) : scrollTop;
+  }
+
+  #setOlderLink(seq) {
+    let link = this.list.querySelector(".history-link.older");
+    if (!seq) return link?.remove();
+    if (!link) {
+      link = this.#link("older", "Older messages", "prev");
+      this.list.prepend(link);
+    }
+    link.href = `/chatrooms/${this.roomId}?before=${seq}`;
+  }
+
+  #setNewerLink(seq) {
+    let link = this.list.querySelector(".history-link.newer");
+    if (!seq) {
+      link?.remove();
+      this.list.querySelector(".history-link.latest")?.remove();
+      return;
+    }
+    if (!link) {
+      link = this.#link("newer", "Newer messages", "next");
+      const latest = this.list.querySelector(".history-link.latest");
+      if (latest) latest.before(link);
+      else this.list.append(link);
+    }
+    link.href = `/chatrooms/${this.roomId}?after=${seq}`;
+  }
+
+  #link(kind, text, rel) {
+    const link = document.createElement("a");
+    link.className = `history-link ${kind}`;
+    link.rel = rel;
+    link.textContent = text;
+    return link;
+  }
+}
