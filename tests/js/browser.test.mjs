@@ -120,7 +120,7 @@ const listed = (page, text) => page.locator("#messages").getByText(text, { exact
 function composerReady(page) {
   return page.waitForFunction(
     () => {
-      const input = /** @type {HTMLInputElement | null} */ (document.getElementById("message-content"));
+      const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));
       return input !== null && input.value === "" && document.activeElement === input;
     },
     null,
@@ -179,6 +179,7 @@ test(
     await eventually("the broadcast to reach maya's page", () =>
       maya.frames.some((frame) => JSON.parse(frame).message?.content === text),
     );
+    await eventually("the pending message to be replaced", async () => (await maya.page.locator("article.pending").count()) === 0);
     assert.equal(await listed(maya.page, text).count(), 1, "the message is shown once on maya's page");
   },
 );
@@ -226,7 +227,7 @@ test(
     const answered = page.waitForResponse(
       (r) => r.request().method() === "POST" && new URL(r.url()).pathname === `${room}/messages`,
     );
-    await page.locator("#message-content").press("Enter");
+    await page.getByRole("button", { name: "Send" }).click();
     const response = await answered;
 
     assert.equal(response.status(), 303);
@@ -501,6 +502,88 @@ test(
     // Live again: a new message lands at the bottom.
     await page.request.post(`${own.url}${room}/messages`, { form: { content: "Back at the live end" } });
     await listed(page, "Back at the live end").waitFor();
+    await page.context().close();
+  },
+);
+
+test(
+  "the composer: Shift+Enter keeps a new line, nothing over the limit is cut or sent, drafts stay, and a failed send can be retried",
+  { timeout: 60_000 },
+  async (t) => {
+    const own = await startServer({ args: ["--message-rate", "0"] });
+    t.after(() => own.stop());
+    const writer = await signUpInBrowser(
+      { email: "writer@example.com", nickname: "writer", password: "correct horse 7" },
+      { viewport: { width: 1280, height: 800 } },
+      own.url,
+    );
+    const { page } = writer;
+    const room = new URL(page.url()).pathname;
+    const input = page.locator("#message-content");
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+
+    // Two lines, sent with Enter, shown as two lines.
+    await input.pressSequentially("first line");
+    await input.press("Shift+Enter");
+    await input.pressSequentially("second line");
+    await input.press("Enter");
+    const twoLines = page.locator("#messages article.message[data-seq] .content", { hasText: "second line" });
+    await twoLines.waitFor();
+    assert.equal(await twoLines.textContent(), "first line\nsecond line");
+    assert.equal(await input.inputValue(), "");
+
+    // Over the limit: said, not sent, not cut.
+    let posts = 0;
+    const countPosts = (/** @type {import("playwright-core").Request} */ request) => {
+      if (request.method() === "POST") posts += 1;
+    };
+    page.on("request", countPosts);
+    const long = "x".repeat(4498);
+    await input.fill(long);
+    await page.locator("#composer-count.over").waitFor();
+    assert.match(await page.locator("#composer-count").textContent() ?? "", /498 characters over the limit of 4000/);
+    await input.press("Enter");
+    await page.locator("#composer-error", { hasText: "498 characters too long" }).waitFor();
+    assert.equal((await input.inputValue()).length, 4498, "nothing was cut");
+    assert.equal(posts, 0, "nothing was sent");
+    page.off("request", countPosts);
+    await page.screenshot({ path: path.join(ARTIFACTS, "composer-over-limit.png") });
+
+    // A draft survives leaving the room and a reload.
+    await input.fill("half a thought");
+    await page.goto(`${own.url}/chatrooms`);
+    await page.goto(`${own.url}${room}`);
+    assert.equal(await page.locator("#message-content").inputValue(), "half a thought");
+    await page.reload();
+    assert.equal(await page.locator("#message-content").inputValue(), "half a thought");
+    await page.locator("#message-content").fill("");
+
+    // Typing on while a send is in flight loses nothing; a failed send stays, with Retry.
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+    /** @type {(() => void) | null} */
+    let release = null;
+    await page.route(`**${room}/messages`, async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      await new Promise((resolve) => {
+        release = () => resolve(undefined);
+      });
+      await route.abort("connectionrefused");
+    });
+    await page.locator("#message-content").pressSequentially("sent while offline");
+    await page.locator("#message-content").press("Enter");
+    await page.locator("article.pending", { hasText: "sent while offline" }).waitFor();
+    await page.locator("#message-content").pressSequentially("typed meanwhile");
+    await eventually("the post to be held", () => release !== null);
+    /** @type {() => void} */ (/** @type {unknown} */ (release))();
+    await page.locator("article.pending.failed", { hasText: "Not sent" }).waitFor();
+    assert.equal(await page.locator("#message-content").inputValue(), "typed meanwhile", "what was typed meanwhile is kept");
+    await page.screenshot({ path: path.join(ARTIFACTS, "composer-failed.png") });
+
+    await page.unroute(`**${room}/messages`);
+    await page.locator("article.pending.failed").getByRole("button", { name: "Retry" }).click();
+    await page.locator("#messages article.message[data-seq]", { hasText: "sent while offline" }).waitFor();
+    await eventually("the pending copy to go", async () => (await page.locator("article.pending").count()) === 0);
+    assert.equal(await listed(page, "sent while offline").count(), 1);
     await page.context().close();
   },
 );

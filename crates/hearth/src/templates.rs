@@ -63,6 +63,8 @@ pub struct ChatroomPage {
     pub highlight: Option<i64>,
     pub errors: Vec<String>,
     pub draft: String,
+    /// The longest message, for the composer's counter.
+    pub max_chars: usize,
 }
 
 /// A page of a room's history as an HTML fragment: the messages, with

@@ -1,9 +1,10 @@
 // Hearth's page script, native modules with no build step: the open room's
 // live connection (js/cable.js), its message list with history paging
-// (js/messages.js), and posting without a reload. Without JavaScript the
+// (js/messages.js), and the composer (js/composer.js). Without JavaScript the
 // page still reads, pages and posts through plain links and forms.
 
 import { connectRoom } from "./js/cable.js";
+import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
 import { localizeTimes } from "./js/times.js";
 
@@ -30,54 +31,11 @@ function startRoom(list) {
     resumeFrom: () => messages.resumeFrom(),
   });
   const form = /** @type {HTMLFormElement | null} */ (document.getElementById("new-message"));
-  const input = /** @type {HTMLInputElement | null} */ (document.getElementById("message-content"));
-  if (form && input) interceptPosts(form, input, messages);
+  const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));
+  if (form && input) startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages });
 }
 
 function isMine(message) {
   const me = document.body.dataset.userId;
   return me !== undefined && Number(me) === message.user_id;
-}
-
-/** Posts the composer with fetch; the answer is placed at once (the broadcast is then a duplicate, skipped). */
-function interceptPosts(form, input, messages) {
-  const errorBox = document.getElementById("composer-error");
-  const showError = (text) => {
-    if (!errorBox) return;
-    errorBox.textContent = text;
-    errorBox.hidden = !text;
-  };
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const content = input.value.trim();
-    if (!content) return;
-    const button = form.querySelector("button");
-    if (button) button.disabled = true;
-    try {
-      const response = await fetch(form.action, {
-        method: "POST",
-        headers: { Accept: "application/json" },
-        body: new URLSearchParams({ content }),
-      });
-      if (response.redirected) {
-        location.assign(response.url);
-        return;
-      }
-      if (response.status === 201) {
-        const message = await response.json();
-        if (!messages.live) await messages.jumpToLatest();
-        messages.receive(message, { mine: true });
-        input.value = "";
-        showError("");
-      } else {
-        const body = await response.json().catch(() => ({}));
-        showError(body.message || `Could not send (HTTP ${response.status})`);
-      }
-    } catch {
-      showError("Could not send: the server is unreachable. Your message is still in the box.");
-    } finally {
-      if (button) button.disabled = false;
-      input.focus();
-    }
-  });
 }

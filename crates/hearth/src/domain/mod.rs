@@ -6,7 +6,7 @@ mod message;
 mod user;
 
 pub use chatroom::{RoomName, RoomStream, fold as fold_room_name};
-pub use message::MessageContent;
+pub use message::{MAX_MESSAGE_CHARS, MessageContent};
 pub use user::{Email, Nickname, Password};
 
 /// Why a field was refused; the message is shown to the user as is.

@@ -9,30 +9,26 @@ use crate::AppState;
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// Every file served under `/static/`: its path, type and contents. The
-/// script is native ES modules, one concern a file, so each is listed.
+/// `(path, type, contents)` of a file under `static/`, compiled in.
+macro_rules! asset {
+    ($file:literal, $type:expr) => {
+        (
+            concat!("/static/", $file),
+            $type,
+            include_str!(concat!("../../static/", $file)),
+        )
+    };
+}
+
+/// Every file served under `/static/`. The script is native ES modules, one
+/// concern a file, so each is listed.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/static/app.js", JS, include_str!("../../static/app.js")),
-    (
-        "/static/js/cable.js",
-        JS,
-        include_str!("../../static/js/cable.js"),
-    ),
-    (
-        "/static/js/messages.js",
-        JS,
-        include_str!("../../static/js/messages.js"),
-    ),
-    (
-        "/static/js/times.js",
-        JS,
-        include_str!("../../static/js/times.js"),
-    ),
-    (
-        "/static/app.css",
-        "text/css; charset=utf-8",
-        include_str!("../../static/app.css"),
-    ),
+    asset!("app.js", JS),
+    asset!("js/cable.js", JS),
+    asset!("js/composer.js", JS),
+    asset!("js/messages.js", JS),
+    asset!("js/times.js", JS),
+    asset!("app.css", "text/css; charset=utf-8"),
 ];
 
 /// The files of [`ASSETS`].

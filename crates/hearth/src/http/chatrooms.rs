@@ -196,5 +196,6 @@ async fn room_page_at(
         room,
         errors,
         draft,
+        max_chars: crate::domain::MAX_MESSAGE_CHARS,
     })
 }

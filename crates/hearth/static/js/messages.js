@@ -81,13 +81,28 @@ export class MessageList {
     }
   }
 
+  /**
+   * Shows a message being sent, at the end of the live list.
+   * @param {HTMLElement} element
+   */
+  async addPending(element) {
+    if (!this.live) await this.jumpToLatest();
+    if (!element.isConnected) {
+      this.list.querySelector(".empty-room")?.remove();
+      this.list.append(element);
+    }
+    this.scrollToBottom();
+  }
+
   /** Replaces the list with the newest page and follows it again. */
   async jumpToLatest() {
     const page = await this.#fetch({});
     if (!page) return;
+    const pending = [...this.list.querySelectorAll("article.pending")];
     this.list.replaceChildren();
     this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
     for (const message of page.messages) this.#place(message);
+    this.list.append(...pending);
     this.live = true;
     this.#setUnseen(0);
     this.#observeEnds();
@@ -98,7 +113,7 @@ export class MessageList {
   // Internal
 
   #messages() {
-    return this.list.querySelectorAll("article.message");
+    return this.list.querySelectorAll("article.message[data-seq]");
   }
 
   #firstSeq() {

@@ -252,3 +252,35 @@ async fn concurrent_posts_to_several_rooms_get_gapless_sequences() {
     }
     assert_eq!(app.count("messages").await, 60);
 }
+
+#[tokio::test]
+async fn every_module_the_page_script_imports_is_served() {
+    let app = TestApp::spawn().await;
+    let mut queue = vec!["/static/app.js".to_owned()];
+    let mut served = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !served.insert(path.clone()) {
+            continue;
+        }
+        let response = app.get(&path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        let source = response.text().await.unwrap();
+        let folder = &path[..path.rfind('/').unwrap() + 1];
+        for import in source.split(" from \"").skip(1) {
+            let relative = import.split('"').next().unwrap();
+            let resolved = match relative.strip_prefix("./") {
+                Some(rest) => format!("{folder}{rest}"),
+                None => panic!("{path} imports {relative}, not a relative module"),
+            };
+            queue.push(resolved);
+        }
+    }
+    assert!(served.len() >= 4, "{served:?}");
+    assert_eq!(app.get("/static/app.css", None).await.status(), 200);
+}
