@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::join_all;
+use super::join_room;
 use crate::cli::ConnectArgs;
 use crate::procfs;
 use crate::report::{self, ms};
@@ -73,13 +73,7 @@ async fn work(ctx: &Ctx, args: &ConnectArgs, coord: Coord) -> anyhow::Result<Par
     let identifier = ctx.identifier();
     coord.barrier("start").await?;
     let overflows = procfs::listen_overflows();
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "connecting",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "connecting").await;
     coord.barrier("connected").await?;
     let listen_overflows = match (overflows, procfs::listen_overflows()) {
         (Some(a), Some(b)) if ctx.share.is_first() => b.saturating_sub(a),

@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::join_all;
+use super::join_room;
 use crate::cable::Ws;
 use crate::cli::{FanoutArgs, Via};
 use crate::hearth;
@@ -212,13 +212,7 @@ pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
 
 async fn work(ctx: &Ctx, args: &FanoutArgs, coord: Coord) -> anyhow::Result<Partial> {
     let identifier = ctx.identifier();
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "subscribing",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "subscribing").await;
     let mut publishers = Publishers::None;
     // Held, never read, until the run ends.
     let mut stalled = Vec::with_capacity(args.stalled);

@@ -29,7 +29,7 @@ use self::client::{Counters, Kit, Me, churn, client};
 use self::publisher::{Published, Publisher, Schedule};
 use self::samples::{Sample, sample_server, trend};
 use self::transcript::{Transcript, TranscriptTally};
-use super::join_all;
+use super::join_room;
 use crate::cli::{SoakArgs, Via};
 use crate::protocol::{self, ServerFrame};
 use crate::report::{self, ms};
@@ -322,13 +322,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
     // Client numbers after the subscribers' are the probes' and the publisher's.
     let probe_source = ctx.source(args.clients + 1 + ctx.share.index);
     let base_seq = last_seq(ctx, probe_source, &identifier, 0).await?;
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "subscribing",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "subscribing").await;
     let mut partial = Partial {
         subscribed: joined.conns.len() as u64,
         connect_failures: joined.failures,
