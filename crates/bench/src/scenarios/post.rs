@@ -18,7 +18,7 @@ use crate::http::HttpConn;
 use crate::protocol::{self, Marker, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::{Coord, unix_nanos};
 
 /// One process's (or one writer's) share of the outcome.
@@ -32,16 +32,9 @@ pub struct Partial {
     latency: Histogram,
 }
 
-impl Partial {
-    fn add(&mut self, other: Partial) {
-        self.writers += other.writers;
-        self.connect_failures += other.connect_failures;
-        self.created += other.created;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.latency.merge(&other.latency);
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        merge_fields!(self, other; writers, connect_failures, created, errors, first_error, latency);
     }
 }
 
@@ -54,14 +47,7 @@ pub async fn run(ctx: Ctx, args: PostArgs) -> anyhow::Result<()> {
     let Some(outcome) = outcome else {
         return Ok(());
     };
-    let mut total = Partial::default();
-    for p in &outcome.partials {
-        total.add(Partial {
-            first_error: p.first_error.clone(),
-            latency: p.latency.clone(),
-            ..*p
-        });
-    }
+    let total = outcome.total();
     let (Some(start), Some(end)) = (outcome.at("start"), outcome.at("end")) else {
         bail!("missing samples");
     };
@@ -159,7 +145,7 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(writer) = done {
-            partial.add(writer);
+            partial.merge(&writer);
         }
     }
     bar.finish_and_clear();

@@ -34,7 +34,7 @@ use crate::cli::{SoakArgs, Via};
 use crate::protocol::{self, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::{self, Coord};
 
 /// One process's share of the outcome.
@@ -68,6 +68,19 @@ pub struct Partial {
     base_seq: u64,
     final_seq: u64,
     published: Option<Published>,
+}
+
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        // `published`: only the first process publishes.
+        merge_fields!(self, other;
+            subscribed, connect_failures, first_error, tally, churned, clean_closes,
+            reconnects, reconnect_failures, first_reconnect_error, server_drops,
+            first_drop_reason, error_frames, first_error_frame, catch_up_requests,
+            reconnect_latency, catch_up_latency, published);
+        self.base_seq = other.base_seq;
+        self.final_seq = self.final_seq.max(other.final_seq);
+    }
 }
 
 /// Runs the scenario (on the leader, or spread over workers) and reports.
@@ -120,39 +133,7 @@ fn report_outcome(
     outcome: &workers::Outcome<Partial>,
     samples: &[Sample],
 ) -> anyhow::Result<()> {
-    let mut total = Partial::default();
-    for p in &outcome.partials {
-        total.subscribed += p.subscribed;
-        total.connect_failures += p.connect_failures;
-        total.tally.add(&p.tally);
-        total.churned += p.churned;
-        total.clean_closes += p.clean_closes;
-        total.reconnects += p.reconnects;
-        total.reconnect_failures += p.reconnect_failures;
-        total.server_drops += p.server_drops;
-        total.error_frames += p.error_frames;
-        total.catch_up_requests += p.catch_up_requests;
-        total.reconnect_latency.merge(&p.reconnect_latency);
-        total.catch_up_latency.merge(&p.catch_up_latency);
-        total.first_error = total.first_error.take().or(p.first_error.clone());
-        total.first_reconnect_error = total
-            .first_reconnect_error
-            .take()
-            .or(p.first_reconnect_error.clone());
-        total.first_drop_reason = total
-            .first_drop_reason
-            .take()
-            .or(p.first_drop_reason.clone());
-        total.first_error_frame = total
-            .first_error_frame
-            .take()
-            .or(p.first_error_frame.clone());
-        total.base_seq = p.base_seq;
-        total.final_seq = total.final_seq.max(p.final_seq);
-        if p.published.is_some() {
-            total.published.clone_from(&p.published);
-        }
-    }
+    let total = outcome.total();
     let published = total.published.clone().unwrap_or_default();
     let stored = total.final_seq.saturating_sub(total.base_seq);
     // The steady part: from every client subscribed to publishing stopped.
@@ -399,11 +380,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
     if !publishing.is_empty() {
         let mut total = Published::default();
         while let Some(done) = publishing.join_next().await {
-            let p = done?;
-            total.sent += p.sent;
-            total.failed += p.failed;
-            total.post_latency.merge(&p.post_latency);
-            total.first_failure = total.first_failure.take().or(p.first_failure);
+            total.merge(&done?);
         }
         partial.published = Some(total);
     }
@@ -422,7 +399,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
         tokio::select! {
             ended = clients.join_next() => match ended {
                 Some(tally) => {
-                    partial.tally.add(&tally?);
+                    partial.tally.merge(&tally?);
                     draining.inc(1);
                 }
                 None => break,
