@@ -86,9 +86,7 @@ struct Shared {
 
 /// Runs the scenario (on the leader, or spread over workers) and reports.
 pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());

@@ -41,9 +41,7 @@ impl Merge for Partial {
 
 /// Runs the scenario and reports.
 pub async fn run(ctx: Ctx, args: PostArgs) -> anyhow::Result<()> {
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("post --via http needs Hearth and signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());

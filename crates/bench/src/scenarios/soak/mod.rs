@@ -30,7 +30,7 @@ use self::publisher::{Published, Publisher, Schedule};
 use self::samples::{Sample, sample_server, trend};
 use self::transcript::{Transcript, TranscriptTally};
 use super::join_room;
-use crate::cli::{SoakArgs, Via};
+use crate::cli::SoakArgs;
 use crate::protocol::{self, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
@@ -88,9 +88,7 @@ pub async fn run(ctx: Ctx, args: SoakArgs) -> anyhow::Result<()> {
     let Some(pid) = ctx.common.pid else {
         bail!("soak samples the server's memory and open files: give its process id with --pid");
     };
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     // The leader samples the server while the clients (here or in workers) run.
     let (stop_sampling, sampling) = watch::channel(false);
     let sampler = match ctx.common.worker_index {
