@@ -8,6 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::AsRangedCoord;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -49,38 +51,60 @@ pub fn draw(args: &ChartArgs) -> anyhow::Result<()> {
     }
     let data = collect(&results, &args.latency_case, &args.memory_case);
     let soak = collect_soak(&results);
-    if data.tail.is_empty() && data.memory.is_empty() && !soak.rss.is_empty() {
-        register_font()?;
-        let size = (1000, 360);
-        match args.out.extension().and_then(|e| e.to_str()) {
-            Some("svg") => render_soak(SVGBackend::new(&args.out, size).into_drawing_area(), &soak),
-            Some("png") => render_soak(
-                BitMapBackend::new(&args.out, size).into_drawing_area(),
-                &soak,
-            ),
-            _ => bail!("--out must end in .svg or .png"),
-        }?;
-        eprintln!("wrote {}", args.out.display());
-        return Ok(());
-    }
     if data.tail.is_empty() && data.memory.is_empty() {
-        bail!(
-            "no rtt or fanout results of case {}*, no idle results of case {}*, no soak samples",
-            args.latency_case,
-            args.memory_case
-        );
+        if soak.rss.is_empty() {
+            bail!(
+                "no rtt or fanout results of case {}*, no idle results of case {}*, no soak samples",
+                args.latency_case,
+                args.memory_case
+            );
+        }
+        return save(&args.out, &soak);
     }
+    save(&args.out, &data)
+}
+
+/// How large a chart is, in pixels: the picture, its left panel, and
+/// each panel's text and margins.
+struct Layout {
+    size: (u32, u32),
+    split: u32,
+    caption: u32,
+    text: u32,
+    margin: u32,
+    x_labels: u32,
+    y_labels: u32,
+}
+
+/// Two panels side by side.
+trait Chart {
+    /// Its layout.
+    const LAYOUT: Layout;
+    /// Draws the left and the right panel.
+    fn draw<DB: DrawingBackend>(&self, left: &Area<DB>, right: &Area<DB>) -> Drawn<DB>;
+}
+
+type Area<DB> = DrawingArea<DB, Shift>;
+type DrawError<DB> = DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>;
+type Drawn<DB> = Result<(), DrawError<DB>>;
+/// A panel with x and y axes.
+type Panel<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
+
+/// Draws `chart` into `out`, SVG or PNG by its extension.
+fn save<C: Chart>(out: &Path, chart: &C) -> anyhow::Result<()> {
     register_font()?;
-    let size = (1400, 560);
-    match args.out.extension().and_then(|e| e.to_str()) {
-        Some("svg") => render(SVGBackend::new(&args.out, size).into_drawing_area(), &data),
+    match out.extension().and_then(|e| e.to_str()) {
+        Some("svg") => render(
+            SVGBackend::new(out, C::LAYOUT.size).into_drawing_area(),
+            chart,
+        ),
         Some("png") => render(
-            BitMapBackend::new(&args.out, size).into_drawing_area(),
-            &data,
+            BitMapBackend::new(out, C::LAYOUT.size).into_drawing_area(),
+            chart,
         ),
         _ => bail!("--out must end in .svg or .png"),
     }?;
-    eprintln!("wrote {}", args.out.display());
+    eprintln!("wrote {}", out.display());
     Ok(())
 }
 
@@ -176,81 +200,134 @@ fn collect_soak(results: &[Value]) -> Soak {
     soak
 }
 
-fn render_soak<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, soak: &Soak) -> anyhow::Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the chart: {e:?}");
-    root.fill(&WHITE).map_err(fail)?;
-    let (left, right) = root.split_horizontally(500);
-    let red = RGBColor(200, 40, 40);
-    let blue = RGBColor(30, 90, 200);
-    let gray = RGBColor(120, 120, 120);
-    let green = RGBColor(30, 150, 70);
-    let orange = RGBColor(220, 130, 20);
-    over_time(
-        &left,
-        "server memory",
-        "MiB",
-        &[
-            ("RSS", &soak.rss[..], red),
-            ("heap in use", &soak.heap[..], green),
-            ("SQLite", &soak.sqlite[..], orange),
-        ],
-    )
-    .map_err(fail)?;
-    over_time(
-        &right,
-        "server open files and connections",
-        "count",
-        &[
-            ("open files", &soak.fds[..], blue),
-            ("hearth_connections", &soak.connections[..], gray),
-        ],
-    )
-    .map_err(fail)?;
-    root.present().map_err(fail)?;
-    Ok(())
+impl Chart for Soak {
+    #[rustfmt::skip] // the numbers side by side
+    const LAYOUT: Layout = Layout { size: (1000, 360), split: 500, caption: 18, text: 12, margin: 12, x_labels: 36, y_labels: 56 };
+
+    /// Memory on the left, open files and connections on the right.
+    fn draw<DB: DrawingBackend>(&self, left: &Area<DB>, right: &Area<DB>) -> Drawn<DB> {
+        over_time(
+            left,
+            "server memory",
+            "MiB",
+            &[
+                ("RSS", &self.rss[..], RGBColor(200, 40, 40)),
+                ("heap in use", &self.heap[..], RGBColor(30, 150, 70)),
+                ("SQLite", &self.sqlite[..], RGBColor(220, 130, 20)),
+            ],
+        )?;
+        over_time(
+            right,
+            "server open files and connections",
+            "count",
+            &[
+                ("open files", &self.fds[..], RGBColor(30, 90, 200)),
+                (
+                    "hearth_connections",
+                    &self.connections[..],
+                    RGBColor(120, 120, 120),
+                ),
+            ],
+        )
+    }
 }
 
 /// One panel of lines against minutes; the y axis starts at zero, so a
 /// flat line looks flat.
 fn over_time<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
+    area: &Area<DB>,
     caption: &str,
     unit: &str,
     lines: &[Line<'_>],
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+) -> Drawn<DB> {
     let points = lines.iter().flat_map(|l| l.1.iter());
     let (t_max, y_max) = points.fold((1.0f64, 1.0f64), |(t, y), p| (t.max(p.0), y.max(p.1)));
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max * 1.15)?;
+    let layout = &Soak::LAYOUT;
+    let mut chart = panel(area, layout, caption, 0.0..t_max, 0.0..y_max * 1.15)?;
     chart
         .configure_mesh()
         .x_desc("minutes")
         .y_desc(unit)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
-        .label_style(("sans-serif", 12))
+        .label_style(("sans-serif", layout.text))
         .draw()?;
     for &(label, points, c) in lines {
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        line(&mut chart, label, points.iter().copied(), c)?;
     }
+    legend(&mut chart, layout, SeriesLabelPosition::LowerRight)
+}
+
+/// A panel's frame: its caption and its axes' ranges.
+fn panel<'a, DB: DrawingBackend, X: AsRangedCoord, Y: AsRangedCoord>(
+    area: &'a Area<DB>,
+    layout: &Layout,
+    caption: &str,
+    x: X,
+    y: Y,
+) -> Result<Panel<'a, DB, X::CoordDescType, Y::CoordDescType>, DrawError<DB>> {
+    ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", layout.caption))
+        .margin(layout.margin)
+        .x_label_area_size(layout.x_labels)
+        .y_label_area_size(layout.y_labels)
+        .build_cartesian_2d(x, y)
+}
+
+/// One solid line, named in the legend.
+fn line<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    label: &str,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    c: RGBColor,
+) -> Drawn<DB> {
+    chart
+        .draw_series(LineSeries::new(points, c.stroke_width(2)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    Ok(())
+}
+
+/// One line with a dot at each point, named in the legend.
+fn line_with_points<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    label: &str,
+    points: &[(f64, f64)],
+    c: RGBColor,
+) -> Drawn<DB> {
+    line(chart, label, points.iter().copied(), c)?;
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    Ok(())
+}
+
+/// The axes of a panel against clients, its values on a log scale.
+fn log_mesh<DB: DrawingBackend>(
+    chart: &mut Panel<'_, DB, RangedCoordf64, LogCoord<f64>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> Drawn<DB> {
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", Data::LAYOUT.text))
+        .draw()
+}
+
+/// The box that names each line.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    layout: &Layout,
+    position: SeriesLabelPosition,
+) -> Drawn<DB> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()?;
-    Ok(())
+        .label_font(("sans-serif", layout.text))
+        .position(position)
+        .draw()
 }
 
 fn register_font() -> anyhow::Result<()> {
@@ -279,15 +356,15 @@ fn color(label: &str, i: usize) -> RGBColor {
     }
 }
 
-fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, data: &Data) -> anyhow::Result<()>
+/// Fills the background and draws the two panels.
+fn render<DB: DrawingBackend, C: Chart>(root: Area<DB>, chart: &C) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let fail = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the chart: {e:?}");
+    let fail = |e: DrawError<DB>| anyhow!("drawing the chart: {e:?}");
     root.fill(&WHITE).map_err(fail)?;
-    let (left, right) = root.split_horizontally(700);
-    latency_panel(&left, data).map_err(fail)?;
-    memory_panel(&right, data).map_err(fail)?;
+    let (left, right) = root.split_horizontally(C::LAYOUT.split);
+    chart.draw(&left, &right).map_err(fail)?;
     root.present().map_err(fail)?;
     Ok(())
 }
@@ -301,102 +378,70 @@ fn x_max(lines: &[&Lines]) -> f64 {
         * 1.05
 }
 
-fn latency_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    data: &Data,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let values = data.p50.values().chain(data.tail.values()).flatten();
-    let (lo, hi) = values.fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-    let (lo, hi) = if hi > 0.0 {
-        ((lo.max(0.01)) / 2.0, hi * 2.0)
-    } else {
-        (0.1, 10.0)
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "broadcast latency (solid {}, dashed median)",
-                data.tail_name
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max(&[&data.tail]), (lo..hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("clients")
-        .y_desc("latency, ms (log)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    for (i, (label, points)) in data.tail.iter().enumerate() {
-        let c = color(label, i);
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
-        if let Some(p50) = data.p50.get(label) {
-            chart.draw_series(DashedLineSeries::new(p50.clone(), 6, 4, c.stroke_width(1)))?;
+impl Chart for Data {
+    #[rustfmt::skip] // the numbers side by side
+    const LAYOUT: Layout = Layout { size: (1400, 560), split: 700, caption: 22, text: 14, margin: 16, x_labels: 44, y_labels: 64 };
+
+    /// Latency on the left, memory per idle connection on the right.
+    fn draw<DB: DrawingBackend>(&self, left: &Area<DB>, right: &Area<DB>) -> Drawn<DB> {
+        self.latency_panel(left)?;
+        self.memory_panel(right)
+    }
+}
+
+impl Data {
+    /// Latency against clients, log scale: solid the tail, dashed the median.
+    fn latency_panel<DB: DrawingBackend>(&self, area: &Area<DB>) -> Drawn<DB> {
+        let values = self.p50.values().chain(self.tail.values()).flatten();
+        let (lo, hi) = values.fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+        let (lo, hi) = if hi > 0.0 {
+            ((lo.max(0.01)) / 2.0, hi * 2.0)
+        } else {
+            (0.1, 10.0)
+        };
+        let caption = format!(
+            "broadcast latency (solid {}, dashed median)",
+            self.tail_name
+        );
+        let x = 0.0..x_max(&[&self.tail]);
+        let mut chart = panel(area, &Self::LAYOUT, &caption, x, (lo..hi).log_scale())?;
+        log_mesh(&mut chart, "clients", "latency, ms (log)")?;
+        for (i, (label, points)) in self.tail.iter().enumerate() {
+            let c = color(label, i);
+            line_with_points(&mut chart, label, points, c)?;
+            if let Some(p50) = self.p50.get(label) {
+                chart.draw_series(DashedLineSeries::new(p50.clone(), 6, 4, c.stroke_width(1)))?;
+            }
         }
+        legend(&mut chart, &Self::LAYOUT, SeriesLabelPosition::UpperLeft)
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
-    Ok(())
-}
 
-fn memory_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    data: &Data,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    // Log scale: the servers differ by 50×.
-    let floor = 0.5;
-    let hi = data
-        .memory
-        .values()
-        .flatten()
-        .map(|p| p.1)
-        .fold(1.0, f64::max)
-        * 2.0;
-    let mut chart = ChartBuilder::on(area)
-        .caption("server memory per idle connection", ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max(&[&data.memory]), (floor..hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("connections held")
-        .y_desc("KiB RSS per connection (log)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    for (i, (label, points)) in data.memory.iter().enumerate() {
-        let c = color(label, i);
-        let points: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y.max(floor))).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+    /// Memory per idle connection against connections held, log scale: the
+    /// servers differ by 50×.
+    fn memory_panel<DB: DrawingBackend>(&self, area: &Area<DB>) -> Drawn<DB> {
+        let floor = 0.5;
+        let hi = self
+            .memory
+            .values()
+            .flatten()
+            .map(|p| p.1)
+            .fold(1.0, f64::max)
+            * 2.0;
+        let caption = "server memory per idle connection";
+        let x = 0.0..x_max(&[&self.memory]);
+        let mut chart = panel(area, &Self::LAYOUT, caption, x, (floor..hi).log_scale())?;
+        log_mesh(
+            &mut chart,
+            "connections held",
+            "KiB RSS per connection (log)",
+        )?;
+        for (i, (label, points)) in self.memory.iter().enumerate() {
+            let points: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y.max(floor))).collect();
+            line_with_points(&mut chart, label, &points, color(label, i))?;
+        }
+        legend(&mut chart, &Self::LAYOUT, SeriesLabelPosition::UpperRight)
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

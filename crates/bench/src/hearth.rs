@@ -77,27 +77,29 @@ pub async fn general_room(
     cookie: &str,
 ) -> anyhow::Result<String> {
     let mut conn = HttpConn::connect(endpoint, source).await?;
-    let cookie_header = format!("hearth_session={cookie}");
-    let response = conn
-        .send(&Request {
-            method: "GET",
-            path: "/",
-            headers: &[("Cookie", &cookie_header)],
-            form: None,
-        })
-        .await?;
-    room_from_redirect(response.status, response.header("location"))
+    send_for_room(&mut conn, cookie, "GET", "/", None).await
 }
 
 /// Creates a room named `name`; returns its id.
 pub async fn create_room(conn: &mut HttpConn, cookie: &str, name: &str) -> anyhow::Result<String> {
+    send_for_room(conn, cookie, "POST", "/chatrooms", Some(&[("name", name)])).await
+}
+
+/// Sends a request as the user of session `cookie`; the room id it redirects to.
+async fn send_for_room(
+    conn: &mut HttpConn,
+    cookie: &str,
+    method: &str,
+    path: &str,
+    form: Option<&[(&str, &str)]>,
+) -> anyhow::Result<String> {
     let cookie_header = format!("hearth_session={cookie}");
     let response = conn
         .send(&Request {
-            method: "POST",
-            path: "/chatrooms",
+            method,
+            path,
             headers: &[("Cookie", &cookie_header)],
-            form: Some(&[("name", name)]),
+            form,
         })
         .await?;
     room_from_redirect(response.status, response.header("location"))

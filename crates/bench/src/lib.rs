@@ -13,6 +13,7 @@
 //! - [`stats`]: latency histogram, percentiles, lost/duplicate accounting.
 //! - [`workers`]: spreading clients over processes, barriers, merging.
 //! - [`procfs`]: a process's RSS, open files and CPU time.
+//! - [`peer`]: the cable subset the reference peers in `src/bin/` serve.
 //! - [`scenarios`]: fanout, idle, connect, rtt, post, soak.
 //! - [`report`]: progress bars, tables, JSON lines.
 //! - [`chart`]: latency and memory against clients, or a soak's memory and
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod hearth;
 pub mod http;
 pub mod net;
+pub mod peer;
 pub mod procfs;
 pub mod protocol;
 pub mod report;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::cable::CableTarget;
-use crate::cli::{App, Common};
+use crate::cli::{App, Common, Via};
 use crate::hearth;
 use crate::http::HttpConn;
 use crate::net::{Endpoint, raise_open_file_limit};
@@ -149,6 +149,15 @@ impl Ctx {
     pub fn source(&self, i: usize) -> IpAddr {
         let sources = &self.common.sources.0;
         sources[i % sources.len()]
+    }
+
+    /// Fails when `--via http` is asked of a run without signed-in users:
+    /// posting goes through Hearth's HTTP side as one of them.
+    pub fn check_via(&self, via: Via) -> anyhow::Result<()> {
+        if via == Via::Http && self.setup.cookies.is_empty() {
+            anyhow::bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
+        }
+        Ok(())
     }
 
     /// The identifier of the shared room.

@@ -1,7 +1,48 @@
-//! Counting and timing: a mergeable latency histogram with percentiles, and
-//! the per-subscriber receipt accounting that tells lost from duplicated.
+//! Counting and timing: a mergeable latency histogram with percentiles,
+//! the per-subscriber receipt accounting that tells lost from duplicated,
+//! and [`Merge`], how every share of an outcome adds up with the others.
 
 use serde::{Deserialize, Serialize};
+
+/// A share of an outcome (one process's, one task's, one client's) that
+/// adds up with the others'.
+pub trait Merge: Default {
+    /// Adds `other` into `self`.
+    fn merge(&mut self, other: &Self);
+}
+
+/// Counts add.
+impl Merge for u64 {
+    fn merge(&mut self, other: &Self) {
+        *self += other;
+    }
+}
+
+/// A first-seen value (an error, a reason, the one publisher's account):
+/// the first share that has one sets it.
+impl<T: Clone> Merge for Option<T> {
+    fn merge(&mut self, other: &Self) {
+        if self.is_none() {
+            self.clone_from(other);
+        }
+    }
+}
+
+/// Merges the named fields of `other` into those of `me`, each by its own
+/// [`Merge`]: a struct's field-by-field merge, written as its list of fields.
+macro_rules! merge_fields {
+    ($me:expr, $other:expr; $($field:ident),+ $(,)?) => {
+        $($crate::stats::Merge::merge(&mut $me.$field, &$other.$field);)+
+    };
+}
+pub(crate) use merge_fields;
+
+/// Moves `mine` to `theirs` when that is earlier; 0 is "not yet" for both.
+pub fn earliest(mine: &mut u64, theirs: u64) {
+    if theirs > 0 && (*mine == 0 || theirs < *mine) {
+        *mine = theirs;
+    }
+}
 
 /// Values below this are kept exactly; above it, in buckets 1/64 of an octave wide.
 const EXACT: u64 = 128;
@@ -58,27 +99,6 @@ impl Histogram {
         self.sum += u128::from(micros);
     }
 
-    /// Adds every value of `other`.
-    pub fn merge(&mut self, other: &Histogram) {
-        if other.count == 0 {
-            return;
-        }
-        if other.buckets.len() > self.buckets.len() {
-            self.buckets.resize(other.buckets.len(), 0);
-        }
-        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            *mine += theirs;
-        }
-        self.min = if self.count == 0 {
-            other.min
-        } else {
-            self.min.min(other.min)
-        };
-        self.max = self.max.max(other.max);
-        self.count += other.count;
-        self.sum += other.sum;
-    }
-
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.count
@@ -118,6 +138,29 @@ impl Histogram {
             }
         }
         self.max
+    }
+}
+
+impl Merge for Histogram {
+    /// Adds every value of `other`.
+    fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        if other.buckets.len() > self.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.min = if self.count == 0 {
+            other.min
+        } else {
+            self.min.min(other.min)
+        };
+        self.max = self.max.max(other.max);
+        self.count += other.count;
+        self.sum += other.sum;
     }
 }
 
@@ -222,16 +265,15 @@ pub struct Tally {
     pub stray: u64,
 }
 
-impl Tally {
-    /// Adds another subscriber's (or worker's) totals.
-    pub fn add(&mut self, other: &Tally) {
-        self.subscribers += other.subscribers;
+/// Another subscriber's (or worker's) totals.
+impl Merge for Tally {
+    fn merge(&mut self, other: &Tally) {
+        merge_fields!(self, other; subscribers, unique, duplicates, stray);
         self.expected = self.expected.max(other.expected);
-        self.unique += other.unique;
-        self.duplicates += other.duplicates;
-        self.stray += other.stray;
     }
+}
 
+impl Tally {
     /// Deliveries that never came: every subscriber should have `sent` messages.
     pub fn lost(&self, sent: u64) -> u64 {
         (self.subscribers * sent).saturating_sub(self.unique)
@@ -372,11 +414,37 @@ mod tests {
             b.record(s);
         }
         let mut total = Tally::default();
-        total.add(&a.tally());
-        total.add(&b.tally());
+        total.merge(&a.tally());
+        total.merge(&b.tally());
         assert_eq!(total.subscribers, 2);
         assert_eq!(total.unique, 6);
         assert_eq!(total.duplicates, 1);
         assert_eq!(total.lost(4), 2, "b missed 1 and 3");
+    }
+
+    #[test]
+    fn merged_fields_sum_counts_and_keep_the_first_error() {
+        #[derive(Default)]
+        struct Share {
+            sent: u64,
+            first_error: Option<String>,
+        }
+        let shares = [
+            (3, None),
+            (4, Some("refused".to_owned())),
+            (5, Some("reset".to_owned())),
+        ];
+        let mut total = Share::default();
+        for (sent, first_error) in shares {
+            let share = Share { sent, first_error };
+            merge_fields!(total, share; sent, first_error);
+        }
+        assert_eq!(total.sent, 12);
+        assert_eq!(total.first_error.as_deref(), Some("refused"));
+        let mut first = 0;
+        for t in [0, 9, 0, 7, 8] {
+            earliest(&mut first, t);
+        }
+        assert_eq!(first, 7, "0 is not yet, never the earliest");
     }
 }

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::cli::SummaryArgs;
+use Better::{Higher, Lower};
 
 /// The servers compared, in column order.
 const PEERS: &[&str] = &["reference", "rails", "baseline"];
@@ -13,6 +14,16 @@ const PEERS: &[&str] = &["reference", "rails", "baseline"];
 enum Better {
     Higher,
     Lower,
+}
+
+impl Better {
+    /// Whether `value` is as good as `goal` or better.
+    fn meets(self, value: f64, goal: f64) -> bool {
+        match self {
+            Higher => value >= goal,
+            Lower => value <= goal,
+        }
+    }
 }
 
 /// What a target compares with.
@@ -36,166 +47,65 @@ struct Row {
     targets: &'static [Target],
 }
 
+impl Row {
+    /// A row of `field` in the results of `bench` and `case`.
+    const fn new(
+        title: &'static str,
+        bench: &'static str,
+        case: &'static str,
+        field: &'static str,
+        better: Better,
+    ) -> Self {
+        Self {
+            title,
+            bench,
+            case,
+            clients: None,
+            field,
+            better,
+            targets: &[],
+        }
+    }
+
+    /// Reads only the step with this many clients.
+    const fn at(self, clients: u64) -> Self {
+        Self {
+            clients: Some(clients),
+            ..self
+        }
+    }
+
+    /// The targets the subject is held to.
+    const fn goals(self, targets: &'static [Target]) -> Self {
+        Self { targets, ..self }
+    }
+}
+
+/// Fan-out's targets: near the reference, far ahead of Rails.
+const FANOUT_GOALS: &[Target] = &[
+    Target::Times("reference", 0.8),
+    Target::Times("rails", 100.0),
+];
+
+#[rustfmt::skip] // a table: one row a line
 const ROWS: &[Row] = &[
-    Row {
-        title: "idle KiB RSS / connection, 1k",
-        bench: "idle",
-        case: "idle",
-        clients: Some(1000),
-        field: "kib_per_conn",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "idle KiB RSS / connection, 5k",
-        bench: "idle",
-        case: "idle",
-        clients: Some(5000),
-        field: "kib_per_conn",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "idle KiB RSS / connection, 10k",
-        bench: "idle",
-        case: "idle",
-        clients: Some(10000),
-        field: "kib_per_conn",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "idle KiB RSS / connection, 19k",
-        bench: "idle",
-        case: "idle",
-        clients: Some(19000),
-        field: "kib_per_conn",
-        better: Better::Lower,
-        targets: &[Target::Absolute(8.0)],
-    },
-    Row {
-        title: "idle slope KiB / connection, 10k→19k",
-        bench: "idle",
-        case: "idle",
-        clients: Some(19000),
-        field: "slope_kib_per_conn",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "fan-out deliveries/s, 1k subscribers",
-        bench: "fanout",
-        case: "fanout-1k",
-        clients: None,
-        field: "deliveries_per_s",
-        better: Better::Higher,
-        targets: &[
-            Target::Times("reference", 0.8),
-            Target::Times("rails", 100.0),
-        ],
-    },
-    Row {
-        title: "fan-out deliveries/s, 10k subscribers",
-        bench: "fanout",
-        case: "fanout-10k",
-        clients: None,
-        field: "deliveries_per_s",
-        better: Better::Higher,
-        targets: &[
-            Target::Times("reference", 0.8),
-            Target::Times("rails", 100.0),
-        ],
-    },
-    Row {
-        title: "server CPU µs per delivery, 1k subscribers",
-        bench: "fanout",
-        case: "fanout-1k",
-        clients: None,
-        field: "server_us_per_delivery",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "server CPU µs per delivery, 10k subscribers",
-        bench: "fanout",
-        case: "fanout-10k",
-        clients: None,
-        field: "server_us_per_delivery",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "client CPU µs per delivery, 10k subscribers",
-        bench: "fanout",
-        case: "fanout-10k",
-        clients: None,
-        field: "client_us_per_delivery",
-        better: Better::Lower,
-        targets: &[],
-    },
-    Row {
-        title: "p99 ms, 1k subscribers, 100 msg/s spoken",
-        bench: "fanout",
-        case: "latency-1k",
-        clients: None,
-        field: "p99_ms",
-        better: Better::Lower,
-        targets: &[Target::Times("reference", 2.0)],
-    },
-    Row {
-        title: "HTTP post → all p99 ms, 1k subscribers",
-        bench: "fanout",
-        case: "http-1k",
-        clients: None,
-        field: "p99_ms",
-        better: Better::Lower,
-        targets: &[Target::Absolute(10.0)],
-    },
-    Row {
-        title: "connects/s at 500 in flight (welcome + confirm)",
-        bench: "connect",
-        case: "connect",
-        clients: None,
-        field: "connects_per_s",
-        better: Better::Higher,
-        targets: &[Target::Absolute(20_000.0)],
-    },
-    Row {
-        title: "connects/s at 100 in flight",
-        bench: "connect",
-        case: "connect-100",
-        clients: None,
-        field: "connects_per_s",
-        better: Better::Higher,
-        targets: &[],
-    },
-    Row {
-        title: "messages/s, 100 concurrent speakers",
-        bench: "post",
-        case: "speak-100",
-        clients: None,
-        field: "messages_per_s",
-        better: Better::Higher,
-        targets: &[Target::Absolute(20_000.0)],
-    },
-    Row {
-        title: "messages/s, 100 HTTP writers",
-        bench: "post",
-        case: "post-100",
-        clients: None,
-        field: "messages_per_s",
-        better: Better::Higher,
-        targets: &[],
-    },
-    Row {
-        title: "websocket-bench RTT p95 ms, 5k clients",
-        bench: "rtt",
-        case: "rtt",
-        clients: Some(5000),
-        field: "p95_ms",
-        better: Better::Lower,
-        targets: &[],
-    },
+    Row::new("idle KiB RSS / connection, 1k", "idle", "idle", "kib_per_conn", Lower).at(1000),
+    Row::new("idle KiB RSS / connection, 5k", "idle", "idle", "kib_per_conn", Lower).at(5000),
+    Row::new("idle KiB RSS / connection, 10k", "idle", "idle", "kib_per_conn", Lower).at(10000),
+    Row::new("idle KiB RSS / connection, 19k", "idle", "idle", "kib_per_conn", Lower).at(19000).goals(&[Target::Absolute(8.0)]),
+    Row::new("idle slope KiB / connection, 10k→19k", "idle", "idle", "slope_kib_per_conn", Lower).at(19000),
+    Row::new("fan-out deliveries/s, 1k subscribers", "fanout", "fanout-1k", "deliveries_per_s", Higher).goals(FANOUT_GOALS),
+    Row::new("fan-out deliveries/s, 10k subscribers", "fanout", "fanout-10k", "deliveries_per_s", Higher).goals(FANOUT_GOALS),
+    Row::new("server CPU µs per delivery, 1k subscribers", "fanout", "fanout-1k", "server_us_per_delivery", Lower),
+    Row::new("server CPU µs per delivery, 10k subscribers", "fanout", "fanout-10k", "server_us_per_delivery", Lower),
+    Row::new("client CPU µs per delivery, 10k subscribers", "fanout", "fanout-10k", "client_us_per_delivery", Lower),
+    Row::new("p99 ms, 1k subscribers, 100 msg/s spoken", "fanout", "latency-1k", "p99_ms", Lower).goals(&[Target::Times("reference", 2.0)]),
+    Row::new("HTTP post → all p99 ms, 1k subscribers", "fanout", "http-1k", "p99_ms", Lower).goals(&[Target::Absolute(10.0)]),
+    Row::new("connects/s at 500 in flight (welcome + confirm)", "connect", "connect", "connects_per_s", Higher).goals(&[Target::Absolute(20_000.0)]),
+    Row::new("connects/s at 100 in flight", "connect", "connect-100", "connects_per_s", Higher),
+    Row::new("messages/s, 100 concurrent speakers", "post", "speak-100", "messages_per_s", Higher).goals(&[Target::Absolute(20_000.0)]),
+    Row::new("messages/s, 100 HTTP writers", "post", "post-100", "messages_per_s", Higher),
+    Row::new("websocket-bench RTT p95 ms, 5k clients", "rtt", "rtt", "p95_ms", Lower).at(5000),
 ];
 
 /// Prints the table as Markdown.
@@ -253,32 +163,19 @@ fn table(results: &[Value], subject: &str) -> String {
         };
         let mut goals = Vec::new();
         let mut met = Vec::new();
-        let sign = if row.better == Better::Higher {
-            "≥"
-        } else {
-            "≤"
+        let sign = match row.better {
+            Higher => "≥",
+            Lower => "≤",
         };
         for target in row.targets {
             let (goal, ok) = match *target {
                 Target::Absolute(v) => (
                     format!("{sign} {}", show(Some(v))),
-                    mine.map(|m| {
-                        if row.better == Better::Higher {
-                            m >= v
-                        } else {
-                            m <= v
-                        }
-                    }),
+                    mine.map(|m| row.better.meets(m, v)),
                 ),
                 Target::Times(peer, k) => (
                     format!("{sign} {k}× {peer}"),
-                    ratio(peer).map(|r| {
-                        if row.better == Better::Higher {
-                            r >= k
-                        } else {
-                            r <= k
-                        }
-                    }),
+                    ratio(peer).map(|r| row.better.meets(r, k)),
                 ),
             };
             goals.push(goal);

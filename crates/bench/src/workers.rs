@@ -119,6 +119,17 @@ impl<P> Outcome<P> {
     }
 }
 
+impl<P: crate::stats::Merge> Outcome<P> {
+    /// Every process's share added up.
+    pub fn total(&self) -> P {
+        let mut total = P::default();
+        for p in &self.partials {
+            total.merge(p);
+        }
+        total
+    }
+}
+
 /// Runs `work` here, or in `workers` child processes when more than one.
 /// In a worker (`worker_index` set) it prints the result for the parent and
 /// returns `None`.

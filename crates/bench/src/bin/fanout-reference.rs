@@ -14,15 +14,16 @@ use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use hearth_bench::peer::{self, Command};
 
 /// Largest client frame accepted; a larger one ends the connection.
 const MAX_FRAME: usize = 64 * 1024;
@@ -61,11 +62,7 @@ async fn main() -> io::Result<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let text = format!(r#"{{"type":"ping","message":{}}}"#, now.as_secs());
-            if ping_tx.send(frame(text.as_bytes())).is_err() {
+            if ping_tx.send(frame(peer::ping().as_bytes())).is_err() {
                 return;
             }
         }
@@ -165,7 +162,7 @@ async fn handshake(stream: &mut TcpStream) -> io::Result<()> {
     };
     let key = header("sec-websocket-key").ok_or(io::ErrorKind::InvalidData)?;
     let protocol = header("sec-websocket-protocol")
-        .filter(|p| p.split(',').any(|p| p.trim() == "actioncable-v1-json"))
+        .filter(|p| peer::offers_subprotocol(p))
         .map(|_| "Sec-WebSocket-Protocol: actioncable-v1-json\r\n")
         .unwrap_or("");
     let answer = format!(
@@ -229,28 +226,11 @@ fn read_frames(stream: &TcpStream, partial: &mut Vec<u8>, mut on_text: impl FnMu
     true
 }
 
-#[derive(Deserialize)]
-struct Command {
-    command: String,
-    identifier: String,
-    data: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Speak {
-    action: String,
-    content: Option<serde_json::Value>,
-}
-
 fn handle(text: &str, id: u64, tx: &Queue, rooms: &Rooms, subscribed: &mut Vec<String>) {
-    let Ok(command) = serde_json::from_str::<Command>(text) else {
+    let Some(command) = Command::parse(text) else {
         return;
     };
-    let identifier = command.identifier;
-    let reply = |kind: &str| {
-        let body = serde_json::json!({"identifier": &identifier, "type": kind}).to_string();
-        let _ = tx.send(frame(body.as_bytes()));
-    };
+    let identifier = &command.identifier;
     match command.command.as_str() {
         "subscribe" => {
             let mut rooms = rooms.lock().expect("not poisoned");
@@ -258,34 +238,24 @@ fn handle(text: &str, id: u64, tx: &Queue, rooms: &Rooms, subscribed: &mut Vec<S
                 .entry(identifier.clone())
                 .or_default()
                 .insert(id, tx.clone());
-            if !subscribed.contains(&identifier) {
+            if !subscribed.contains(identifier) {
                 subscribed.push(identifier.clone());
             }
-            reply("confirm_subscription");
+            let _ = tx.send(frame(peer::confirm(identifier).as_bytes()));
         }
         "unsubscribe" => {
-            subscribed.retain(|s| s != &identifier);
-            if let Some(room) = rooms.lock().expect("not poisoned").get_mut(&identifier) {
+            subscribed.retain(|s| s != identifier);
+            if let Some(room) = rooms.lock().expect("not poisoned").get_mut(identifier) {
                 room.remove(&id);
             }
         }
-        "message" if subscribed.contains(&identifier) => {
-            let Some(speak) = command
-                .data
-                .and_then(|d| serde_json::from_str::<Speak>(&d).ok())
-            else {
+        "message" if subscribed.contains(identifier) => {
+            let Some(content) = command.spoken() else {
                 return;
             };
-            if speak.action != "speak" {
-                return;
-            }
-            let message = serde_json::json!({
-                "identifier": &identifier,
-                "message": {"content": speak.content.unwrap_or_default()},
-            });
             // Encoded once; every subscriber gets the same bytes.
-            let shared = frame(message.to_string().as_bytes());
-            if let Some(room) = rooms.lock().expect("not poisoned").get(&identifier) {
+            let shared = frame(peer::broadcast(identifier, content).as_bytes());
+            if let Some(room) = rooms.lock().expect("not poisoned").get(identifier) {
                 for queue in room.values() {
                     let _ = queue.send(shared.clone());
                 }

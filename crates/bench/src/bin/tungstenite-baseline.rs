@@ -9,16 +9,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use hearth_bench::peer::{self, Command};
+use hearth_bench::protocol::SUBPROTOCOL;
 
 /// Frames a room holds for its slowest subscriber; past it they lag and lose frames.
 const ROOM_CAPACITY: usize = 1024;
@@ -33,19 +35,6 @@ struct Args {
 
 /// One broadcast channel per identifier string.
 type Rooms = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>>;
-
-#[derive(Deserialize)]
-struct Command {
-    command: String,
-    identifier: String,
-    data: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Speak {
-    action: String,
-    content: Option<serde_json::Value>,
-}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -70,11 +59,11 @@ fn choose_protocol(request: &Request, mut response: Response) -> Result<Response
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "actioncable-v1-json"));
+        .is_some_and(peer::offers_subprotocol);
     if offered {
         response.headers_mut().insert(
             "sec-websocket-protocol",
-            HeaderValue::from_static("actioncable-v1-json"),
+            HeaderValue::from_static(SUBPROTOCOL),
         );
     }
     Ok(response)
@@ -98,9 +87,7 @@ async fn session(stream: TcpStream, rooms: Rooms) {
     loop {
         tokio::select! {
             _ = ping.tick() => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                let text = format!(r#"{{"type":"ping","message":{}}}"#, now.as_secs());
-                if ws.send(Message::text(text)).await.is_err() {
+                if ws.send(Message::text(peer::ping())).await.is_err() {
                     break;
                 }
             }
@@ -121,7 +108,7 @@ async fn session(stream: TcpStream, rooms: Rooms) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                let Ok(command) = serde_json::from_str::<Command>(&text) else {
+                let Some(command) = Command::parse(&text) else {
                     continue;
                 };
                 match command.command.as_str() {
@@ -134,25 +121,18 @@ async fn session(stream: TcpStream, rooms: Rooms) {
                             .clone();
                         room = Some(sender.subscribe());
                         identifier = command.identifier;
-                        let confirm = serde_json::json!({"identifier": &identifier, "type": "confirm_subscription"});
-                        if ws.send(Message::text(confirm.to_string())).await.is_err() {
+                        if ws.send(Message::text(peer::confirm(&identifier))).await.is_err() {
                             break;
                         }
                     }
                     "message" if command.identifier == identifier => {
-                        let Some(speak) = command.data.and_then(|d| serde_json::from_str::<Speak>(&d).ok()) else {
+                        let Some(content) = command.spoken() else {
                             continue;
                         };
-                        if speak.action != "speak" {
-                            continue;
-                        }
-                        let frame = serde_json::json!({
-                            "identifier": &identifier,
-                            "message": {"content": speak.content.unwrap_or_default()},
-                        });
+                        let frame = peer::broadcast(&identifier, content);
                         let sender = rooms.lock().expect("not poisoned").get(&identifier).cloned();
                         if let Some(sender) = sender {
-                            let _ = sender.send(Arc::from(frame.to_string()));
+                            let _ = sender.send(Arc::from(frame));
                         }
                     }
                     _ => {}

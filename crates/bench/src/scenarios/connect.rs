@@ -6,12 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::join_all;
+use super::join_room;
 use crate::cli::ConnectArgs;
 use crate::procfs;
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::Coord;
 
 /// One process's share of the outcome.
@@ -24,19 +24,25 @@ pub struct Partial {
     listen_overflows: u64,
 }
 
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        merge_fields!(self, other; connected, failures, first_error, setup, listen_overflows);
+    }
+}
+
 /// Runs the scenario and reports.
 pub async fn run(ctx: Ctx, args: ConnectArgs) -> anyhow::Result<()> {
     let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };
-    let mut setup = Histogram::default();
-    let (mut connected, mut failures) = (0, 0);
-    for p in &outcome.partials {
-        setup.merge(&p.setup);
-        connected += p.connected;
-        failures += p.failures;
-    }
+    let Partial {
+        connected,
+        failures,
+        first_error,
+        setup,
+        listen_overflows,
+    } = outcome.total();
     let (Some(start), Some(end)) = (outcome.at("start"), outcome.at("connected")) else {
         anyhow::bail!("missing samples");
     };
@@ -51,19 +57,12 @@ pub async fn run(ctx: Ctx, args: ConnectArgs) -> anyhow::Result<()> {
         .num("setup_p99_ms", ms(setup.percentile(99.0)), 3)
         .num("setup_max_ms", ms(setup.max()), 3)
         .with("concurrency", ctx.common.concurrency)
-        .with(
-            "listen_overflows",
-            outcome
-                .partials
-                .iter()
-                .map(|p| p.listen_overflows)
-                .sum::<u64>(),
-        )
+        .with("listen_overflows", listen_overflows)
         .num("client_cpu_s", end.client_cpu_s - start.client_cpu_s, 2);
     if let (Some(a), Some(b)) = (start.server_cpu_s, end.server_cpu_s) {
         result = result.num("server_cpu_s", b - a, 2);
     }
-    if let Some(e) = outcome.partials.iter().find_map(|p| p.first_error.clone()) {
+    if let Some(e) = first_error {
         result = result.with("first_connect_error", e);
     }
     result.emit(&ctx.common)
@@ -73,13 +72,7 @@ async fn work(ctx: &Ctx, args: &ConnectArgs, coord: Coord) -> anyhow::Result<Par
     let identifier = ctx.identifier();
     coord.barrier("start").await?;
     let overflows = procfs::listen_overflows();
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "connecting",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "connecting").await;
     coord.barrier("connected").await?;
     let listen_overflows = match (overflows, procfs::listen_overflows()) {
         (Some(a), Some(b)) if ctx.share.is_first() => b.saturating_sub(a),

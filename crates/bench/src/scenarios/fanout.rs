@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::join_all;
+use super::join_room;
 use crate::cable::Ws;
 use crate::cli::{FanoutArgs, Via};
 use crate::hearth;
@@ -22,7 +22,7 @@ use crate::http::HttpConn;
 use crate::protocol::{self, Marker, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::{Histogram, Receipts, Tally};
+use crate::stats::{Histogram, Merge, Receipts, Tally, earliest, merge_fields};
 use crate::workers::{self, Coord, unix_nanos};
 
 /// Latencies a reader keeps before adding them to the shared histogram.
@@ -43,6 +43,17 @@ pub struct Partial {
     dropped: u64,
     drop_reason: Option<String>,
     published: Option<Published>,
+}
+
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        // `published`: only the first process publishes.
+        merge_fields!(self, other;
+            subscribed, connect_failures, first_error, tally, latency, dropped, drop_reason,
+            published);
+        earliest(&mut self.first_receipt, other.first_receipt);
+        self.last_receipt = self.last_receipt.max(other.last_receipt);
+    }
 }
 
 /// What the publishers did (first process only).
@@ -75,37 +86,12 @@ struct Shared {
 
 /// Runs the scenario (on the leader, or spread over workers) and reports.
 pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };
-
-    let mut total = Partial::default();
-    for p in &outcome.partials {
-        total.subscribed += p.subscribed;
-        total.connect_failures += p.connect_failures;
-        total.tally.add(&p.tally);
-        total.latency.merge(&p.latency);
-        total.dropped += p.dropped;
-        if total.first_error.is_none() {
-            total.first_error.clone_from(&p.first_error);
-        }
-        if total.drop_reason.is_none() {
-            total.drop_reason.clone_from(&p.drop_reason);
-        }
-        if p.first_receipt > 0
-            && (total.first_receipt == 0 || p.first_receipt < total.first_receipt)
-        {
-            total.first_receipt = p.first_receipt;
-        }
-        total.last_receipt = total.last_receipt.max(p.last_receipt);
-        if p.published.is_some() {
-            total.published.clone_from(&p.published);
-        }
-    }
+    let total = outcome.total();
     let published = total.published.clone().unwrap_or_default();
     // A speak the server refused (an error reply) was never meant to arrive.
     let sent = published.sent.saturating_sub(published.error_replies);
@@ -212,13 +198,7 @@ pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
 
 async fn work(ctx: &Ctx, args: &FanoutArgs, coord: Coord) -> anyhow::Result<Partial> {
     let identifier = ctx.identifier();
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "subscribing",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "subscribing").await;
     let mut publishers = Publishers::None;
     // Held, never read, until the run ends.
     let mut stalled = Vec::with_capacity(args.stalled);
@@ -358,7 +338,7 @@ async fn read_bench(
         }
     }
     flush(&shared, &mut batch).await;
-    shared.tally.lock().await.add(&receipts.tally());
+    shared.tally.lock().await.merge(&receipts.tally());
     if first > 0 {
         shared.first_receipt.fetch_min_nonzero(first);
         shared.last_receipt.fetch_max(last, Ordering::Relaxed);
@@ -491,13 +471,8 @@ impl Publishers {
             let mut total = Published::default();
             while let Some(done) = tasks.join_next().await {
                 let Ok(p) = done else { continue };
-                total.sent += p.sent;
-                total.failed += p.failed;
-                total.error_replies += p.error_replies;
-                total.post_latency.merge(&p.post_latency);
-                if p.first_send > 0 && (total.first_send == 0 || p.first_send < total.first_send) {
-                    total.first_send = p.first_send;
-                }
+                merge_fields!(total, p; sent, failed, error_replies, post_latency);
+                earliest(&mut total.first_send, p.first_send);
                 total.last_send = total.last_send.max(p.last_send);
             }
             total

@@ -92,6 +92,13 @@ pub async fn join_all(
     joined
 }
 
+/// Opens this process's share of clients `0..clients`, all subscribed to
+/// the one room `identifier`.
+pub async fn join_room(ctx: &Ctx, clients: usize, identifier: &str, what: &str) -> Joined {
+    let mine = ctx.share.clients(clients).collect();
+    join_all(ctx, mine, |_| identifier.to_owned(), what).await
+}
+
 /// Reads and drops everything a connection receives until `stop` changes,
 /// as an idle browser tab would; returns why it ended early, if it did.
 pub async fn hold(mut ws: Ws, mut stop: tokio::sync::watch::Receiver<bool>) -> Option<String> {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,7 +19,7 @@ use crate::http::HttpConn;
 use crate::protocol::{self, Marker, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::{Coord, unix_nanos};
 
 /// One process's (or one writer's) share of the outcome.
@@ -32,36 +33,20 @@ pub struct Partial {
     latency: Histogram,
 }
 
-impl Partial {
-    fn add(&mut self, other: Partial) {
-        self.writers += other.writers;
-        self.connect_failures += other.connect_failures;
-        self.created += other.created;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.latency.merge(&other.latency);
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        merge_fields!(self, other; writers, connect_failures, created, errors, first_error, latency);
     }
 }
 
 /// Runs the scenario and reports.
 pub async fn run(ctx: Ctx, args: PostArgs) -> anyhow::Result<()> {
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("post --via http needs Hearth and signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     let outcome = ctx.drive(|coord| work(&ctx, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };
-    let mut total = Partial::default();
-    for p in &outcome.partials {
-        total.add(Partial {
-            first_error: p.first_error.clone(),
-            latency: p.latency.clone(),
-            ..*p
-        });
-    }
+    let total = outcome.total();
     let (Some(start), Some(end)) = (outcome.at("start"), outcome.at("end")) else {
         bail!("missing samples");
     };
@@ -106,7 +91,7 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
     let mine: Vec<usize> = ctx.share.clients(args.writers).collect();
     let mut tasks = JoinSet::new();
     let mut partial = Partial::default();
-    let (go_tx, go) = tokio::sync::watch::channel(false);
+    let (go_tx, go) = watch::channel(false);
     match args.via {
         Via::Http => {
             for &w in &mine {
@@ -117,15 +102,8 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
                             ctx.setup.cookie(w).expect("checked: signed in")
                         );
                         let path = format!("/chatrooms/{}/messages", room_of(ctx, args.rooms, w));
-                        tasks.spawn(post_loop(
-                            conn,
-                            cookie,
-                            path,
-                            ctx.setup.run,
-                            w,
-                            go.clone(),
-                            duration,
-                        ));
+                        let writer = Writer::new(ctx, w, &go, duration);
+                        tasks.spawn(post_loop(conn, cookie, path, writer));
                     }
                     Err(error) => {
                         partial.connect_failures += 1;
@@ -140,14 +118,8 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
             partial.connect_failures += joined.failures;
             partial.first_error = joined.first_error;
             for (w, ws) in joined.conns {
-                tasks.spawn(speak_loop(
-                    ws,
-                    identifier(w),
-                    ctx.setup.run,
-                    w,
-                    go.clone(),
-                    duration,
-                ));
+                let writer = Writer::new(ctx, w, &go, duration);
+                tasks.spawn(speak_loop(ws, identifier(w), writer));
             }
         }
     }
@@ -159,7 +131,7 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(writer) = done {
-            partial.add(writer);
+            partial.merge(&writer);
         }
     }
     bar.finish_and_clear();
@@ -167,35 +139,79 @@ async fn work(ctx: &Ctx, args: &PostArgs, coord: Coord) -> anyhow::Result<Partia
     Ok(partial)
 }
 
-/// Sequence numbers are unique per run: writer `w` uses w, w + 2^32, w + 2·2^32 …
-fn seq(w: usize, k: u64) -> u64 {
-    (k << 32) | w as u64
-}
-
-async fn post_loop(
-    mut conn: HttpConn,
-    cookie: String,
-    path: String,
+/// One writer before the start: whose messages it writes, the signal it
+/// waits for and how long it writes once it has it.
+struct Writer {
     run: u32,
     w: usize,
-    mut go: tokio::sync::watch::Receiver<bool>,
+    go: watch::Receiver<bool>,
     duration: Duration,
-) -> Partial {
-    let mut out = Partial {
-        writers: 1,
-        ..Partial::default()
-    };
-    let _ = go.wait_for(|&g| g).await;
-    let until = Instant::now() + duration;
-    let mut k = 0;
-    while Instant::now() < until {
-        let content = Marker {
-            run,
-            seq: seq(w, k),
-            sent_unix_nanos: unix_nanos(),
+}
+
+/// A writer under way: its messages until its time is up.
+struct Writing {
+    run: u32,
+    w: usize,
+    /// Messages written so far.
+    k: u64,
+    until: Instant,
+}
+
+impl Writer {
+    fn new(ctx: &Ctx, w: usize, go: &watch::Receiver<bool>, duration: Duration) -> Self {
+        Self {
+            run: ctx.setup.run,
+            w,
+            go: go.clone(),
+            duration,
         }
-        .encode();
-        k += 1;
+    }
+
+    /// Waits for the go; the writing lasts `duration` from then.
+    async fn start(mut self) -> Writing {
+        let _ = self.go.wait_for(|&g| g).await;
+        Writing {
+            run: self.run,
+            w: self.w,
+            k: 0,
+            until: Instant::now() + self.duration,
+        }
+    }
+}
+
+impl Writing {
+    /// The next message's `seq` and content (a bench marker stamped now), or
+    /// `None` once time is up. Sequence numbers are unique per run: writer
+    /// `w` uses w, w + 2^32, w + 2·2^32 …
+    fn next_message(&mut self) -> Option<(u64, String)> {
+        if Instant::now() >= self.until {
+            return None;
+        }
+        let seq = (self.k << 32) | self.w as u64;
+        self.k += 1;
+        let marker = Marker {
+            run: self.run,
+            seq,
+            sent_unix_nanos: unix_nanos(),
+        };
+        Some((seq, marker.encode()))
+    }
+}
+
+impl Partial {
+    /// One writer's share, before it writes.
+    fn writer() -> Self {
+        Self {
+            writers: 1,
+            ..Self::default()
+        }
+    }
+}
+
+async fn post_loop(mut conn: HttpConn, cookie: String, path: String, writer: Writer) -> Partial {
+    let mut out = Partial::writer();
+    let mut writing = writer.start().await;
+    while let Some((_, content)) = writing.next_message() {
         let started = Instant::now();
         match hearth::post_message(&mut conn, &cookie, &path, &content).await {
             Ok(201) => {
@@ -218,32 +234,12 @@ async fn post_loop(
     out
 }
 
-async fn speak_loop(
-    ws: crate::cable::Ws,
-    identifier: String,
-    run: u32,
-    w: usize,
-    mut go: tokio::sync::watch::Receiver<bool>,
-    duration: Duration,
-) -> Partial {
-    let mut out = Partial {
-        writers: 1,
-        ..Partial::default()
-    };
+async fn speak_loop(ws: crate::cable::Ws, identifier: String, writer: Writer) -> Partial {
+    let mut out = Partial::writer();
     let (mut sink, mut stream) = ws.split();
-    let _ = go.wait_for(|&g| g).await;
-    let until = Instant::now() + duration;
-    let mut k = 0;
-    'writing: while Instant::now() < until {
-        let mine = seq(w, k);
-        k += 1;
+    let mut writing = writer.start().await;
+    'writing: while let Some((mine, content)) = writing.next_message() {
         let started = Instant::now();
-        let content = Marker {
-            run,
-            seq: mine,
-            sent_unix_nanos: unix_nanos(),
-        }
-        .encode();
         if sink
             .send(Message::text(protocol::speak(&identifier, &content)))
             .await
@@ -254,7 +250,8 @@ async fn speak_loop(
         }
         // Wait for our own message (others' in a shared room pass by).
         loop {
-            let left = until.saturating_duration_since(Instant::now()) + Duration::from_secs(5);
+            let left =
+                writing.until.saturating_duration_since(Instant::now()) + Duration::from_secs(5);
             let frame = match tokio::time::timeout(left, stream.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => ServerFrame::parse(&text),
                 Ok(Some(Ok(_))) => continue,
@@ -270,7 +267,7 @@ async fn speak_loop(
                 }
             };
             match frame {
-                ServerFrame::Bench(m) if m.run == run && m.seq == mine => {
+                ServerFrame::Bench(m) if m.run == writing.run && m.seq == mine => {
                     out.latency.record(started.elapsed().as_micros() as u64);
                     out.created += 1;
                     break;

@@ -29,12 +29,12 @@ use self::client::{Counters, Kit, Me, churn, client};
 use self::publisher::{Published, Publisher, Schedule};
 use self::samples::{Sample, sample_server, trend};
 use self::transcript::{Transcript, TranscriptTally};
-use super::join_all;
-use crate::cli::{SoakArgs, Via};
+use super::join_room;
+use crate::cli::SoakArgs;
 use crate::protocol::{self, ServerFrame};
 use crate::report::{self, ms};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::{self, Coord};
 
 /// One process's share of the outcome.
@@ -70,14 +70,25 @@ pub struct Partial {
     published: Option<Published>,
 }
 
+impl Merge for Partial {
+    fn merge(&mut self, other: &Self) {
+        // `published`: only the first process publishes.
+        merge_fields!(self, other;
+            subscribed, connect_failures, first_error, tally, churned, clean_closes,
+            reconnects, reconnect_failures, first_reconnect_error, server_drops,
+            first_drop_reason, error_frames, first_error_frame, catch_up_requests,
+            reconnect_latency, catch_up_latency, published);
+        self.base_seq = other.base_seq;
+        self.final_seq = self.final_seq.max(other.final_seq);
+    }
+}
+
 /// Runs the scenario (on the leader, or spread over workers) and reports.
 pub async fn run(ctx: Ctx, args: SoakArgs) -> anyhow::Result<()> {
     let Some(pid) = ctx.common.pid else {
         bail!("soak samples the server's memory and open files: give its process id with --pid");
     };
-    if args.via == Via::Http && ctx.setup.cookies.is_empty() {
-        bail!("--via http posts to Hearth and needs signed-in users (--app hearth)");
-    }
+    ctx.check_via(args.via)?;
     // The leader samples the server while the clients (here or in workers) run.
     let (stop_sampling, sampling) = watch::channel(false);
     let sampler = match ctx.common.worker_index {
@@ -120,39 +131,7 @@ fn report_outcome(
     outcome: &workers::Outcome<Partial>,
     samples: &[Sample],
 ) -> anyhow::Result<()> {
-    let mut total = Partial::default();
-    for p in &outcome.partials {
-        total.subscribed += p.subscribed;
-        total.connect_failures += p.connect_failures;
-        total.tally.add(&p.tally);
-        total.churned += p.churned;
-        total.clean_closes += p.clean_closes;
-        total.reconnects += p.reconnects;
-        total.reconnect_failures += p.reconnect_failures;
-        total.server_drops += p.server_drops;
-        total.error_frames += p.error_frames;
-        total.catch_up_requests += p.catch_up_requests;
-        total.reconnect_latency.merge(&p.reconnect_latency);
-        total.catch_up_latency.merge(&p.catch_up_latency);
-        total.first_error = total.first_error.take().or(p.first_error.clone());
-        total.first_reconnect_error = total
-            .first_reconnect_error
-            .take()
-            .or(p.first_reconnect_error.clone());
-        total.first_drop_reason = total
-            .first_drop_reason
-            .take()
-            .or(p.first_drop_reason.clone());
-        total.first_error_frame = total
-            .first_error_frame
-            .take()
-            .or(p.first_error_frame.clone());
-        total.base_seq = p.base_seq;
-        total.final_seq = total.final_seq.max(p.final_seq);
-        if p.published.is_some() {
-            total.published.clone_from(&p.published);
-        }
-    }
+    let total = outcome.total();
     let published = total.published.clone().unwrap_or_default();
     let stored = total.final_seq.saturating_sub(total.base_seq);
     // The steady part: from every client subscribed to publishing stopped.
@@ -322,13 +301,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
     // Client numbers after the subscribers' are the probes' and the publisher's.
     let probe_source = ctx.source(args.clients + 1 + ctx.share.index);
     let base_seq = last_seq(ctx, probe_source, &identifier, 0).await?;
-    let joined = join_all(
-        ctx,
-        ctx.share.clients(args.clients).collect(),
-        |_| identifier.clone(),
-        "subscribing",
-    )
-    .await;
+    let joined = join_room(ctx, args.clients, &identifier, "subscribing").await;
     let mut partial = Partial {
         subscribed: joined.conns.len() as u64,
         connect_failures: joined.failures,
@@ -405,11 +378,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
     if !publishing.is_empty() {
         let mut total = Published::default();
         while let Some(done) = publishing.join_next().await {
-            let p = done?;
-            total.sent += p.sent;
-            total.failed += p.failed;
-            total.post_latency.merge(&p.post_latency);
-            total.first_failure = total.first_failure.take().or(p.first_failure);
+            total.merge(&done?);
         }
         partial.published = Some(total);
     }
@@ -428,7 +397,7 @@ async fn work(ctx: &Ctx, args: &SoakArgs, coord: Coord) -> anyhow::Result<Partia
         tokio::select! {
             ended = clients.join_next() => match ended {
                 Some(tally) => {
-                    partial.tally.add(&tally?);
+                    partial.tally.merge(&tally?);
                     draining.inc(1);
                 }
                 None => break,

@@ -14,7 +14,7 @@ use crate::http::HttpConn;
 use crate::net::Endpoint;
 use crate::protocol::{self, Marker, ServerFrame};
 use crate::run::Ctx;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, Merge, merge_fields};
 use crate::workers::unix_nanos;
 
 /// What the publisher did (first process only).
@@ -27,6 +27,12 @@ pub(super) struct Published {
     pub first_failure: Option<String>,
     /// How long each HTTP post took to be answered, µs.
     pub post_latency: Histogram,
+}
+
+impl Merge for Published {
+    fn merge(&mut self, other: &Self) {
+        merge_fields!(self, other; sent, failed, first_failure, post_latency);
+    }
 }
 
 /// When each message of the steady stream is due, and which are one publisher's.

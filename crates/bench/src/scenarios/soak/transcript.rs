@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::{Merge, merge_fields};
+
 /// What one client received, accounted as a chat client shows it.
 ///
 /// The client keeps a position: the last `seq` it has shown, in order. A
@@ -79,15 +81,10 @@ pub(super) struct TranscriptTally {
     pub incomplete_clients: u64,
 }
 
-impl TranscriptTally {
-    /// Adds another tally.
-    pub(super) fn add(&mut self, other: &TranscriptTally) {
-        self.shown += other.shown;
-        self.overlap += other.overlap;
-        self.duplicates += other.duplicates;
-        self.out_of_order += other.out_of_order;
-        self.missing += other.missing;
-        self.incomplete_clients += other.incomplete_clients;
+/// Another client's (or process's) tally.
+impl Merge for TranscriptTally {
+    fn merge(&mut self, other: &TranscriptTally) {
+        merge_fields!(self, other; shown, overlap, duplicates, out_of_order, missing, incomplete_clients);
     }
 }
 
