@@ -146,7 +146,7 @@ async function say(person, text) {
  */
 function transcript(page) {
   return page.locator("#messages article.message").evaluateAll((articles) =>
-    articles.map((article) => `${article.querySelector(".nickname")?.textContent}: ${article.querySelector(".content")?.textContent}`),
+    articles.map((article) => `${article.querySelector(".nickname")?.textContent}: ${article.querySelector(".content")?.textContent?.trim()}`),
   );
 }
 
@@ -529,8 +529,19 @@ test(
     await input.press("Enter");
     const twoLines = page.locator("#messages article.message[data-seq] .content", { hasText: "second line" });
     await twoLines.waitFor();
-    assert.equal(await twoLines.textContent(), "first line\nsecond line");
+    assert.equal(await twoLines.innerText(), "first line\nsecond line");
     assert.equal(await input.inputValue(), "");
+
+    // Markdown and bare links render; typed HTML shows as typed.
+    await input.fill("**ship it** see https://example.com/notes <i>as typed</i>");
+    await input.press("Enter");
+    const rich = page.locator("#messages article.message[data-seq] .content", { hasText: "ship it" });
+    await rich.waitFor();
+    assert.equal(await rich.locator("strong").textContent(), "ship it");
+    assert.equal(await rich.locator("a").getAttribute("href"), "https://example.com/notes");
+    assert.equal(await rich.locator("a").getAttribute("rel"), "noopener noreferrer nofollow");
+    assert.equal(await rich.locator("i").count(), 0);
+    assert.match(await rich.innerText(), /<i>as typed<\/i>/);
 
     // Over the limit: said, not sent, not cut.
     let posts = 0;

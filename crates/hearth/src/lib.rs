@@ -11,6 +11,7 @@
 //! - [`relay`]: hands each room's messages to local subscribers once and in
 //!   order, across nodes (Redis) and gaps (the database).
 //! - [`limits`]: rate limits (token buckets).
+//! - [`markup`]: user text (Markdown, links) to safe HTML.
 //! - [`payload`]: what subscribers receive for a message.
 //! - [`heap`]: live heap bytes, counted at the allocator.
 //! - [`expiry`]: closes the sockets of sessions that ended elsewhere.
@@ -32,6 +33,7 @@ pub mod fds;
 pub mod heap;
 pub mod http;
 pub mod limits;
+pub mod markup;
 pub mod payload;
 pub mod relay;
 pub mod server;

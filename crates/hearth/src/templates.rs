@@ -116,6 +116,11 @@ impl Message {
         created.format(&Rfc3339).unwrap_or_default()
     }
 
+    /// The text as safe HTML ([`crate::markup`]).
+    pub fn content_html(&self) -> String {
+        crate::markup::render(&self.content)
+    }
+
     /// `HH:MM` in UTC; the page's script shows it in the reader's time zone.
     pub fn clock(&self) -> String {
         let created = self.created();
