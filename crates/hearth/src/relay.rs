@@ -9,6 +9,15 @@
 //! the gap is loaded from the database and delivered first. After Redis comes
 //! back, and every few seconds while a broker is configured, the relay also
 //! compares each room with the database and delivers whatever it lacks.
+//!
+//! What arrives from Redis is never trusted with the sequence. A node
+//! publishes its messages marked with its own random node id
+//! (`"hearth_node"`, the first key); another node's marked message is only a
+//! hint that the room has news, and what is delivered, and how far the
+//! room's `seq` moves, comes from the database. A payload without the marker
+//! is foreign (a Rails app, `redis-cli`): it is delivered unchanged, as
+//! Action Cable delivers a broadcast, and touches no sequence state, whatever
+//! fields it has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +38,9 @@ use crate::writer::{MessagePayload, room_stream};
 /// in several rounds.
 const FILL_LIMIT: i64 = 10_000;
 
+/// Broker events taken at once before their hints are checked.
+const HINT_BATCH: usize = 1024;
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -36,6 +48,9 @@ pub struct RelayStats {
     pub filled: AtomicU64,
     /// Messages dropped because they had been delivered already.
     pub duplicates: AtomicU64,
+    /// Messages another node announced through Redis, delivered once the
+    /// database confirmed them.
+    pub confirmed: AtomicU64,
 }
 
 enum Input {
@@ -98,6 +113,11 @@ struct Relay {
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
+    /// Rooms another node said have news, and the highest `seq` it named;
+    /// checked against the database in one query per room per batch.
+    hinted: HashMap<i64, i64>,
+    /// This process's marker on what it publishes.
+    node: String,
     stats: Arc<RelayStats>,
 }
 
@@ -136,15 +156,40 @@ impl RelayTask {
             broker: self.broker,
             inputs: self.inputs,
             delivered: HashMap::new(),
+            hinted: HashMap::new(),
+            node: node_id(),
             stats: self.stats,
         };
         relay.run(events, reconcile, stop).await;
     }
 }
 
+/// The key that marks a payload published by a Hearth node; a foreign
+/// publisher does not write it by accident.
+const NODE_KEY: &str = "hearth_node";
+
+/// The fields of a received payload that tell whose it is.
 #[derive(Deserialize)]
-struct Sequenced {
+struct Marked<'a> {
+    #[serde(borrow)]
+    hearth_node: Option<&'a str>,
     seq: Option<i64>,
+}
+
+/// `payload` (a JSON object) with this node's marker as its first key.
+fn marked(payload: &str, node: &str) -> String {
+    let rest = payload.strip_prefix('{').unwrap_or(payload);
+    let separator = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"{NODE_KEY}\":\"{node}\"{separator}{rest}")
+}
+
+/// A random id for this process, so it can tell its own publishes.
+fn node_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl Relay {
@@ -161,7 +206,16 @@ impl Relay {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(input) = self.inputs.recv() => self.handle(input).await,
-                Some(event) = events.recv() => self.on_broker(event).await,
+                Some(event) = events.recv() => {
+                    self.on_broker(event).await;
+                    // Take what else has arrived, so the hints of a burst
+                    // cost one query per room.
+                    for _ in 0..HINT_BATCH {
+                        let Ok(event) = events.try_recv() else { break };
+                        self.on_broker(event).await;
+                    }
+                    self.confirm_hints().await;
+                }
                 _ = tick.tick(), if reconciling => self.reconcile().await,
             }
         }
@@ -180,7 +234,7 @@ impl Relay {
             } => {
                 let stream = room_stream(chatroom_id);
                 if let Some(broker) = &self.broker {
-                    broker.publish(&stream, payload.get());
+                    broker.publish(&stream, &marked(payload.get(), &self.node));
                 }
                 self.accept(chatroom_id, seq, &payload).await;
             }
@@ -196,20 +250,32 @@ impl Relay {
     async fn on_broker(&mut self, event: BrokerEvent) {
         match event {
             BrokerEvent::Message { stream, payload } => {
-                let Ok(payload) = RawValue::from_string(payload) else {
-                    tracing::warn!(stream, "ignoring a broadcast that is not JSON");
-                    return;
-                };
                 let room = stream
                     .strip_prefix("chatrooms:")
                     .and_then(|id| id.parse::<i64>().ok());
-                let seq = serde_json::from_str::<Sequenced>(payload.get())
+                let mark = serde_json::from_str::<Marked>(&payload)
                     .ok()
-                    .and_then(|s| s.seq);
-                match (room, seq) {
-                    (Some(room), Some(seq)) => self.accept(room, seq, &payload).await,
-                    // Not one of Hearth's messages (e.g. from a Rails app): pass it on.
+                    .and_then(|m| Some((m.hearth_node?, m.seq?)));
+                match (room, mark) {
+                    // This node's own publish, heard back: delivered already.
+                    (Some(_), Some((node, _))) if node == self.node => {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Another node stored something: ask the database.
+                    (Some(room), Some((_, seq))) => {
+                        let hint = self.hinted.entry(room).or_insert(seq);
+                        *hint = (*hint).max(seq);
+                    }
+                    // Foreign (e.g. a Rails app): pass it on unchanged, after
+                    // what other nodes stored before it.
                     _ => {
+                        let Ok(payload) = RawValue::from_string(payload) else {
+                            tracing::warn!(stream, "ignoring a broadcast that is not JSON");
+                            return;
+                        };
+                        if let Some(room) = room {
+                            self.confirm_hint(room).await;
+                        }
                         self.cable.broadcast(&stream, &payload);
                     }
                 }
@@ -230,7 +296,7 @@ impl Relay {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            Some(last) if seq > last + 1 => self.fill(room, last, seq).await,
+            Some(last) if seq > last + 1 => self.fill(room, last, seq, None).await,
             _ => {}
         }
         self.cable
@@ -238,8 +304,33 @@ impl Relay {
         self.delivered.insert(room, seq);
     }
 
-    /// Delivers the room's stored messages with `after < seq < before`.
-    async fn fill(&mut self, room: i64, mut after: i64, before: i64) {
+    /// Delivers what the database holds of every hinted room.
+    async fn confirm_hints(&mut self) {
+        let rooms: Vec<i64> = self.hinted.keys().copied().collect();
+        for room in rooms {
+            self.confirm_hint(room).await;
+        }
+    }
+
+    /// Delivers the room's stored messages up to the hinted `seq`, from the
+    /// database: a hint above what is stored moves nothing.
+    async fn confirm_hint(&mut self, room: i64) {
+        let Some(seq) = self.hinted.remove(&room) else {
+            return;
+        };
+        // A room nobody here has followed yet starts at the hinted message.
+        let last = *self.delivered.get(&room).unwrap_or(&(seq - 1));
+        if seq <= last {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.fill(room, last, seq.saturating_add(1), Some(seq))
+            .await;
+    }
+
+    /// Delivers the room's stored messages with `after < seq < before`;
+    /// `hinted` is the `seq` another node announced, which is not a gap.
+    async fn fill(&mut self, room: i64, mut after: i64, before: i64, hinted: Option<i64>) {
         while after + 1 < before {
             let missed =
                 match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
@@ -258,15 +349,23 @@ impl Relay {
                         .broadcast_at(&room_stream(room), &payload, Some(message.seq));
                 }
             }
+            let announced = missed
+                .iter()
+                .filter(|m| hinted.is_some_and(|h| m.seq >= h))
+                .count();
+            let gap = missed.len() - announced;
             self.stats
-                .filled
-                .fetch_add(missed.len() as u64, Ordering::Relaxed);
-            tracing::info!(
-                room,
-                from = after + 1,
-                to = newest,
-                "filled a gap from the database"
-            );
+                .confirmed
+                .fetch_add(announced as u64, Ordering::Relaxed);
+            self.stats.filled.fetch_add(gap as u64, Ordering::Relaxed);
+            if gap > 0 {
+                tracing::info!(
+                    room,
+                    from = after + 1,
+                    to = newest,
+                    "filled a gap from the database"
+                );
+            }
             self.delivered.insert(room, newest);
             after = newest;
         }
@@ -285,7 +384,7 @@ impl Relay {
             if let Some(&last) = self.delivered.get(&room)
                 && newest > last
             {
-                self.fill(room, last, newest + 1).await;
+                self.fill(room, last, newest + 1, None).await;
             }
         }
     }

@@ -149,6 +149,13 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
         "Messages dropped as already delivered.",
         load(&relay.duplicates),
     );
+    metric(
+        &mut out,
+        "hearth_relay_confirmed_total",
+        "counter",
+        "Messages other nodes announced through Redis, delivered once the database confirmed them.",
+        load(&relay.confirmed),
+    );
     if let Some(broker) = &state.broker {
         let status = broker.status();
         metric(
@@ -185,6 +192,13 @@ async fn show_metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Redis subscriptions re-established.",
             load(&status.reconnects),
+        );
+        metric(
+            &mut out,
+            "hearth_broker_channels",
+            "gauge",
+            "Redis channels subscribed: one per stream with a subscriber on this node.",
+            load(&status.channels),
         );
     }
     metric(
