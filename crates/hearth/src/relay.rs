@@ -381,9 +381,17 @@ impl Relay {
             }
         };
         for (room, newest) in rooms {
-            if let Some(&last) = self.delivered.get(&room)
-                && newest > last
-            {
+            let Some(&last) = self.delivered.get(&room) else {
+                continue;
+            };
+            if newest <= last {
+                continue;
+            }
+            if self.cable.subscriber_count(&room_stream(room)) == 0 {
+                // Nobody here follows the room any more (nor hears it from
+                // Redis): keep its place without loading what nobody gets.
+                self.delivered.insert(room, newest);
+            } else {
                 self.fill(room, last, newest + 1, None).await;
             }
         }
