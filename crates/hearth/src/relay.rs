@@ -397,3 +397,27 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Marked, marked};
+
+    #[test]
+    fn the_marker_is_the_first_key_and_the_rest_is_untouched() {
+        let payload = r#"{"type":"message","seq":7,"html":"<p>{\"x\"}</p>"}"#;
+        let published = marked(payload, "00ff");
+        assert_eq!(
+            published,
+            r#"{"hearth_node":"00ff","type":"message","seq":7,"html":"<p>{\"x\"}</p>"}"#
+        );
+        let read: Marked = serde_json::from_str(&published).unwrap();
+        assert_eq!((read.hearth_node, read.seq), (Some("00ff"), Some(7)));
+        assert_eq!(marked("{}", "00ff"), r#"{"hearth_node":"00ff"}"#);
+    }
+
+    #[test]
+    fn a_foreign_payload_with_a_seq_carries_no_marker() {
+        let read: Marked = serde_json::from_str(r#"{"seq":1000,"content":"x"}"#).unwrap();
+        assert_eq!((read.hearth_node, read.seq), (None, Some(1000)));
+    }
+}
