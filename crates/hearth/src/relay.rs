@@ -113,9 +113,9 @@ struct Relay {
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
-    /// Rooms another node said have news, and the highest `seq` it named;
-    /// checked against the database in one query per room per batch.
-    hinted: HashMap<i64, i64>,
+    /// Rooms other nodes said have news, and the lowest and highest `seq`
+    /// they named; checked against the database in one query per room per batch.
+    hinted: HashMap<i64, (i64, i64)>,
     /// This process's marker on what it publishes.
     node: String,
     stats: Arc<RelayStats>,
@@ -263,8 +263,9 @@ impl Relay {
                     }
                     // Another node stored something: ask the database.
                     (Some(room), Some((_, seq))) => {
-                        let hint = self.hinted.entry(room).or_insert(seq);
-                        *hint = (*hint).max(seq);
+                        let (lowest, highest) = self.hinted.entry(room).or_insert((seq, seq));
+                        *lowest = (*lowest).min(seq);
+                        *highest = (*highest).max(seq);
                     }
                     // Foreign (e.g. a Rails app): pass it on unchanged, after
                     // what other nodes stored before it.
@@ -312,25 +313,26 @@ impl Relay {
         }
     }
 
-    /// Delivers the room's stored messages up to the hinted `seq`, from the
-    /// database: a hint above what is stored moves nothing.
+    /// Delivers the room's stored messages up to the highest hinted `seq`,
+    /// from the database: a hint above what is stored moves nothing.
     async fn confirm_hint(&mut self, room: i64) {
-        let Some(seq) = self.hinted.remove(&room) else {
+        let Some((lowest, highest)) = self.hinted.remove(&room) else {
             return;
         };
-        // A room nobody here has followed yet starts at the hinted message.
-        let last = *self.delivered.get(&room).unwrap_or(&(seq - 1));
-        if seq <= last {
+        // A room nobody here has followed yet starts at the hinted messages.
+        let last = *self.delivered.get(&room).unwrap_or(&(lowest - 1));
+        if highest <= last {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.fill(room, last, seq.saturating_add(1), Some(seq))
+        self.fill(room, last, highest.saturating_add(1), Some(lowest))
             .await;
     }
 
     /// Delivers the room's stored messages with `after < seq < before`;
-    /// `hinted` is the `seq` another node announced, which is not a gap.
-    async fn fill(&mut self, room: i64, mut after: i64, before: i64, hinted: Option<i64>) {
+    /// from `announced` on (the lowest `seq` other nodes announced), what is
+    /// loaded was announced, not missed.
+    async fn fill(&mut self, room: i64, mut after: i64, before: i64, announced: Option<i64>) {
         while after + 1 < before {
             let missed =
                 match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
@@ -351,7 +353,7 @@ impl Relay {
             }
             let announced = missed
                 .iter()
-                .filter(|m| hinted.is_some_and(|h| m.seq >= h))
+                .filter(|m| announced.is_some_and(|a| m.seq >= a))
                 .count();
             let gap = missed.len() - announced;
             self.stats
