@@ -10,14 +10,15 @@
 //! message, so the broker reports when it goes down and comes back
 //! ([`BrokerEvent`]); the application decides how to fill what it missed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -29,6 +30,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long one Redis command or connection attempt may take before it counts as failed.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a subscription made ahead of a stream's first subscriber is
+/// held for that subscriber to be registered.
+const AHEAD_HOLD: Duration = Duration::from_secs(5);
 
 /// What the broker tells the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +80,13 @@ pub fn channel_name(prefix: &str, stream: &str) -> String {
 }
 
 /// A change to the streams this node follows, for the subscriber task.
-type Follow = (String, bool);
+enum Follow {
+    /// The stream gained its first (`true`) or lost its last (`false`) local subscriber.
+    Changed(String, bool),
+    /// Subscribe now, ahead of a subscriber about to be confirmed; answer
+    /// once Redis has (or at once while Redis is away).
+    Ahead(String, oneshot::Sender<()>),
+}
 
 /// A Redis pub/sub broker; cheap to clone.
 #[derive(Clone)]
@@ -118,6 +128,7 @@ impl RedisBroker {
                 events,
                 status: status.clone(),
                 wanted: HashSet::new(),
+                ahead: HashMap::new(),
             }
             .run(follow_rx, shutdown.clone()),
         );
@@ -144,6 +155,22 @@ impl RedisBroker {
         }
     }
 
+    /// Subscribes to the channel of `stream` before its first subscriber is
+    /// confirmed, as Action Cable confirms only after its `SUBSCRIBE`: a
+    /// broadcast published right after the confirmation then arrives. Returns
+    /// once Redis has answered, at once while Redis is away, and after at most
+    /// two seconds; the subscription is held a few seconds for the subscriber.
+    pub async fn subscribe_ahead(&self, stream: &str) {
+        let (answer, answered) = oneshot::channel();
+        if self
+            .follows
+            .send(Follow::Ahead(stream.to_owned(), answer))
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(REDIS_TIMEOUT, answered).await;
+        }
+    }
+
     /// What to give [`crate::Cable::watch_streams`], so the broker subscribes
     /// to exactly the streams this node's clients follow.
     pub fn watcher(&self) -> impl StreamWatcher {
@@ -161,7 +188,7 @@ struct Follows(mpsc::UnboundedSender<Follow>);
 
 impl StreamWatcher for Follows {
     fn followed(&self, stream: &str, followed: bool) {
-        let _ = self.0.send((stream.to_owned(), followed));
+        let _ = self.0.send(Follow::Changed(stream.to_owned(), followed));
     }
 }
 
@@ -173,6 +200,8 @@ struct Subscriber {
     status: Arc<BrokerStatus>,
     /// Streams with a subscriber on this node, whether or not Redis is up.
     wanted: HashSet<String>,
+    /// Streams subscribed ahead of their first subscriber, until when.
+    ahead: HashMap<String, Instant>,
 }
 
 /// Why a connected subscription ended.
@@ -233,18 +262,32 @@ impl Subscriber {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = &mut sleep => break,
-                    Some((stream, followed)) = follows.recv() => self.want(stream, followed),
+                    // Nobody waits for Redis while it is away: answers are dropped.
+                    Some(follow) = follows.recv() => drop(self.want(follow)),
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    fn want(&mut self, stream: String, followed: bool) {
-        if followed {
-            self.wanted.insert(stream);
-        } else {
-            self.wanted.remove(&stream);
+    /// Records a change; returns who waits for the next subscription change.
+    fn want(&mut self, follow: Follow) -> Option<oneshot::Sender<()>> {
+        match follow {
+            Follow::Changed(stream, true) => {
+                self.ahead.remove(&stream);
+                self.wanted.insert(stream);
+                None
+            }
+            Follow::Changed(stream, false) => {
+                self.wanted.remove(&stream);
+                None
+            }
+            Follow::Ahead(stream, answer) => {
+                if !self.wanted.contains(&stream) {
+                    self.ahead.insert(stream, Instant::now() + AHEAD_HOLD);
+                }
+                Some(answer)
+            }
         }
     }
 
@@ -272,16 +315,26 @@ impl Subscriber {
             reconnected, "subscribed to Redis"
         );
         let _ = self.events.send(BrokerEvent::Up { reconnected });
+        // Lets subscriptions made ahead of a subscriber that never came expire.
+        let mut expire = tokio::time::interval(AHEAD_HOLD);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ended::Shutdown,
-                Some((stream, followed)) = follows.recv() => {
-                    self.want(stream, followed);
+                Some(follow) = follows.recv() => {
+                    let mut waiting: Vec<_> = self.want(follow).into_iter().collect();
                     // Take every change already waiting, then send one
                     // SUBSCRIBE and one UNSUBSCRIBE for the lot.
-                    while let Ok((stream, followed)) = follows.try_recv() {
-                        self.want(stream, followed);
+                    while let Ok(follow) = follows.try_recv() {
+                        waiting.extend(self.want(follow));
                     }
+                    if self.sync(&mut sink, &mut subscribed).await.is_err() {
+                        return Ended::Lost;
+                    }
+                    for answer in waiting {
+                        let _ = answer.send(());
+                    }
+                }
+                _ = expire.tick(), if !self.ahead.is_empty() => {
                     if self.sync(&mut sink, &mut subscribed).await.is_err() {
                         return Ended::Lost;
                     }
@@ -297,12 +350,24 @@ impl Subscriber {
     /// Subscribes to the channels of wanted streams not yet subscribed, and
     /// unsubscribes from those no longer wanted.
     async fn sync(
-        &self,
+        &mut self,
         sink: &mut redis::aio::PubSubSink,
         subscribed: &mut HashSet<String>,
     ) -> redis::RedisResult<()> {
-        let add: Vec<String> = self.wanted.difference(subscribed).cloned().collect();
-        let drop: Vec<String> = subscribed.difference(&self.wanted).cloned().collect();
+        let now = Instant::now();
+        self.ahead.retain(|_, until| *until > now);
+        let wanted =
+            |stream: &String| self.wanted.contains(stream) || self.ahead.contains_key(stream);
+        let add: Vec<String> = self
+            .wanted
+            .iter()
+            .chain(self.ahead.keys())
+            .filter(|s| !subscribed.contains(*s))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let drop: Vec<String> = subscribed.iter().filter(|s| !wanted(s)).cloned().collect();
         let channels = |streams: &[String]| -> Vec<String> {
             streams
                 .iter()

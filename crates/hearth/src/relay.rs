@@ -71,9 +71,20 @@ pub struct RelayHandle {
     /// per stored message) and by subscriptions, both far slower than delivery.
     inputs: mpsc::UnboundedSender<Input>,
     stats: Arc<RelayStats>,
+    /// To subscribe to a room's channel before its subscriber is confirmed.
+    broker: Option<RedisBroker>,
 }
 
 impl RelayHandle {
+    /// Makes sure this node hears `chatroom_id` from Redis before a
+    /// subscriber of it is confirmed, as Action Cable does; see
+    /// [`RedisBroker::subscribe_ahead`]. Without a broker, returns at once.
+    pub async fn subscribe_ahead(&self, chatroom_id: i64) {
+        if let Some(broker) = &self.broker {
+            broker.subscribe_ahead(&room_stream(chatroom_id)).await;
+        }
+    }
+
     /// A message was committed by this node.
     pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>) {
         let _ = self.inputs.send(Input::Stored {
@@ -129,6 +140,7 @@ pub fn relay(db: Db, broker: Option<RedisBroker>) -> (RelayHandle, RelayTask) {
         RelayHandle {
             inputs,
             stats: stats.clone(),
+            broker: broker.clone(),
         },
         RelayTask {
             db,

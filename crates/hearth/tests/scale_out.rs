@@ -735,3 +735,78 @@ async fn an_empty_prefix_publishes_and_hears_bare_room_channels() {
         json!({ "content": "from rails" })
     );
 }
+
+/// A TCP proxy to Redis that holds back what its clients send by `delay`,
+/// so a subscription made through it lands late; what Redis sends back is
+/// passed at once. Returns the URL to give the node.
+async fn slow_redis_proxy(redis: &str, delay: Duration) -> String {
+    let target = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts for the life of the test runtime; each connection is two pumps.
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buffer).await {
+                    tokio::time::sleep(delay).await;
+                    if to_server.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn a_broadcast_published_right_after_the_confirmation_arrives() {
+    let Some(redis) = redis_url() else {
+        return skip("HEARTH_TEST_REDIS_URL");
+    };
+    let prefix = format!("hearth-test-{}", uuid_like());
+    // The node's commands reach Redis 100 ms late, so a SUBSCRIBE sent as
+    // the subscriber is confirmed would land after the publish below.
+    let slow = slow_redis_proxy(&redis, Duration::from_millis(100)).await;
+    let app = TestApp::spawn_with(&["--redis-url", &slow, "--redis-channel-prefix", &prefix]).await;
+    wait_ready(&app).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let other = app.create_room(&ann, "other").await;
+    let mut rails = raw_redis(&redis).await;
+    // Rails confirms a subscription only once Redis has subscribed; so does
+    // Hearth, for a room's first subscriber and for the next ones.
+    let mut cables = Vec::new();
+    for room in [room, other, room] {
+        let mut cable = app.connect_cable(Some(&ann.cookie)).await;
+        let identifier = cable.join_room(room).await;
+        redis::cmd("PUBLISH")
+            .arg(format!("{prefix}:chatrooms:{room}"))
+            .arg(json!({ "content": "at once", "cable": cables.len() }).to_string())
+            .query_async::<i64>(&mut rails)
+            .await
+            .unwrap();
+        // `next_message` waits as long as pings keep coming: bound it.
+        let message = tokio::time::timeout(Duration::from_secs(2), cable.next_message(&identifier))
+            .await
+            .expect("the broadcast published right after the confirmation arrives");
+        assert_eq!(
+            message,
+            json!({ "content": "at once", "cable": cables.len() })
+        );
+        cables.push(cable);
+    }
+}

@@ -150,6 +150,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id)
         {
+            self.relay.subscribe_ahead(id).await;
             return Ok(subscription);
         }
         match db::chatrooms::last_seq(&self.db, id).await {
@@ -159,6 +160,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id);
+                self.relay.subscribe_ahead(id).await;
                 Ok(subscription)
             }
             Ok(None) => Err(Rejection(format!("no chatroom {id}"))),
