@@ -321,13 +321,17 @@ impl Subscriber {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ended::Shutdown,
                 Some(follow) = follows.recv() => {
+                    let mut dirty = changes(&follow, &subscribed);
                     let mut waiting: Vec<_> = self.want(follow).into_iter().collect();
                     // Take every change already waiting, then send one
                     // SUBSCRIBE and one UNSUBSCRIBE for the lot.
                     while let Ok(follow) = follows.try_recv() {
+                        dirty |= changes(&follow, &subscribed);
                         waiting.extend(self.want(follow));
                     }
-                    if self.sync(&mut sink, &mut subscribed).await.is_err() {
+                    // Most subscribes join a stream subscribed already: no
+                    // need to compare every stream followed here.
+                    if dirty && self.sync(&mut sink, &mut subscribed).await.is_err() {
                         return Ended::Lost;
                     }
                     for answer in waiting {
@@ -421,6 +425,15 @@ impl Subscriber {
             stream: stream.to_owned(),
             payload,
         });
+    }
+}
+
+/// Whether `follow` may change what a connection subscribed to
+/// `subscribed` must be subscribed to.
+fn changes(follow: &Follow, subscribed: &HashSet<String>) -> bool {
+    match follow {
+        Follow::Changed(stream, true) | Follow::Ahead(stream, _) => !subscribed.contains(stream),
+        Follow::Changed(_, false) => true,
     }
 }
 
