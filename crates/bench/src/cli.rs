@@ -244,6 +244,10 @@ pub struct IdleArgs {
     /// Seconds to wait at each step before reading memory.
     #[arg(long, default_value_t = 3.0)]
     pub settle: f64,
+    /// Spread the connections round robin over these room ids instead of
+    /// the one room, e.g. to follow only some rooms on a node (`bench/rooms.sh`).
+    #[arg(long = "rooms", value_delimiter = ',')]
+    pub rooms: Vec<String>,
 }
 
 /// `connect` options.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -222,11 +222,27 @@ pub struct Delivery {
     pub dropped: usize,
 }
 
+/// Told when a stream gets its first subscriber on this node and when it
+/// loses its last, e.g. so a broker follows only the streams served here.
+/// Called under the stream's shard lock, so the calls for one stream arrive
+/// in order: it must not block (queue the change and return).
+pub trait StreamWatcher: Send + Sync + 'static {
+    /// `stream` is followed (`true`) or no longer followed (`false`) here.
+    fn followed(&self, stream: &str, followed: bool);
+}
+
 /// Every stream followed on this node and its subscribers.
-#[derive(Debug)]
 pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
+    /// Set once, before clients arrive; see [`StreamWatcher`].
+    watcher: OnceLock<Box<dyn StreamWatcher>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Default for Registry {
@@ -234,11 +250,24 @@ impl Default for Registry {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
+            watcher: OnceLock::new(),
         }
     }
 }
 
 impl Registry {
+    /// Tells `watcher` of every stream that gains its first or loses its last
+    /// subscriber from now on; only the first watcher set is kept.
+    pub fn watch(&self, watcher: Box<dyn StreamWatcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    fn followed(&self, stream: &str, followed: bool) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher.followed(stream, followed);
+        }
+    }
+
     fn shard(&self, stream: &str) -> &RwLock<Shard> {
         let index = self.hasher.hash_one(stream) as usize % self.shards.len();
         &self.shards[index]
@@ -261,6 +290,7 @@ impl Registry {
         // `entry` would allocate the key every time.
         if !shard.contains_key(stream) {
             shard.insert(Arc::from(stream), Vec::new());
+            self.followed(stream, true);
         }
         let groups = shard.get_mut(stream).expect("just ensured");
         let found = groups
@@ -300,6 +330,7 @@ impl Registry {
         });
         if groups.is_empty() {
             shard.remove(stream);
+            self.followed(stream, false);
         }
     }
 
@@ -429,6 +460,43 @@ mod tests {
         );
         assert_eq!(registry.subscriber_count("s"), 0);
         assert!(a_rx.try_recv().is_err());
+    }
+
+    #[derive(Default)]
+    struct Changes(std::sync::Mutex<Vec<(String, bool)>>);
+
+    impl StreamWatcher for Arc<Changes> {
+        fn followed(&self, stream: &str, followed: bool) {
+            self.0.lock().unwrap().push((stream.to_owned(), followed));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_hears_of_a_streams_first_and_last_subscriber_only() {
+        let registry = Registry::default();
+        let changes = Arc::new(Changes::default());
+        registry.watch(Box::new(changes.clone()));
+        let (a, _a_rx, _) = Outbox::new(8, 1 << 20);
+        let (b, _b_rx, _) = Outbox::new(8, 1 << 20);
+        let x: Arc<str> = Arc::from("x");
+        let y: Arc<str> = Arc::from("y");
+        registry.add("s", &x, Dialect::V1, 1, &a);
+        registry.add("s", &y, Dialect::V1, 2, &b);
+        registry.add("t", &x, Dialect::V1, 1, &a);
+        registry.remove("s", "x", 1);
+        registry.remove("s", "x", 1);
+        registry.remove("s", "y", 2);
+        registry.remove("u", "x", 1);
+        registry.add("s", &x, Dialect::V1, 1, &a);
+        let seen = changes.0.lock().unwrap().clone();
+        let expected = [("s", true), ("t", true), ("s", false), ("s", true)];
+        assert_eq!(
+            seen,
+            expected
+                .iter()
+                .map(|(s, f)| (s.to_string(), *f))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]

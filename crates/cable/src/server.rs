@@ -22,7 +22,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use crate::channel::Channel;
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Dialect, DisconnectReason};
-use crate::registry::{ConnId, Delivery, Frame, Outbox, Registry};
+use crate::registry::{ConnId, Delivery, Frame, Outbox, Registry, StreamWatcher};
 use crate::session;
 use crate::upgrade::CableUpgrade;
 use crate::wire;
@@ -600,6 +600,13 @@ impl<I: Identity> Cable<I> {
             .dropped
             .fetch_add(delivery.dropped as u64, Ordering::Relaxed);
         delivery
+    }
+
+    /// Tells `watcher` whenever a stream gains its first subscriber on this
+    /// node or loses its last (e.g. a broker's per-stream subscriptions).
+    /// Set it before clients arrive; only the first watcher is kept.
+    pub fn watch_streams(&self, watcher: impl StreamWatcher) {
+        self.inner.registry.watch(Box::new(watcher));
     }
 
     /// How many connections follow `stream` on this node.

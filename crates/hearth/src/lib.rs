@@ -185,6 +185,11 @@ impl App {
             channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone()),
         )
         .build();
+        // The broker subscribes to a room's Redis channel only while this
+        // node has a subscriber in it.
+        if let Some(broker) = &broker {
+            cable.watch_streams(broker.watcher());
+        }
 
         let relay_task = tokio::spawn(relay_task.run(
             cable.clone(),

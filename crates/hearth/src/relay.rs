@@ -9,6 +9,15 @@
 //! the gap is loaded from the database and delivered first. After Redis comes
 //! back, and every few seconds while a broker is configured, the relay also
 //! compares each room with the database and delivers whatever it lacks.
+//!
+//! What arrives from Redis is never trusted with the sequence. A node
+//! publishes its messages marked with its own random node id
+//! (`"hearth_node"`, the first key); another node's marked message is only a
+//! hint that the room has news, and what is delivered, and how far the
+//! room's `seq` moves, comes from the database. A payload without the marker
+//! is foreign (a Rails app, `redis-cli`): it is delivered unchanged, as
+//! Action Cable delivers a broadcast, and touches no sequence state, whatever
+//! fields it has.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,12 +32,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
+use crate::domain::RoomStream;
 use crate::payload::MessagePayload;
-use crate::writer::room_stream;
 
 /// How many missed messages one fill loads at most; a longer gap is filled
 /// in several rounds.
 const FILL_LIMIT: i64 = 10_000;
+
+/// Broker events taken at once before their hints are checked.
+const HINT_BATCH: usize = 1024;
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -37,6 +49,9 @@ pub struct RelayStats {
     pub filled: AtomicU64,
     /// Messages dropped because they had been delivered already.
     pub duplicates: AtomicU64,
+    /// Messages another node announced through Redis, delivered once the
+    /// database confirmed them.
+    pub confirmed: AtomicU64,
 }
 
 enum Input {
@@ -57,9 +72,22 @@ pub struct RelayHandle {
     /// per stored message) and by subscriptions, both far slower than delivery.
     inputs: mpsc::UnboundedSender<Input>,
     stats: Arc<RelayStats>,
+    /// To subscribe to a room's channel before its subscriber is confirmed.
+    broker: Option<RedisBroker>,
 }
 
 impl RelayHandle {
+    /// Makes sure this node hears `chatroom_id` from Redis before a
+    /// subscriber of it is confirmed, as Action Cable does; see
+    /// [`RedisBroker::subscribe_ahead`]. Without a broker, returns at once.
+    pub async fn subscribe_ahead(&self, chatroom_id: i64) {
+        if let Some(broker) = &self.broker {
+            broker
+                .subscribe_ahead(&RoomStream(chatroom_id).to_string())
+                .await;
+        }
+    }
+
     /// A message was committed by this node.
     pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>) {
         let _ = self.inputs.send(Input::Stored {
@@ -99,6 +127,11 @@ struct Relay {
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
+    /// Rooms other nodes said have news, and the lowest and highest `seq`
+    /// they named; checked against the database in one query per room per batch.
+    hinted: HashMap<i64, (i64, i64)>,
+    /// This process's marker on what it publishes.
+    node: String,
     stats: Arc<RelayStats>,
 }
 
@@ -110,6 +143,7 @@ pub fn relay(db: Db, broker: Option<RedisBroker>) -> (RelayHandle, RelayTask) {
         RelayHandle {
             inputs,
             stats: stats.clone(),
+            broker: broker.clone(),
         },
         RelayTask {
             db,
@@ -137,15 +171,40 @@ impl RelayTask {
             broker: self.broker,
             inputs: self.inputs,
             delivered: HashMap::new(),
+            hinted: HashMap::new(),
+            node: node_id(),
             stats: self.stats,
         };
         relay.run(events, reconcile, stop).await;
     }
 }
 
+/// The key that marks a payload published by a Hearth node; a foreign
+/// publisher does not write it by accident.
+const NODE_KEY: &str = "hearth_node";
+
+/// The fields of a received payload that tell whose it is.
 #[derive(Deserialize)]
-struct Sequenced {
+struct Marked<'a> {
+    #[serde(borrow)]
+    hearth_node: Option<&'a str>,
     seq: Option<i64>,
+}
+
+/// `payload` (a JSON object) with this node's marker as its first key.
+fn marked(payload: &str, node: &str) -> String {
+    let rest = payload.strip_prefix('{').unwrap_or(payload);
+    let separator = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"{NODE_KEY}\":\"{node}\"{separator}{rest}")
+}
+
+/// A random id for this process, so it can tell its own publishes.
+fn node_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 impl Relay {
@@ -162,7 +221,16 @@ impl Relay {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(input) = self.inputs.recv() => self.handle(input).await,
-                Some(event) = events.recv() => self.on_broker(event).await,
+                Some(event) = events.recv() => {
+                    self.on_broker(event).await;
+                    // Take what else has arrived, so the hints of a burst
+                    // cost one query per room.
+                    for _ in 0..HINT_BATCH {
+                        let Ok(event) = events.try_recv() else { break };
+                        self.on_broker(event).await;
+                    }
+                    self.confirm_hints().await;
+                }
                 _ = tick.tick(), if reconciling => self.reconcile().await,
             }
         }
@@ -179,9 +247,9 @@ impl Relay {
                 seq,
                 payload,
             } => {
-                let stream = room_stream(chatroom_id);
+                let stream = RoomStream(chatroom_id).to_string();
                 if let Some(broker) = &self.broker {
-                    broker.publish(&stream, payload.get());
+                    broker.publish(&stream, &marked(payload.get(), &self.node));
                 }
                 self.accept(chatroom_id, seq, &payload).await;
             }
@@ -197,20 +265,31 @@ impl Relay {
     async fn on_broker(&mut self, event: BrokerEvent) {
         match event {
             BrokerEvent::Message { stream, payload } => {
-                let Ok(payload) = RawValue::from_string(payload) else {
-                    tracing::warn!(stream, "ignoring a broadcast that is not JSON");
-                    return;
-                };
-                let room = stream
-                    .strip_prefix("chatrooms:")
-                    .and_then(|id| id.parse::<i64>().ok());
-                let seq = serde_json::from_str::<Sequenced>(payload.get())
+                let room = stream.parse::<RoomStream>().ok().map(RoomStream::room);
+                let mark = serde_json::from_str::<Marked<'_>>(&payload)
                     .ok()
-                    .and_then(|s| s.seq);
-                match (room, seq) {
-                    (Some(room), Some(seq)) => self.accept(room, seq, &payload).await,
-                    // Not one of Hearth's messages (e.g. from a Rails app): pass it on.
+                    .and_then(|m| Some((m.hearth_node?, m.seq?)));
+                match (room, mark) {
+                    // This node's own publish, heard back: delivered already.
+                    (Some(_), Some((node, _))) if node == self.node => {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Another node stored something: ask the database.
+                    (Some(room), Some((_, seq))) => {
+                        let (lowest, highest) = self.hinted.entry(room).or_insert((seq, seq));
+                        *lowest = (*lowest).min(seq);
+                        *highest = (*highest).max(seq);
+                    }
+                    // Foreign (e.g. a Rails app): pass it on unchanged, after
+                    // what other nodes stored before it.
                     _ => {
+                        let Ok(payload) = RawValue::from_string(payload) else {
+                            tracing::warn!(stream, "ignoring a broadcast that is not JSON");
+                            return;
+                        };
+                        if let Some(room) = room {
+                            self.confirm_hint(room).await;
+                        }
                         self.cable.broadcast(&stream, &payload);
                     }
                 }
@@ -231,16 +310,42 @@ impl Relay {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            Some(last) if seq > last + 1 => self.fill(room, last, seq).await,
+            Some(last) if seq > last + 1 => self.fill(room, last, seq, None).await,
             _ => {}
         }
         self.cable
-            .broadcast_at(&room_stream(room), payload, Some(seq));
+            .broadcast_at(&RoomStream(room).to_string(), payload, Some(seq));
         self.delivered.insert(room, seq);
     }
 
-    /// Delivers the room's stored messages with `after < seq < before`.
-    async fn fill(&mut self, room: i64, mut after: i64, before: i64) {
+    /// Delivers what the database holds of every hinted room.
+    async fn confirm_hints(&mut self) {
+        let rooms: Vec<i64> = self.hinted.keys().copied().collect();
+        for room in rooms {
+            self.confirm_hint(room).await;
+        }
+    }
+
+    /// Delivers the room's stored messages up to the highest hinted `seq`,
+    /// from the database: a hint above what is stored moves nothing.
+    async fn confirm_hint(&mut self, room: i64) {
+        let Some((lowest, highest)) = self.hinted.remove(&room) else {
+            return;
+        };
+        // A room nobody here has followed yet starts at the hinted messages.
+        let last = *self.delivered.get(&room).unwrap_or(&(lowest - 1));
+        if highest <= last {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.fill(room, last, highest.saturating_add(1), Some(lowest))
+            .await;
+    }
+
+    /// Delivers the room's stored messages with `after < seq < before`;
+    /// from `announced` on (the lowest `seq` other nodes announced), what is
+    /// loaded was announced, not missed.
+    async fn fill(&mut self, room: i64, mut after: i64, before: i64, announced: Option<i64>) {
         while after + 1 < before {
             let missed =
                 match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
@@ -256,17 +361,25 @@ impl Relay {
             for message in &missed {
                 let payload = MessagePayload::encode(message);
                 self.cable
-                    .broadcast_at(&room_stream(room), &payload, Some(message.seq));
+                    .broadcast_at(&RoomStream(room).to_string(), &payload, Some(message.seq));
             }
+            let announced = missed
+                .iter()
+                .filter(|m| announced.is_some_and(|a| m.seq >= a))
+                .count();
+            let gap = missed.len() - announced;
             self.stats
-                .filled
-                .fetch_add(missed.len() as u64, Ordering::Relaxed);
-            tracing::info!(
-                room,
-                from = after + 1,
-                to = newest,
-                "filled a gap from the database"
-            );
+                .confirmed
+                .fetch_add(announced as u64, Ordering::Relaxed);
+            self.stats.filled.fetch_add(gap as u64, Ordering::Relaxed);
+            if gap > 0 {
+                tracing::info!(
+                    room,
+                    from = after + 1,
+                    to = newest,
+                    "filled a gap from the database"
+                );
+            }
             self.delivered.insert(room, newest);
             after = newest;
         }
@@ -282,11 +395,43 @@ impl Relay {
             }
         };
         for (room, newest) in rooms {
-            if let Some(&last) = self.delivered.get(&room)
-                && newest > last
-            {
-                self.fill(room, last, newest + 1).await;
+            let Some(&last) = self.delivered.get(&room) else {
+                continue;
+            };
+            if newest <= last {
+                continue;
+            }
+            if self.cable.subscriber_count(&RoomStream(room).to_string()) == 0 {
+                // Nobody here follows the room any more (nor hears it from
+                // Redis): keep its place without loading what nobody gets.
+                self.delivered.insert(room, newest);
+            } else {
+                self.fill(room, last, newest + 1, None).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Marked, marked};
+
+    #[test]
+    fn the_marker_is_the_first_key_and_the_rest_is_untouched() {
+        let payload = r#"{"type":"message","seq":7,"html":"<p>{\"x\"}</p>"}"#;
+        let published = marked(payload, "00ff");
+        assert_eq!(
+            published,
+            r#"{"hearth_node":"00ff","type":"message","seq":7,"html":"<p>{\"x\"}</p>"}"#
+        );
+        let read: Marked<'_> = serde_json::from_str(&published).unwrap();
+        assert_eq!((read.hearth_node, read.seq), (Some("00ff"), Some(7)));
+        assert_eq!(marked("{}", "00ff"), r#"{"hearth_node":"00ff"}"#);
+    }
+
+    #[test]
+    fn a_foreign_payload_with_a_seq_carries_no_marker() {
+        let read: Marked<'_> = serde_json::from_str(r#"{"seq":1000,"content":"x"}"#).unwrap();
+        assert_eq!((read.hearth_node, read.seq), (None, Some(1000)));
     }
 }

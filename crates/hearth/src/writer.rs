@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::messages::{self, Message};
 use crate::db::{Db, now_millis};
-use crate::domain::{MessageContent, RoomStream};
+use crate::domain::MessageContent;
 use crate::limits::{Rate, RateLimiter};
 use crate::payload::MessagePayload;
 use crate::relay::RelayHandle;
@@ -25,11 +25,6 @@ use crate::relay::RelayHandle;
 const MAX_BATCH: usize = 512;
 /// Posts waiting for the writer before new ones wait for room in the queue.
 const QUEUE: usize = 4096;
-
-/// The Action Cable stream of a room ([`RoomStream`]), as a string.
-pub fn room_stream(chatroom_id: i64) -> String {
-    RoomStream(chatroom_id).to_string()
-}
 
 /// A message to store: who, where, what.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ pub async fn run(ctx: Ctx, args: IdleArgs) -> anyhow::Result<()> {
     steps.sort_unstable();
     steps.dedup();
     let outcome = ctx
-        .drive(|coord| work(&ctx, &steps, args.settle, coord))
+        .drive(|coord| work(&ctx, &steps, args.settle, &args.rooms, coord))
         .await?;
     let Some(outcome) = outcome else {
         return Ok(());
@@ -91,8 +91,18 @@ pub async fn run(ctx: Ctx, args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn work(ctx: &Ctx, steps: &[usize], settle: f64, coord: Coord) -> anyhow::Result<Partial> {
-    let identifier = ctx.identifier();
+async fn work(
+    ctx: &Ctx,
+    steps: &[usize],
+    settle: f64,
+    rooms: &[String],
+    coord: Coord,
+) -> anyhow::Result<Partial> {
+    let shared = ctx.identifier();
+    let identifier = |i: usize| match rooms {
+        [] => shared.clone(),
+        rooms => crate::protocol::identifier(&rooms[i % rooms.len()]),
+    };
     let (stop_tx, stop) = watch::channel(false);
     let mut holders = JoinSet::new();
     let mut partial = Partial::default();
@@ -102,7 +112,7 @@ async fn work(ctx: &Ctx, steps: &[usize], settle: f64, coord: Coord) -> anyhow::
     let mut opened = 0;
     for &step in steps {
         let clients: Vec<usize> = ctx.share.clients(step).filter(|&i| i >= opened).collect();
-        let joined = join_all(ctx, clients, |_| identifier.clone(), &format!("to {step}")).await;
+        let joined = join_all(ctx, clients, identifier, &format!("to {step}")).await;
         partial.failures.push(joined.failures);
         if partial.first_error.is_none() {
             partial.first_error = joined.first_error;

@@ -16,7 +16,7 @@ use crate::db::{self, Db};
 use crate::domain::{MessageContent, RoomStream};
 use crate::payload::MessagePayload;
 use crate::relay::RelayHandle;
-use crate::writer::{MessageWriter, NewMessage, PostError, room_stream};
+use crate::writer::{MessageWriter, NewMessage, PostError};
 
 /// Most messages one `catch_up` or history request replays; a client that
 /// missed more asks again from where the answer ended.
@@ -227,7 +227,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
     ) -> Result<Subscription, Rejection> {
         let id = room_id(params).ok_or_else(|| Rejection("missing or malformed room id".into()))?;
         let subscription = Subscription {
-            streams: vec![room_stream(id)],
+            streams: vec![RoomStream(id).to_string()],
         };
         if self
             .known
@@ -235,6 +235,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&id)
         {
+            self.relay.subscribe_ahead(id).await;
             return Ok(subscription);
         }
         match db::chatrooms::last_seq(&self.db, id).await {
@@ -244,6 +245,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(id);
+                self.relay.subscribe_ahead(id).await;
                 Ok(subscription)
             }
             Ok(None) => Err(Rejection(format!("no chatroom {id}"))),

@@ -163,6 +163,11 @@ async fn collect(state: &AppState) -> Vec<Metric> {
             "Messages dropped as already delivered.",
             load(&relay.duplicates),
         ),
+        Metric::counter(
+            "hearth_relay_confirmed_total",
+            "Messages other nodes announced through Redis, delivered once the database confirmed them.",
+            load(&relay.confirmed),
+        ),
     ];
     if let Some(broker) = &state.broker {
         let status = broker.status();
@@ -191,6 +196,11 @@ async fn collect(state: &AppState) -> Vec<Metric> {
                 "hearth_broker_reconnects_total",
                 "Redis subscriptions re-established.",
                 load(&status.reconnects),
+            ),
+            Metric::gauge(
+                "hearth_broker_channels",
+                "Redis channels subscribed: one per stream with a subscriber on this node.",
+                load(&status.channels) as f64,
             ),
         ]);
     }

@@ -1,9 +1,11 @@
 //! Several nodes on one PostgreSQL and one Redis: fan-out between nodes, no
 //! gaps across a Redis outage, Action Cable Redis interop, and `hearth copy`.
 //!
-//! These need `HEARTH_TEST_POSTGRES_URL` and/or `HEARTH_TEST_REDIS_URL`
-//! (`.ci/run` sets both); without them each test says so and passes, so
-//! `cargo test` works on a machine with neither.
+//! These need PostgreSQL and/or Redis (`HEARTH_TEST_POSTGRES_URL`,
+//! `HEARTH_TEST_REDIS_URL`) or a `redis-server` to start: each is
+//! `#[ignore = "needs …"]`, so `cargo test` lists it as ignored, and
+//! `.ci/run` runs them with `--include-ignored`, where a missing service
+//! fails the test.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -11,15 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{CableClient, TestApp, TestDatabase, uuid_like};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-fn redis_url() -> Option<String> {
-    std::env::var("HEARTH_TEST_REDIS_URL").ok()
-}
-
-fn skip(what: &str) {
-    eprintln!("skipped: needs {what}");
-}
 
 /// Waits until `/ready` answers 200 (database and broker connected).
 async fn wait_ready(app: &TestApp) {
@@ -70,11 +65,11 @@ async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestAp
     (one, two)
 }
 
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 #[tokio::test]
 async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
-    let (Some(redis), true) = (redis_url(), TestDatabase::postgres_configured()) else {
-        return skip("HEARTH_TEST_POSTGRES_URL and HEARTH_TEST_REDIS_URL");
-    };
+    crate::common::service(crate::common::POSTGRES);
+    let redis = crate::common::service(crate::common::REDIS);
     let (one, two) = two_nodes(Arc::new(TestDatabase::create().await), &redis).await;
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
@@ -169,16 +164,10 @@ impl Drop for OwnRedis {
     }
 }
 
+#[ignore = "needs PostgreSQL (HEARTH_TEST_POSTGRES_URL) and redis-server to start a Redis of its own"]
 #[tokio::test]
 async fn a_redis_outage_mid_stream_loses_and_repeats_nothing_on_either_node() {
-    if !TestDatabase::postgres_configured()
-        || Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        return skip("HEARTH_TEST_POSTGRES_URL and redis-server");
-    }
+    crate::common::service(crate::common::POSTGRES);
     let mut redis = OwnRedis::start();
     let (one, two) = two_nodes(Arc::new(TestDatabase::create().await), &redis.url()).await;
     let ann = one.sign_up("ann").await;
@@ -239,11 +228,10 @@ async fn a_redis_outage_mid_stream_loses_and_repeats_nothing_on_either_node() {
     wait_ready(&two).await;
 }
 
+#[ignore = "needs Redis (HEARTH_TEST_REDIS_URL)"]
 #[tokio::test]
 async fn rails_and_hearth_share_broadcasts_through_redis() {
-    let Some(redis) = redis_url() else {
-        return skip("HEARTH_TEST_REDIS_URL");
-    };
+    let redis = crate::common::service(crate::common::REDIS);
     let prefix = format!("hearth-test-{}", uuid_like());
     let app =
         TestApp::spawn_with(&["--redis-url", &redis, "--redis-channel-prefix", &prefix]).await;
@@ -253,6 +241,7 @@ async fn rails_and_hearth_share_broadcasts_through_redis() {
     let mut cable = app.connect_cable(Some(&ann.cookie)).await;
     let identifier = cable.join_room(room).await;
     let channel = format!("{prefix}:chatrooms:{room}");
+    wait_heard(&redis, &channel, &mut [&mut cable]).await;
 
     // A Rails app's ActionCable.server.broadcast("chatrooms:1", {...}) with
     // channel_prefix set is exactly this PUBLISH.
@@ -306,11 +295,10 @@ async fn rails_and_hearth_share_broadcasts_through_redis() {
     assert_eq!(cable.next_message(&identifier).await["content"], "to rails");
 }
 
+#[ignore = "needs PostgreSQL (HEARTH_TEST_POSTGRES_URL)"]
 #[tokio::test]
 async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same() {
-    if !TestDatabase::postgres_configured() {
-        return skip("HEARTH_TEST_POSTGRES_URL");
-    }
+    crate::common::service(crate::common::POSTGRES);
     let mut old = TestApp::spawn_on(None, &["--message-rate", "0"]).await;
     let ann = old.sign_up("ann").await;
     let bob = old.sign_up("bob").await;
@@ -376,11 +364,10 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
     assert_eq!(new.count("users").await, 3);
 }
 
+#[ignore = "needs PostgreSQL (HEARTH_TEST_POSTGRES_URL)"]
 #[tokio::test]
 async fn copy_refuses_a_target_that_already_has_chat_data() {
-    if !TestDatabase::postgres_configured() {
-        return skip("HEARTH_TEST_POSTGRES_URL");
-    }
+    crate::common::service(crate::common::POSTGRES);
     let database = Arc::new(TestDatabase::create().await);
     let used = TestApp::spawn_on(Some(database.clone()), &[]).await;
     used.sign_up("ann").await;
@@ -394,4 +381,400 @@ async fn copy_refuses_a_target_that_already_has_chat_data() {
     .unwrap_err();
     assert!(error.to_string().contains("already holds users"), "{error}");
     assert_eq!(used.count("users").await, 1);
+}
+
+/// A raw Redis connection, as a Rails app or `redis-cli` would use.
+async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test's Redis answers")
+}
+
+/// `PUBLISH channel payload`, as `ActionCable.server.broadcast` does it.
+async fn publish(url: &str, channel: &str, payload: &str) {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async::<i64>(&mut raw_redis(url).await)
+        .await
+        .unwrap();
+}
+
+/// Subscribers of exactly `channel` in Redis (`PUBSUB NUMSUB`).
+async fn numsub(url: &str, channel: &str) -> i64 {
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut raw_redis(url).await)
+        .await
+        .unwrap();
+    count
+}
+
+/// Waits until `channel` has `count` subscribers in Redis: a node subscribes
+/// to a room's channel just after confirming its first subscriber.
+async fn wait_numsub(url: &str, channel: &str, count: i64) {
+    for _ in 0..100 {
+        if numsub(url, channel).await == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{channel} has {} subscribers in Redis, not {count}",
+        numsub(url, channel).await
+    );
+}
+
+/// Publishes numbered probes on `channel` until every cable has received
+/// the latest one: then whatever is published next reaches them all. Works
+/// however a node subscribes, so a test that uses it fails on what it checks.
+async fn wait_heard(url: &str, channel: &str, cables: &mut [&mut CableClient]) {
+    for n in 0..50 {
+        publish(url, channel, &json!({ "probe": n }).to_string()).await;
+        let mut all = true;
+        for cable in cables.iter_mut() {
+            all &= saw_probe(cable, n).await;
+        }
+        if all {
+            return;
+        }
+    }
+    panic!("the cables never heard {channel}");
+}
+
+/// Reads probes until probe `n`; false if it has not come within 200 ms.
+async fn saw_probe(cable: &mut CableClient, n: i64) -> bool {
+    loop {
+        let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), cable.next_frame()).await
+        else {
+            return false;
+        };
+        match frame["message"]["probe"].as_i64() {
+            Some(m) if m == n => return true,
+            Some(_) => continue,
+            None => panic!("unexpected frame while probing: {frame}"),
+        }
+    }
+}
+
+/// The value of an unlabelled metric from `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_published_seq_cannot_silence_a_room_for_existing_or_later_subscribers() {
+    crate::common::service(crate::common::POSTGRES);
+    let redis = crate::common::service(crate::common::REDIS);
+    let prefix = format!("hearth-test-{}", uuid_like());
+    let args = ["--redis-url", &redis, "--redis-channel-prefix", &prefix];
+    let database = Arc::new(TestDatabase::create().await);
+    let one = TestApp::spawn_on(Some(database.clone()), &args).await;
+    let two = TestApp::spawn_on(Some(database), &args).await;
+    wait_ready(&one).await;
+    wait_ready(&two).await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let room = one.general_room(&ann).await;
+    let channel = format!("{prefix}:chatrooms:{room}");
+    let mut early = two.connect_cable(Some(&bob.cookie)).await;
+    let identifier = early.join_room(room).await;
+    let mut speaker = one.connect_cable(Some(&ann.cookie)).await;
+    speaker.join_room(room).await;
+    wait_heard(&redis, &channel, &mut [&mut early, &mut speaker]).await;
+
+    // Anyone can publish a `seq` far above the room's: a Rails app or redis-cli.
+    let forged = r#"{"seq":1000,"content":"not a stored message"}"#;
+    publish(&redis, &channel, forged).await;
+    for cable in [&mut early, &mut speaker] {
+        assert_eq!(
+            cable.next_message(&identifier).await,
+            serde_json::from_str::<Value>(forged).unwrap(),
+            "a foreign payload arrives unchanged"
+        );
+    }
+    // Even Hearth's own marker with a `seq` nobody stored moves nothing.
+    publish(
+        &redis,
+        &channel,
+        r#"{"hearth_node":"0123456789abcdef","type":"message","seq":2000,"content":"forged"}"#,
+    )
+    .await;
+
+    assert_eq!(one.post_message(&ann, room, "real one").await.status(), 201);
+    for cable in [&mut early, &mut speaker] {
+        let message = cable.next_message(&identifier).await;
+        assert_eq!(
+            (message["seq"].as_i64(), &message["content"]),
+            (Some(1), &json!("real one"))
+        );
+    }
+    let mut later = two.connect_cable(Some(&bob.cookie)).await;
+    later.join_room(room).await;
+    assert_eq!(one.post_message(&ann, room, "real two").await.status(), 201);
+    for cable in [&mut early, &mut speaker, &mut later] {
+        let message = cable.next_message(&identifier).await;
+        assert_eq!(
+            (message["seq"].as_i64(), &message["content"]),
+            (Some(2), &json!("real two"))
+        );
+        cable.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[ignore = "needs Redis (HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn glob_characters_in_the_prefix_match_no_other_channel() {
+    let redis = crate::common::service(crate::common::REDIS);
+    let unique = uuid_like();
+    let prefix = format!("hearth-test-{unique}-gl?b*");
+    let app =
+        TestApp::spawn_with(&["--redis-url", &redis, "--redis-channel-prefix", &prefix]).await;
+    wait_ready(&app).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
+    let identifier = cable.join_room(room).await;
+    let channel = format!("{prefix}:chatrooms:{room}");
+    wait_heard(&redis, &channel, &mut [&mut cable]).await;
+
+    // Each of these matches the prefix read as a glob pattern.
+    for lookalike in [
+        format!("hearth-test-{unique}-glob-anything:chatrooms:{room}"),
+        format!("{prefix}:chatrooms:{room}:extra"),
+    ] {
+        publish(&redis, &lookalike, r#"{"content":"wrong channel"}"#).await;
+    }
+    publish(&redis, &channel, r#"{"content":"right channel"}"#).await;
+    assert_eq!(
+        cable.next_message(&identifier).await,
+        json!({ "content": "right channel" })
+    );
+    cable.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_node_receives_nothing_from_redis_for_rooms_it_has_no_subscriber_in() {
+    crate::common::service(crate::common::POSTGRES);
+    let redis = crate::common::service(crate::common::REDIS);
+    let (one, two) = two_nodes(Arc::new(TestDatabase::create().await), &redis).await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let general = one.general_room(&ann).await;
+    let busy = one.create_room(&ann, "busy").await;
+    let mut ann_cable = one.connect_cable(Some(&ann.cookie)).await;
+    let busy_identifier = ann_cable.join_room(busy).await;
+    let mut bob_cable = two.connect_cable(Some(&bob.cookie)).await;
+    let general_identifier = bob_cable.join_room(general).await;
+    for (node, channels) in [(&one, 1.0), (&two, 1.0)] {
+        for _ in 0..100 {
+            if metric(node, "hearth_broker_channels").await == channels {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(metric(node, "hearth_broker_channels").await, channels);
+    }
+
+    for n in 0..10 {
+        assert_eq!(
+            one.post_message(&ann, busy, &format!("busy {n}"))
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            ann_cable.next_message(&busy_identifier).await["content"],
+            format!("busy {n}")
+        );
+    }
+    assert_eq!(
+        one.post_message(&ann, general, "hello bob").await.status(),
+        201
+    );
+    assert_eq!(
+        bob_cable.next_message(&general_identifier).await["content"],
+        "hello bob"
+    );
+
+    assert_eq!(
+        metric(&two, "hearth_broker_received_total").await,
+        1.0,
+        "node two heard only the room its subscriber is in"
+    );
+    assert_eq!(
+        metric(&one, "hearth_broker_received_total").await,
+        10.0,
+        "node one heard only its own ten in the busy room"
+    );
+}
+
+#[ignore = "needs Redis (HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn the_last_subscriber_leaving_ends_the_nodes_redis_subscription() {
+    let redis = crate::common::service(crate::common::REDIS);
+    let prefix = format!("hearth-test-{}", uuid_like());
+    let app =
+        TestApp::spawn_with(&["--redis-url", &redis, "--redis-channel-prefix", &prefix]).await;
+    wait_ready(&app).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let channel = format!("{prefix}:chatrooms:{room}");
+    let mut first = app.connect_cable(Some(&ann.cookie)).await;
+    let identifier = first.join_room(room).await;
+    let mut second = app.connect_cable(Some(&ann.cookie)).await;
+    second.join_room(room).await;
+    wait_numsub(&redis, &channel, 1).await;
+
+    first
+        .send_json(json!({ "command": "unsubscribe", "identifier": identifier }))
+        .await;
+    first.expect_silence(Duration::from_millis(200)).await;
+    assert_eq!(numsub(&redis, &channel).await, 1, "one subscriber is left");
+    drop(second);
+    wait_numsub(&redis, &channel, 0).await;
+    assert_eq!(metric(&app, "hearth_broker_channels").await, 0.0);
+
+    let received = metric(&app, "hearth_broker_received_total").await;
+    publish(&redis, &channel, r#"{"content":"nobody here"}"#).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&app, "hearth_broker_received_total").await, received);
+
+    // A new first subscriber subscribes the node again.
+    let mut again = app.connect_cable(Some(&ann.cookie)).await;
+    again.join_room(room).await;
+    wait_numsub(&redis, &channel, 1).await;
+    publish(&redis, &channel, r#"{"content":"back"}"#).await;
+    assert_eq!(
+        again.next_message(&identifier).await,
+        json!({ "content": "back" })
+    );
+}
+
+#[ignore = "needs redis-server to start a Redis of its own"]
+#[tokio::test]
+async fn an_empty_prefix_publishes_and_hears_bare_room_channels() {
+    // A Redis of its own: bare `chatrooms:<id>` would collide between tests.
+    let redis = OwnRedis::start();
+    let app =
+        TestApp::spawn_with(&["--redis-url", &redis.url(), "--redis-channel-prefix", ""]).await;
+    wait_ready(&app).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let channel = format!("chatrooms:{room}");
+    let mut rails = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    rails.subscribe(&channel).await.unwrap();
+    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
+    let identifier = cable.join_room(room).await;
+    wait_heard(&redis.url(), &channel, &mut [&mut cable]).await;
+    // The probes reached the raw subscriber too.
+    while let Ok(Some(probe)) =
+        tokio::time::timeout(Duration::from_millis(100), rails.on_message().next()).await
+    {
+        assert!(probe.get_payload::<String>().unwrap().contains("probe"));
+    }
+
+    assert_eq!(app.post_message(&ann, room, "to rails").await.status(), 201);
+    let heard = tokio::time::timeout(Duration::from_secs(5), rails.on_message().next())
+        .await
+        .expect("Redis carries Hearth's message on the bare channel")
+        .unwrap();
+    assert_eq!(heard.get_channel_name(), channel);
+    let payload: Value = serde_json::from_str(&heard.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(payload["content"], "to rails");
+    assert_eq!(cable.next_message(&identifier).await["content"], "to rails");
+
+    publish(&redis.url(), &channel, r#"{"content":"from rails"}"#).await;
+    assert_eq!(
+        cable.next_message(&identifier).await,
+        json!({ "content": "from rails" })
+    );
+}
+
+/// A TCP proxy to Redis that holds back what its clients send by `delay`,
+/// so a subscription made through it lands late; what Redis sends back is
+/// passed at once. Returns the URL to give the node.
+async fn slow_redis_proxy(redis: &str, delay: Duration) -> String {
+    let target = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts for the life of the test runtime; each connection is two pumps.
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buffer).await {
+                    tokio::time::sleep(delay).await;
+                    if to_server.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[ignore = "needs Redis (HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_broadcast_published_right_after_the_confirmation_arrives() {
+    let redis = crate::common::service(crate::common::REDIS);
+    let prefix = format!("hearth-test-{}", uuid_like());
+    // The node's commands reach Redis 100 ms late, so a SUBSCRIBE sent as
+    // the subscriber is confirmed would land after the publish below.
+    let slow = slow_redis_proxy(&redis, Duration::from_millis(100)).await;
+    let app = TestApp::spawn_with(&["--redis-url", &slow, "--redis-channel-prefix", &prefix]).await;
+    wait_ready(&app).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let other = app.create_room(&ann, "other").await;
+    let mut rails = raw_redis(&redis).await;
+    // Rails confirms a subscription only once Redis has subscribed; so does
+    // Hearth, for a room's first subscriber and for the next ones.
+    let mut cables = Vec::new();
+    for room in [room, other, room] {
+        let mut cable = app.connect_cable(Some(&ann.cookie)).await;
+        let identifier = cable.join_room(room).await;
+        redis::cmd("PUBLISH")
+            .arg(format!("{prefix}:chatrooms:{room}"))
+            .arg(json!({ "content": "at once", "cable": cables.len() }).to_string())
+            .query_async::<i64>(&mut rails)
+            .await
+            .unwrap();
+        // `next_message` waits as long as pings keep coming: bound it.
+        let message = tokio::time::timeout(Duration::from_secs(2), cable.next_message(&identifier))
+            .await
+            .expect("the broadcast published right after the confirmation arrives");
+        assert_eq!(
+            message,
+            json!({ "content": "at once", "cable": cables.len() })
+        );
+        cables.push(cable);
+    }
 }

@@ -63,11 +63,6 @@ impl TestDatabase {
         }
     }
 
-    /// Whether the suite runs against PostgreSQL.
-    pub fn postgres_configured() -> bool {
-        std::env::var(POSTGRES).is_ok()
-    }
-
     async fn admin(admin_url: &str, sql: &str) {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(admin_url)
