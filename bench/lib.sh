@@ -8,11 +8,11 @@
 #
 # Every server is started on loopback; every wait is bounded (60 s).
 
-# Hearth's limits on one user and one address (messages, sign-ups, cable
-# connections and subscriptions) would refuse a load test, whose clients are
+# Hearth's limits on one user and one address (messages, sign-ups, rooms,
+# cable connections and subscriptions) would refuse a load test, whose clients are
 # a few users on one machine: every script starts Hearth with them off.
-hearth_without_limits=(--message-rate 0 --sign-up-rate-per-ip 0 --max-connections-per-user 0
-  --max-connections-per-address 0 --max-subscriptions-per-user 0)
+hearth_without_limits=(--message-rate 0 --sign-up-rate-per-ip 0 --room-create-rate 0
+  --max-connections-per-user 0 --max-connections-per-address 0 --max-subscriptions-per-user 0)
 
 # Builds Hearth and the load generator; the arguments go to `cargo build`
 # (`--release`, `-q`).
@@ -124,4 +124,26 @@ stop_servers() {
 # Prints the resident memory of process PID, KiB.
 rss_kib() {
   awk '/VmRSS/ {print $2}' "/proc/$1/status"
+}
+
+# Creates the PostgreSQL database $2 beside the admin URL $1 and prints its
+# URL; drop_database drops it again (for the exit trap).
+create_database() {
+  psql "$1" -qc "CREATE DATABASE $2" >&2
+  echo "${1%/*}/$2"
+}
+drop_database() {
+  psql "$1" -qc "DROP DATABASE IF EXISTS $2 WITH (FORCE)" || true
+}
+
+# Starts a Hearth node ($hearth) on the database $url with its limits off,
+# logging to $1; further arguments are more flags. Sets $port and $pid.
+start_node() {
+  local log=$1 addr
+  shift
+  start_server "$log" "$hearth" --bind 127.0.0.1:0 --data-dir "$out" "${hearth_without_limits[@]}" \
+    --database-url "$url" "$@"
+  pid=$server_pid
+  addr=$(wait_until_listening "$pid" "$log")
+  port=${addr##*:}
 }

@@ -14,6 +14,8 @@
 # redis://127.0.0.1:6379; the channels get a prefix of their own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 root=$PWD
 admin=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 redis=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -24,36 +26,16 @@ db="hearth_rooms_$$"
 out=${OUT:-$root/target/bench/rooms-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 
-cargo build -p hearth -p hearth-bench
+build_hearth_and_bench
 hearth=${HEARTH_BIN:-$root/target/debug/hearth}
 bench=$root/target/debug/hearth-bench
 
-psql "$admin" -qc "CREATE DATABASE $db"
-url="${admin%/*}/$db"
-pids=()
+url=$(create_database "$admin" "$db")
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  stop_servers
+  drop_database "$admin" "$db"
 }
 trap cleanup EXIT
-
-# Starts a node; sets $port and $pid from its `listening addr=` line.
-start_node() {
-  local log=$1
-  shift
-  "$hearth" --bind 127.0.0.1:0 --data-dir "$out" --message-rate 0 --sign-up-rate-per-ip 0 \
-    --database-url "$url" "$@" 2>"$log" &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'listening addr=[0-9.]*:[0-9]*' "$log" | head -1 | sed 's/.*://' || true)
-    [ -n "$port" ] && return 0
-    sleep 0.1
-  done
-  echo "node did not start: $log" >&2
-  exit 1
-}
 
 metric() { # node port, metric name → value, or – when the node has no such metric
   curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2; found=1 } END { if (!found) print "–" }'
@@ -75,12 +57,10 @@ done
 
 # Subscribers: 2 per room, on node 1 in rooms 1–10, on node 2 in rooms 11–30;
 # `idle` waits $hold s, opens them, and holds them $hold s more.
-"$bench" idle --server "http://127.0.0.1:$one" --pid "$one_pid" --users 2 \
-  --rooms "$(seq -s, 1 10)" --steps 20 --settle "$hold" >"$out/idle1.txt" 2>&1 &
-pids+=($!)
-"$bench" idle --server "http://127.0.0.1:$two" --pid "$two_pid" --users 2 \
-  --rooms "$(seq -s, 11 30)" --steps 40 --settle "$hold" >"$out/idle2.txt" 2>&1 &
-pids+=($!)
+start_server "$out/idle1.txt" "$bench" idle --server "http://127.0.0.1:$one" --pid "$one_pid" --users 2 \
+  --rooms "$(seq -s, 1 10)" --steps 20 --settle "$hold"
+start_server "$out/idle2.txt" "$bench" idle --server "http://127.0.0.1:$two" --pid "$two_pid" --users 2 \
+  --rooms "$(seq -s, 11 30)" --steps 40 --settle "$hold"
 for _ in $(seq 1 $((hold * 20 + 200))); do
   [ "$(metric "$one" hearth_subscriptions)" = 20 ] && [ "$(metric "$two" hearth_subscriptions)" = 40 ] && break
   sleep 0.1

@@ -27,23 +27,12 @@ build_hearth_and_bench --release
 hearth=$root/target/release/hearth
 bench=$root/target/release/hearth-bench
 
-psql "$admin" -qc "CREATE DATABASE $db"
-url="${admin%/*}/$db"
+url=$(create_database "$admin" "$db")
 cleanup() {
   stop_servers
-  psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  drop_database "$admin" "$db"
 }
 trap cleanup EXIT
-
-# Starts a node; sets $port from its `listening addr=` line.
-start_node() {
-  local log=$1 addr
-  shift
-  start_server "$log" "$hearth" --bind 127.0.0.1:0 --data-dir "$out" "${hearth_without_limits[@]}" \
-    --database-url "$url" "$@"
-  addr=$(wait_until_listening "$server_pid" "$log")
-  port=${addr##*:}
-}
 
 prefix="hearth-bench-$$"
 start_node "$out/node1.log" --redis-url "$redis" --redis-channel-prefix "$prefix"

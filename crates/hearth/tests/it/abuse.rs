@@ -36,9 +36,7 @@ fn refused_status(result: Result<CableClient, tungstenite::Error>) -> u16 {
 
 #[tokio::test]
 async fn an_identifier_longer_than_the_limit_is_rejected_and_a_short_one_confirmed() {
-    let app = TestApp::spawn_with(&["--max-identifier-bytes", "512"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--max-identifier-bytes", "512"]).await;
     let mut cable = app.connect_cable(Some(&ann.cookie)).await;
     cable.expect_welcome().await;
 
@@ -58,12 +56,9 @@ async fn an_identifier_longer_than_the_limit_is_rejected_and_a_short_one_confirm
 #[tokio::test]
 async fn catch_up_past_the_replay_rate_is_refused_with_a_retry_after() {
     // One replay a second, bursts of ten.
-    let app = TestApp::spawn_with(&["--replay-rate", "1"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--replay-rate", "1"]).await;
     app.post_message(&ann, room, "one").await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
 
     for _ in 0..15 {
         catch_up(&mut cable, &identifier, 0).await;
@@ -123,11 +118,9 @@ async fn a_client_flooding_pings_without_reading_is_still_closed_at_sign_out() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_a_replay_is_dropped_when_its_writes_stall() {
-    let app = TestApp::spawn_with(&["--write-timeout", "1", "--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut writer = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = writer.join_room(room).await;
+    let (app, ann, room) =
+        TestApp::with_ann_in_general(&["--write-timeout", "1", "--message-rate", "0"]).await;
+    let (mut writer, identifier) = app.join(&ann, room).await;
     // 1,000 messages of 3,900 bytes: more than the kernel buffers on both
     // sides of a loopback socket hold (up to 4 MiB for the sender).
     writer
@@ -227,9 +220,7 @@ async fn subscriptions_are_capped_per_user_across_connections() {
 
 #[tokio::test]
 async fn signing_in_again_closes_the_sockets_of_the_old_session() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let mut old = app.connect_cable(Some(&ann.cookie)).await;
     old.join_room(room).await;
 
@@ -251,8 +242,7 @@ async fn sockets_of_an_expired_session_are_closed() {
     let room = app.general_room(&ann).await;
     let mut expiring = app.connect_cable(Some(&ann.cookie)).await;
     expiring.join_room(room).await;
-    let mut staying = app.connect_cable(Some(&bob.cookie)).await;
-    let identifier = staying.join_room(room).await;
+    let (mut staying, identifier) = app.join(&bob, room).await;
 
     let ann_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE nickname = 'ann'")
         .fetch_one(&app.db)

@@ -80,12 +80,9 @@ async fn messages_from_http_and_speak_reach_every_subscriber_and_the_page() {
 
 #[tokio::test]
 async fn broadcasts_reach_only_the_room_subscribed() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let general = app.general_room(&ann).await;
+    let (app, ann, general) = TestApp::with_ann_in_general(&[]).await;
     let random = app.create_room(&ann, "random").await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(random).await;
+    let (mut cable, identifier) = app.join(&ann, random).await;
     app.post_message(&ann, general, "elsewhere").await;
     app.post_message(&ann, random, "here").await;
     assert_eq!(cable.next_message(&identifier).await["content"], "here");
@@ -201,9 +198,7 @@ async fn subscriptions_to_unknown_channels_or_missing_rooms_are_rejected() {
 
 #[tokio::test]
 async fn the_identifier_is_echoed_byte_for_byte_and_string_ids_work() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let mut cable = app.connect_cable(Some(&ann.cookie)).await;
     cable.expect_welcome().await;
     let identifier = format!(r#"{{ "id" : "{room}",  "channel":"ChatroomChannel" }}"#);
@@ -217,11 +212,8 @@ async fn the_identifier_is_echoed_byte_for_byte_and_string_ids_work() {
 
 #[tokio::test]
 async fn a_duplicate_subscribe_is_confirmed_again_and_delivers_once() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     let again = cable.subscribe_raw(&identifier).await;
     assert_eq!(
         again,
@@ -234,11 +226,8 @@ async fn a_duplicate_subscribe_is_confirmed_again_and_delivers_once() {
 
 #[tokio::test]
 async fn unsubscribe_stops_the_stream() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     cable
         .send_json(json!({ "command": "unsubscribe", "identifier": identifier }))
         .await;
@@ -253,11 +242,8 @@ async fn unsubscribe_stops_the_stream() {
 
 #[tokio::test]
 async fn bad_frames_are_ignored_and_the_connection_carries_on() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
 
     cable.send_text("{not json").await;
     cable
@@ -322,9 +308,7 @@ async fn invalid_speak_content_is_answered_and_neither_stored_nor_broadcast() {
 
 #[tokio::test]
 async fn an_oversized_frame_closes_that_connection_only() {
-    let app = TestApp::spawn_with(&["--max-frame-bytes", "1024"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--max-frame-bytes", "1024"]).await;
     let mut big = app.connect_cable(Some(&ann.cookie)).await;
     let mut other = app.connect_cable(Some(&ann.cookie)).await;
     big.join_room(room).await;

@@ -6,9 +6,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn the_first_start_creates_general_and_home_lands_there() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let general = app.general_room(&ann).await;
+    let (app, ann, general) = TestApp::with_ann_in_general(&[]).await;
     let page = app
         .page(&format!("/chatrooms/{general}"), &ann.cookie)
         .await;
@@ -81,9 +79,7 @@ fn links_in(page: &str, marker: &str) -> Vec<i64> {
 
 #[tokio::test]
 async fn with_200_rooms_the_sidebar_is_bounded_and_the_directory_pages_through_all() {
-    let app = TestApp::spawn_with(&["--room-create-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let general = app.general_room(&ann).await;
+    let (app, ann, general) = TestApp::with_ann_in_general(&["--room-create-rate", "0"]).await;
     let mut created = vec![general];
     for i in 0..199 {
         created.push(app.create_room(&ann, &format!("room-{i:03}")).await);

@@ -100,8 +100,7 @@ async fn real_requests_and_open_websockets_outlive_the_timeouts() {
     let app = short_timeouts().await;
     let ann = app.sign_up("ann").await;
     let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     // Longer than both timeouts: the WebSocket is no request any more.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(

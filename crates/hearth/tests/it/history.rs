@@ -37,16 +37,13 @@ fn seqs(page: &Value) -> Vec<i64> {
 
 /// Speaks `count` numbered messages into the room, through the cable.
 async fn seed(app: &TestApp, user: &TestUser, room: i64, count: usize) {
-    let mut cable = app.connect_cable(Some(&user.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(user, room).await;
     cable.speak_many(&identifier, "history", count).await;
 }
 
 #[tokio::test]
 async fn paging_ten_thousand_messages_both_ways_shows_each_exactly_once() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
     let total = 10_000;
     seed(&app, &ann, room, total).await;
 
@@ -92,9 +89,7 @@ async fn paging_ten_thousand_messages_both_ways_shows_each_exactly_once() {
 
 #[tokio::test]
 async fn a_page_holds_the_broadcast_payloads_and_around_centres_on_its_message() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
     let posted: Value = app
         .post_message(&ann, room, "the one with **stars**")
         .await
@@ -142,9 +137,7 @@ async fn a_page_holds_the_broadcast_payloads_and_around_centres_on_its_message()
 
 #[tokio::test]
 async fn without_javascript_older_messages_is_a_link_through_every_page() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
     seed(&app, &ann, room, 120).await;
 
     let mut path = format!("/chatrooms/{room}");
@@ -195,9 +188,7 @@ async fn an_empty_room_says_so() {
 
 #[tokio::test]
 async fn bad_history_requests_get_a_clear_answer() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     for (query, status) in [
         ("before=5&after=1", 422),
         ("limit=0", 422),

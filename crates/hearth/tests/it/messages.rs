@@ -6,9 +6,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn a_form_post_redirects_back_and_the_room_lists_the_message() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let response = app
         .post_form(
             &format!("/chatrooms/{room}/messages"),
@@ -32,9 +30,7 @@ async fn a_form_post_redirects_back_and_the_room_lists_the_message() {
 
 #[tokio::test]
 async fn a_json_post_gets_201_and_the_message_object() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let response = app.post_message(&ann, room, "hi <b>all</b> & co").await;
     assert_eq!(response.status(), 201);
     let message: Value = response.json().await.unwrap();
@@ -56,9 +52,7 @@ async fn a_json_post_gets_201_and_the_message_object() {
 
 #[tokio::test]
 async fn empty_or_too_long_content_gets_422_and_is_not_stored() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     for content in ["", "   \n\t ", &"x".repeat(4001)] {
         assert_eq!(app.post_message(&ann, room, content).await.status(), 422);
         let form = app
@@ -93,9 +87,7 @@ async fn posting_to_a_missing_room_is_404() {
 
 #[tokio::test]
 async fn the_room_shows_the_latest_fifty_oldest_first() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
     for n in 1..=55 {
         assert_eq!(
             app.post_message(&ann, room, &format!("message number {n}"))
@@ -130,9 +122,7 @@ async fn user_text_is_escaped_on_the_page() {
 
 #[tokio::test]
 async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let path = format!("/chatrooms/{room}/messages");
     let send = |headers: Vec<(&'static str, String)>| {
         let mut request = app
@@ -182,9 +172,8 @@ async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
 
 #[tokio::test]
 async fn an_allowed_origin_may_post() {
-    let app = TestApp::spawn_with(&["--allowed-origin", "https://chat.example.com"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) =
+        TestApp::with_ann_in_general(&["--allowed-origin", "https://chat.example.com"]).await;
     let response = app
         .client()
         .post(app.url(&format!("/chatrooms/{room}/messages")))

@@ -18,11 +18,8 @@ async fn health_and_readiness_answer_without_a_session() {
 
 #[tokio::test]
 async fn metrics_count_connections_subscriptions_and_messages() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     app.post_message(&ann, room, "counted").await;
     cable.next_message(&identifier).await;
 

@@ -16,11 +16,8 @@ fn seq(message: &Value) -> i64 {
 
 #[tokio::test]
 async fn catch_up_replays_what_a_reconnecting_client_missed_in_order() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     app.post_message(&ann, room, "seen 1").await;
     app.post_message(&ann, room, "seen 2").await;
     assert_eq!(seq(&cable.next_message(&identifier).await), 1);
@@ -52,9 +49,7 @@ async fn catch_up_replays_what_a_reconnecting_client_missed_in_order() {
 
 #[tokio::test]
 async fn the_extended_protocol_restores_a_session_and_replays_history_by_offset() {
-    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
     let identifier = room_identifier(room);
     let stream = format!("chatrooms:{room}");
 
@@ -167,11 +162,9 @@ async fn a_session_is_restored_only_for_the_same_signed_in_session() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_as_too_slow_and_others_get_everything() {
-    let app = TestApp::spawn_with(&["--send-queue", "4", "--message-rate", "0"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut stalled = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = stalled.join_room(room).await;
+    let (app, ann, room) =
+        TestApp::with_ann_in_general(&["--send-queue", "4", "--message-rate", "0"]).await;
+    let (mut stalled, identifier) = app.join(&ann, room).await;
     let mut reader = app.connect_cable(Some(&ann.cookie)).await;
     reader.join_room(room).await;
 
@@ -229,9 +222,7 @@ async fn a_client_that_stops_reading_is_dropped_as_too_slow_and_others_get_every
 
 #[tokio::test]
 async fn signing_out_closes_that_sessions_sockets_only() {
-    let app = TestApp::spawn().await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
     let other_session = app.post_sign_in(&ann.email, &ann.password, None).await;
     let other_cookie = session_cookie(other_session.headers()).unwrap();
     let mut signed_out = app.connect_cable(Some(&ann.cookie)).await;
@@ -315,11 +306,8 @@ async fn past_the_subscription_limit_subscriptions_are_rejected() {
 
 #[tokio::test]
 async fn the_message_rate_limits_http_and_speak_alike() {
-    let app = TestApp::spawn_with(&["--message-rate", "1"]).await;
-    let ann = app.sign_up("ann").await;
-    let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "1"]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     assert_eq!(app.post_message(&ann, room, "one").await.status(), 201);
     assert_eq!(app.post_message(&ann, room, "two").await.status(), 201);
     let limited = app.post_message(&ann, room, "three").await;

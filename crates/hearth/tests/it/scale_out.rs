@@ -47,6 +47,15 @@ fn seqs(messages: &[Value]) -> Vec<i64> {
         .collect()
 }
 
+/// One node on SQLite and `redis`, with a channel prefix of its own
+/// (returned), ready.
+async fn redis_node(redis: &str) -> (TestApp, String) {
+    let prefix = format!("hearth-test-{}", uuid_like());
+    let app = TestApp::spawn_with(&["--redis-url", redis, "--redis-channel-prefix", &prefix]).await;
+    wait_ready(&app).await;
+    (app, prefix)
+}
+
 /// Two nodes on a fresh database and one Redis channel prefix of their own.
 async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestApp) {
     let prefix = format!("hearth-test-{}", uuid_like());
@@ -232,14 +241,10 @@ async fn a_redis_outage_mid_stream_loses_and_repeats_nothing_on_either_node() {
 #[tokio::test]
 async fn rails_and_hearth_share_broadcasts_through_redis() {
     let redis = crate::common::service(crate::common::REDIS);
-    let prefix = format!("hearth-test-{}", uuid_like());
-    let app =
-        TestApp::spawn_with(&["--redis-url", &redis, "--redis-channel-prefix", &prefix]).await;
-    wait_ready(&app).await;
+    let (app, prefix) = redis_node(&redis).await;
     let ann = app.sign_up("ann").await;
     let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     let channel = format!("{prefix}:chatrooms:{room}");
     wait_heard(&redis, &channel, &mut [&mut cable]).await;
 
@@ -542,8 +547,7 @@ async fn glob_characters_in_the_prefix_match_no_other_channel() {
     wait_ready(&app).await;
     let ann = app.sign_up("ann").await;
     let room = app.general_room(&ann).await;
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     let channel = format!("{prefix}:chatrooms:{room}");
     wait_heard(&redis, &channel, &mut [&mut cable]).await;
 
@@ -623,15 +627,11 @@ async fn a_node_receives_nothing_from_redis_for_rooms_it_has_no_subscriber_in() 
 #[tokio::test]
 async fn the_last_subscriber_leaving_ends_the_nodes_redis_subscription() {
     let redis = crate::common::service(crate::common::REDIS);
-    let prefix = format!("hearth-test-{}", uuid_like());
-    let app =
-        TestApp::spawn_with(&["--redis-url", &redis, "--redis-channel-prefix", &prefix]).await;
-    wait_ready(&app).await;
+    let (app, prefix) = redis_node(&redis).await;
     let ann = app.sign_up("ann").await;
     let room = app.general_room(&ann).await;
     let channel = format!("{prefix}:chatrooms:{room}");
-    let mut first = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = first.join_room(room).await;
+    let (mut first, identifier) = app.join(&ann, room).await;
     let mut second = app.connect_cable(Some(&ann.cookie)).await;
     second.join_room(room).await;
     wait_numsub(&redis, &channel, 1).await;
@@ -678,8 +678,7 @@ async fn an_empty_prefix_publishes_and_hears_bare_room_channels() {
         .await
         .unwrap();
     rails.subscribe(&channel).await.unwrap();
-    let mut cable = app.connect_cable(Some(&ann.cookie)).await;
-    let identifier = cable.join_room(room).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
     wait_heard(&redis.url(), &channel, &mut [&mut cable]).await;
     // The probes reached the raw subscriber too.
     while let Ok(Some(probe)) =

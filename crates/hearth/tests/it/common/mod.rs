@@ -138,6 +138,15 @@ impl TestApp {
         Self::spawn_on(Some(database), args).await
     }
 
+    /// Starts a server with `args` and signs ann up; she lands in the room
+    /// whose id is returned ("general").
+    pub async fn with_ann_in_general(args: &[&str]) -> (Self, TestUser, i64) {
+        let app = Self::spawn_with(args).await;
+        let ann = app.sign_up("ann").await;
+        let room = app.general_room(&ann).await;
+        (app, ann, room)
+    }
+
     /// Starts a server on `database` (shared by several nodes), or on SQLite
     /// in its own folder when `None` or when the database is not PostgreSQL.
     pub async fn spawn_on(database: Option<std::sync::Arc<TestDatabase>>, args: &[&str]) -> Self {
@@ -349,6 +358,14 @@ impl Remote {
             .form(&[("content", content)])
             .send()
             .await
+    }
+
+    /// Opens a cable as `user` and joins `room`; the cable and the room's
+    /// identifier.
+    pub async fn join(&self, user: &TestUser, room: i64) -> (CableClient, String) {
+        let mut cable = self.connect_cable(Some(&user.cookie)).await;
+        let identifier = cable.join_room(room).await;
+        (cable, identifier)
     }
 
     /// Opens `/cable` with the default sub-protocol and an optional cookie.
