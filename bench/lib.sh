@@ -126,6 +126,14 @@ rss_kib() {
   awk '/VmRSS/ {print $2}' "/proc/$1/status"
 }
 
+# Sets $admin and $redis, the services of the multi-node scripts:
+# PostgreSQL (PG_URL; each run creates and drops a database of its own) and
+# Redis (REDIS_URL; each run uses a channel prefix of its own).
+use_services() {
+  admin=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+  redis=${REDIS_URL:-redis://127.0.0.1:6379}
+}
+
 # Creates the PostgreSQL database $2 beside the admin URL $1 and prints its
 # URL; drop_database drops it again (for the exit trap).
 create_database() {

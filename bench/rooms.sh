@@ -17,8 +17,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 root=$PWD
-admin=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-redis=${REDIS_URL:-redis://127.0.0.1:6379}
+use_services
 rooms=${ROOMS:-100}
 per_room=${MESSAGES_PER_ROOM:-10}
 hold=${HOLD:-45}

@@ -14,8 +14,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 root=$PWD
-admin=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-redis=${REDIS_URL:-redis://127.0.0.1:6379}
+use_services
 clients=${CLIENTS:-1000}
 messages=${MESSAGES:-1000}
 rate=${RATE:-100}

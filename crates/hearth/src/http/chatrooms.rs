@@ -1,14 +1,15 @@
 //! Chatrooms: the list, creating one, and the room page.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::auth::CurrentUser;
-use super::messages::HistoryQuery;
+use super::messages::HistoryAt;
 use crate::AppState;
 use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError, messages::Anchor};
 use crate::domain::RoomName;
@@ -30,9 +31,23 @@ pub fn router() -> Router<AppState> {
         .route("/chatrooms/{id}", get(show_chatroom))
 }
 
-/// Parses a room id from the path; anything else is a missing room.
-pub fn parse_room_id(raw: &str) -> Option<i64> {
-    raw.parse().ok().filter(|id| *id > 0)
+/// A room id from the path (`/chatrooms/{id}…`); anything but a positive
+/// number is a missing room: 404.
+pub struct RoomId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomId {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound)?;
+        raw.parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Self)
+            .ok_or(Error::NotFound)
+    }
 }
 
 /// The sidebar's rooms: the most recently active, and `current` always.
@@ -140,11 +155,9 @@ async fn create_chatroom(
 async fn show_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    RoomId(id): RoomId,
+    HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    let id = parse_room_id(&id).ok_or(Error::NotFound)?;
-    let (anchor, limit) = query.parse()?;
     let page = room_page_at(&state, user, id, anchor, limit, Vec::new(), String::new()).await?;
     Ok(render(StatusCode::OK, &page))
 }

@@ -1,7 +1,8 @@
 //! `/chatrooms/{id}/messages`: a room's history a page at a time (`GET`),
 //! and posting from the room's form or `fetch` (`POST`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::auth::CurrentUser;
-use super::chatrooms::{parse_room_id, room_page};
+use super::chatrooms::{RoomId, room_page};
 use super::wants_json;
 use crate::AppState;
 use crate::db::{self, messages::Anchor};
@@ -37,16 +38,36 @@ pub const DEFAULT_PAGE: i64 = 50;
 /// and `around` (a `seq`), none for the newest; and how many, 1 to
 /// [`MAX_PAGE`].
 #[derive(Debug, Default, Deserialize)]
-pub struct HistoryQuery {
+struct HistoryQuery {
     before: Option<i64>,
     after: Option<i64>,
     around: Option<i64>,
     limit: Option<i64>,
 }
 
+/// The place in a room's history a request asks for (`?before=`,
+/// `?after=`, `?around=`, `?limit=`), checked: a malformed number is a 400,
+/// two anchors or a limit out of range a 422 ([`Error::Invalid`]).
+pub struct HistoryAt {
+    /// Where the page is taken from.
+    pub anchor: Anchor,
+    /// How many messages, 1 to [`MAX_PAGE`].
+    pub limit: i64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for HistoryAt {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Query(query) = Query::<HistoryQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        query.parse().map_err(IntoResponse::into_response)
+    }
+}
+
 impl HistoryQuery {
-    /// The anchor and page size asked for, or why they are refused.
-    pub fn parse(&self) -> Result<(Anchor, i64)> {
+    fn parse(&self) -> Result<HistoryAt> {
         let anchor = match (self.before, self.after, self.around) {
             (None, None, None) => Anchor::Latest,
             (Some(seq), None, None) => Anchor::Before(seq),
@@ -64,12 +85,7 @@ impl HistoryQuery {
                 "limit must be 1 to {MAX_PAGE}"
             )]));
         }
-        Ok((anchor, limit))
-    }
-
-    /// Whether a particular place in the history was asked for.
-    pub fn is_anchored(&self) -> bool {
-        self.before.is_some() || self.after.is_some() || self.around.is_some()
+        Ok(HistoryAt { anchor, limit })
     }
 }
 
@@ -89,11 +105,9 @@ async fn list_messages(
     State(state): State<AppState>,
     _user: CurrentUser,
     headers: HeaderMap,
-    Path(raw_id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    RoomId(chatroom_id): RoomId,
+    HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    let chatroom_id = parse_room_id(&raw_id).ok_or(Error::NotFound)?;
-    let (anchor, limit) = query.parse()?;
     db::chatrooms::find(&state.db, chatroom_id)
         .await?
         .ok_or(Error::NotFound)?;
@@ -130,10 +144,9 @@ async fn create_message(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    Path(raw_id): Path<String>,
+    RoomId(chatroom_id): RoomId,
     Form(form): Form<MessageForm>,
 ) -> Result<Response> {
-    let chatroom_id = parse_room_id(&raw_id).ok_or(Error::NotFound)?;
     let refused = |error: Error| {
         let (state, user, draft) = (state.clone(), user.clone(), form.content.clone());
         error.on_form(move |errors| {

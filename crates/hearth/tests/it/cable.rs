@@ -69,13 +69,7 @@ async fn messages_from_http_and_speak_reach_every_subscriber_and_the_page() {
         assert!(second["seq"].as_i64() > first["seq"].as_i64());
     }
     let page = app.page(&format!("/chatrooms/{room}"), &bob.cookie).await;
-    let http = page
-        .find("posted over http")
-        .expect("HTTP message on the page");
-    let speak = page
-        .find("spoken over the cable")
-        .expect("spoken message on the page");
-    assert!(http < speak);
+    crate::common::assert_in_order(&page, &["posted over http", "spoken over the cable"]);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Listing, creating and showing rooms.
 
 use crate::common::TestApp;
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
 #[tokio::test]
@@ -137,12 +137,7 @@ async fn room_creation_is_rate_limited_per_user() {
             .contains("creating rooms too fast")
     );
     let json = app
-        .client()
-        .post(app.url("/chatrooms"))
-        .header("cookie", &ann.cookie)
-        .header(ACCEPT, "application/json")
-        .form(&[("name", "four")])
-        .send()
+        .try_post_json("/chatrooms", &ann, &[("name", "four")])
         .await
         .unwrap();
     assert_eq!(json.status(), 429);
@@ -181,12 +176,7 @@ async fn room_names_are_normalised_refuse_invisible_characters_and_fold_case_ful
         assert!(response.text().await.unwrap().contains(error), "{name:?}");
     }
     let json = app
-        .client()
-        .post(app.url("/chatrooms"))
-        .header("cookie", &ann.cookie)
-        .header(ACCEPT, "application/json")
-        .form(&[("name", "strasse")])
-        .send()
+        .try_post_json("/chatrooms", &ann, &[("name", "strasse")])
         .await
         .unwrap();
     assert_eq!(json.status(), 422);
@@ -203,12 +193,7 @@ async fn a_missing_room_answers_json_to_a_json_client() {
     let ann = app.sign_up("ann").await;
     for path in ["/chatrooms/999", "/chatrooms/999/messages", "/nowhere"] {
         let response = app
-            .client()
-            .post(app.url(path))
-            .header("cookie", &ann.cookie)
-            .header(ACCEPT, "application/json")
-            .form(&[("content", "hi")])
-            .send()
+            .try_post_json(path, &ann, &[("content", "hi")])
             .await
             .unwrap();
         let status = response.status();

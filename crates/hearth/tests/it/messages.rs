@@ -99,13 +99,8 @@ async fn the_room_shows_the_latest_fifty_oldest_first() {
     let page = app.page(&format!("/chatrooms/{room}"), &ann.cookie).await;
     assert_eq!(page.matches(r#"<article class="message""#).count(), 50);
     assert!(!page.contains("message number 5<"));
-    let first = page
-        .find("message number 6<")
-        .expect("the 6th is the oldest shown");
-    let last = page
-        .find("message number 55<")
-        .expect("the newest is shown");
-    assert!(first < last, "oldest first");
+    // The 6th is the oldest shown, the newest last.
+    crate::common::assert_in_order(&page, &["message number 6<", "message number 55<"]);
 }
 
 #[tokio::test]
@@ -253,12 +248,7 @@ async fn every_module_the_page_script_imports_is_served() {
         }
         let response = app.get(&path, None).await;
         assert_eq!(response.status(), 200, "{path}");
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/javascript")
-        );
+        assert!(crate::common::content_type(&response).starts_with("text/javascript"));
         let source = response.text().await.unwrap();
         let folder = &path[..path.rfind('/').unwrap() + 1];
         for import in source.split(" from \"").skip(1) {

@@ -24,12 +24,7 @@ async fn metrics_count_connections_subscriptions_and_messages() {
     cable.next_message(&identifier).await;
 
     let response = app.get("/metrics", None).await;
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(crate::common::content_type(&response).starts_with("text/plain"));
     let text = response.text().await.unwrap();
     assert_eq!(metric(&text, "hearth_connections"), 1.0);
     assert_eq!(metric(&text, "hearth_subscriptions"), 1.0);

@@ -56,6 +56,14 @@ async fn redis_node(redis: &str) -> (TestApp, String) {
     (app, prefix)
 }
 
+/// Two nodes on a fresh database of the shared PostgreSQL and on the shared
+/// Redis (failing the test if either is not configured).
+async fn two_nodes_on_shared_services() -> (TestApp, TestApp) {
+    crate::common::service(crate::common::POSTGRES);
+    let redis = crate::common::service(crate::common::REDIS);
+    two_nodes(Arc::new(TestDatabase::create().await), &redis).await
+}
+
 /// Two nodes on a fresh database and one Redis channel prefix of their own.
 async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestApp) {
     let prefix = format!("hearth-test-{}", uuid_like());
@@ -77,9 +85,7 @@ async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestAp
 #[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 #[tokio::test]
 async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
-    crate::common::service(crate::common::POSTGRES);
-    let redis = crate::common::service(crate::common::REDIS);
-    let (one, two) = two_nodes(Arc::new(TestDatabase::create().await), &redis).await;
+    let (one, two) = two_nodes_on_shared_services().await;
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let room = one.general_room(&ann).await;
@@ -569,9 +575,7 @@ async fn glob_characters_in_the_prefix_match_no_other_channel() {
 #[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 #[tokio::test]
 async fn a_node_receives_nothing_from_redis_for_rooms_it_has_no_subscriber_in() {
-    crate::common::service(crate::common::POSTGRES);
-    let redis = crate::common::service(crate::common::REDIS);
-    let (one, two) = two_nodes(Arc::new(TestDatabase::create().await), &redis).await;
+    let (one, two) = two_nodes_on_shared_services().await;
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let general = one.general_room(&ann).await;

@@ -351,11 +351,26 @@ impl Remote {
         room: i64,
         content: &str,
     ) -> reqwest::Result<reqwest::Response> {
+        self.try_post_json(
+            &format!("/chatrooms/{room}/messages"),
+            user,
+            &[("content", content)],
+        )
+        .await
+    }
+
+    /// Posts a form as `user` asking for JSON; the error if the request failed.
+    pub async fn try_post_json(
+        &self,
+        path: &str,
+        user: &TestUser,
+        form: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
         self.client()
-            .post(self.url(&format!("/chatrooms/{room}/messages")))
+            .post(self.url(path))
             .header("cookie", &user.cookie)
             .header(ACCEPT, "application/json")
-            .form(&[("content", content)])
+            .form(form)
             .send()
             .await
     }
@@ -522,6 +537,26 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+}
+
+/// The `Content-Type` header of an answer.
+pub fn content_type(response: &reqwest::Response) -> &str {
+    response.headers()["content-type"].to_str().unwrap()
+}
+
+/// Asserts that each of `texts` is on `page`, in this order.
+pub fn assert_in_order(page: &str, texts: &[&str]) {
+    let at: Vec<usize> = texts
+        .iter()
+        .map(|text| {
+            page.find(text)
+                .unwrap_or_else(|| panic!("{text:?} is not on the page"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "{texts:?} are out of order"
+    );
 }
 
 /// The identifier a client sends for a room.
