@@ -539,7 +539,7 @@ test(
     await rich.waitFor();
     assert.equal(await rich.locator("strong").textContent(), "ship it");
     assert.equal(await rich.locator("a").getAttribute("href"), "https://example.com/notes");
-    assert.equal(await rich.locator("a").getAttribute("rel"), "noopener noreferrer nofollow");
+    assert.equal(await rich.locator("a").getAttribute("rel"), "noopener noreferrer nofollow ugc");
     assert.equal(await rich.locator("i").count(), 0);
     assert.match(await rich.innerText(), /<i>as typed<\/i>/);
 

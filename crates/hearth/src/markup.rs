@@ -28,7 +28,8 @@ const TAGS: &[&str] = &[
 ];
 
 /// The sanitiser: the tags above, `href` on links (http, https and mailto
-/// only), and every link opened away from the chat without a referrer.
+/// only), and every link opened away from the chat without a referrer,
+/// marked as user content (`ugc`) and not endorsed (`nofollow`).
 static CLEAN: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     let mut builder = ammonia::Builder::empty();
     builder
@@ -39,7 +40,7 @@ static CLEAN: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
                 .collect(),
         )
         .url_schemes(["http", "https", "mailto"].into_iter().collect())
-        .link_rel(Some("noopener noreferrer nofollow"))
+        .link_rel(Some("noopener noreferrer nofollow ugc"))
         .set_tag_attribute_value("a", "target", "_blank");
     builder
 });
@@ -129,7 +130,7 @@ mod tests {
     fn bare_links_become_links_that_open_safely() {
         let html = render("see https://example.com/a?b=1 now");
         assert!(
-            html.contains(r#"<a href="https://example.com/a?b=1" target="_blank" rel="noopener noreferrer nofollow">https://example.com/a?b=1</a>"#),
+            html.contains(r#"<a href="https://example.com/a?b=1" target="_blank" rel="noopener noreferrer nofollow ugc">https://example.com/a?b=1</a>"#),
             "{html}"
         );
         assert!(render("[x](https://example.com)").contains(r#"href="https://example.com""#));

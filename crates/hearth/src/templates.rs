@@ -57,6 +57,8 @@ pub struct ChatroomPage {
     pub room: Chatroom,
     /// The room's id, for the history links.
     pub room_id: i64,
+    /// The room's name, for the start of its history.
+    pub room_name: String,
     /// The messages shown: the newest, or the page a link asked for.
     pub page: HistoryPage,
     /// The `seq` a permalink (`?around=`) points at.
@@ -73,6 +75,8 @@ pub struct ChatroomPage {
 #[template(path = "messages/_page.html")]
 pub struct HistoryFragment<'a> {
     pub room_id: i64,
+    /// The room's name, for the start of its history.
+    pub room_name: &'a str,
     pub page: &'a HistoryPage,
     /// The `seq` to mark as the one linked to, if any.
     pub highlight: Option<i64>,
@@ -116,6 +120,11 @@ impl Message {
         created.format(&Rfc3339).unwrap_or_default()
     }
 
+    /// The author's initials, for the avatar.
+    pub fn initials(&self) -> String {
+        initials(&self.nickname)
+    }
+
     /// The text as safe HTML ([`crate::markup`]).
     pub fn content_html(&self) -> String {
         crate::markup::render(&self.content)
@@ -128,6 +137,32 @@ impl Message {
     }
 }
 
+impl User {
+    /// The user's initials, for the avatar.
+    pub fn initials(&self) -> String {
+        initials(&self.nickname)
+    }
+}
+
+/// Up to two letters for an avatar: the first letters of the first two words
+/// of a nickname, or its first two letters.
+fn initials(nickname: &str) -> String {
+    let words: Vec<&str> = nickname
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let letters: String = match words.as_slice() {
+        [first, second, ..] => first
+            .chars()
+            .take(1)
+            .chain(second.chars().take(1))
+            .collect(),
+        [only] => only.chars().take(2).collect(),
+        [] => nickname.chars().take(1).collect(),
+    };
+    letters.to_uppercase()
+}
+
 /// Renders a template with a status; a template error becomes a logged 500.
 pub fn render(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
@@ -136,5 +171,19 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
             tracing::error!(%error, "template failed to render");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initials;
+
+    #[test]
+    fn initials_take_two_words_or_two_letters() {
+        assert_eq!(initials("ann"), "AN");
+        assert_eq!(initials("mary-jane"), "MJ");
+        assert_eq!(initials("josé garcía"), "JG");
+        assert_eq!(initials("émile"), "ÉM");
+        assert_eq!(initials("__"), "_");
     }
 }

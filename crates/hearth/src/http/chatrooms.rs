@@ -204,6 +204,7 @@ async fn room_page_at(
         rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,
         room_id: room.id,
+        room_name: room.name.clone(),
         page: db::messages::page(&state.db, room.id, anchor, limit).await?,
         highlight,
         room,

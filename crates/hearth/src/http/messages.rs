@@ -108,7 +108,7 @@ async fn list_messages(
     RoomId(chatroom_id): RoomId,
     HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    db::chatrooms::find(&state.db, chatroom_id)
+    let room = db::chatrooms::find(&state.db, chatroom_id)
         .await?
         .ok_or(Error::NotFound)?;
     let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
@@ -122,6 +122,7 @@ async fn list_messages(
     }
     let fragment = HistoryFragment {
         room_id: chatroom_id,
+        room_name: &room.name,
         page: &page,
         highlight: None,
     };

@@ -6,6 +6,7 @@
 // module only places, trims and scrolls. Pages come from
 // `GET /chatrooms/<id>/messages` by `seq`, which never skips or repeats.
 
+import { arrange } from "./arrange.js";
 import { localizeTimes } from "./times.js";
 
 /** Messages kept in the page; past it (and a leeway) the far end is dropped. */
@@ -41,6 +42,7 @@ export class MessageList {
     });
     button?.addEventListener("click", () => this.jumpToLatest());
     this.#setUnseen(0);
+    arrange(list);
   }
 
   /** The newest `seq` in the list, for catching up; `null` away from the live end. */
@@ -73,6 +75,7 @@ export class MessageList {
     if (document.getElementById(`message_${message.id}`)) return;
     const follow = mine || this.#nearBottom();
     this.#place(message);
+    arrange(this.list);
     if (follow) {
       this.scrollToBottom();
       this.#trim("top");
@@ -103,6 +106,7 @@ export class MessageList {
     this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
     for (const message of page.messages) this.#place(message);
     this.list.append(...pending);
+    arrange(this.list);
     this.live = true;
     this.#setUnseen(0);
     this.#observeEnds();
@@ -150,8 +154,8 @@ export class MessageList {
     let before = all.findLast((m) => Number(m.dataset.seq) < message.seq);
     if (before) this.#outer(before).after(element);
     else {
-      const older = this.list.querySelector(".history-link.older");
-      if (older) older.after(element);
+      const top = this.list.querySelector(".history-link.older, .history-start");
+      if (top) top.after(element);
       else this.list.prepend(element);
     }
     localizeTimes(element);
@@ -198,6 +202,7 @@ export class MessageList {
       this.#keepPosition(() => {
         for (const message of page.messages) this.#place(message);
         this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
+        arrange(this.list);
       });
       this.#trim("bottom");
     } finally {
@@ -213,6 +218,7 @@ export class MessageList {
       if (!page) return;
       for (const message of page.messages) this.#place(message);
       this.#setNewerLink(page.more_after ? page.messages.at(-1)?.seq : null);
+      arrange(this.list);
       this.#trim("top");
       if (!page.more_after) {
         this.live = true;
@@ -239,6 +245,7 @@ export class MessageList {
         this.#setNewerLink(this.#lastSeq());
         this.#setUnseen(this.unseen);
       }
+      arrange(this.list);
     }, end === "top");
     this.#observeEnds();
   }
@@ -252,6 +259,7 @@ export class MessageList {
 
   #setOlderLink(seq) {
     let link = this.list.querySelector(".history-link.older");
+    this.#setStart(!seq);
     if (!seq) return link?.remove();
     if (!link) {
       link = this.#link("older", "Older messages", "prev");
@@ -274,6 +282,19 @@ export class MessageList {
       else this.list.append(link);
     }
     link.href = `/chatrooms/${this.roomId}?after=${seq}`;
+  }
+
+  /** Shows "This is the start of #room" above the first message, or not. */
+  #setStart(shown) {
+    let start = this.list.querySelector(".history-start");
+    if (!shown || !this.#messages().length) return start?.remove();
+    if (start) return;
+    start = document.createElement("p");
+    start.className = "history-start";
+    const name = document.createElement("strong");
+    name.textContent = `# ${this.list.dataset.roomName ?? ""}`;
+    start.append("This is the start of ", name, ".");
+    this.list.prepend(start);
   }
 
   #link(kind, text, rel) {

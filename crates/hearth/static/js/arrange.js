@@ -1,0 +1,57 @@
+// Arranges the message list the server rendered: consecutive messages of
+// one author within a few minutes share one header (grouped), and a divider
+// opens each day ("Today", "Yesterday", a date), in the reader's time zone.
+// Run after anything is added to or removed from the list.
+
+/** Messages closer than this to the one before, by the same author, are grouped. */
+const GROUP_WITHIN_MS = 5 * 60 * 1000;
+
+/** @param {HTMLElement} list */
+export function arrange(list) {
+  for (const divider of list.querySelectorAll(".day-divider")) divider.remove();
+  /** @type {HTMLElement | null} */
+  let previous = null;
+  for (const article of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("article.message[data-at]"))) {
+    const at = Number(article.dataset.at);
+    const day = dayOf(at);
+    const sameDay = previous !== null && dayOf(Number(previous.dataset.at)) === day;
+    const grouped =
+      sameDay &&
+      previous !== null &&
+      previous.dataset.userId === article.dataset.userId &&
+      at - Number(previous.dataset.at) < GROUP_WITHIN_MS;
+    article.classList.toggle("grouped", grouped);
+    if (!sameDay) outer(list, article).before(divider(at));
+    previous = article;
+  }
+}
+
+function outer(list, article) {
+  return article.parentElement === list ? article : /** @type {HTMLElement} */ (article.parentElement);
+}
+
+function dayOf(ms) {
+  const date = new Date(ms);
+  return `${date.getFullYear()}-${date.getMonth()}-${date.getDate()}`;
+}
+
+function divider(ms) {
+  const element = document.createElement("div");
+  element.className = "day-divider";
+  element.setAttribute("role", "separator");
+  const label = document.createElement("span");
+  label.textContent = dayLabel(ms);
+  element.append(label);
+  return element;
+}
+
+function dayLabel(ms) {
+  const date = new Date(ms);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (dayOf(ms) === dayOf(today.getTime())) return "Today";
+  if (dayOf(ms) === dayOf(yesterday.getTime())) return "Yesterday";
+  const options = /** @type {Intl.DateTimeFormatOptions} */ ({ weekday: "long", month: "long", day: "numeric" });
+  if (date.getFullYear() !== today.getFullYear()) options.year = "numeric";
+  return date.toLocaleDateString([], options);
+}
