@@ -69,6 +69,11 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         <Self as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
             .await?
-            .ok_or(Error::SignInRequired)
+            .ok_or_else(|| Error::SignInRequired {
+                // Only a page someone looked at is worth coming back to.
+                back: (parts.method == axum::http::Method::GET)
+                    .then(|| parts.uri.path_and_query().map(|p| p.as_str().to_owned()))
+                    .flatten(),
+            })
     }
 }

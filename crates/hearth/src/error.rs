@@ -10,13 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
+use crate::AppState;
+use crate::db::sessions::{self, SessionToken};
+use crate::db::users::User;
+use crate::http::auth::SESSION_COOKIE;
 use crate::templates::{ErrorPage, NotFoundPage, render};
 
 /// `Result` with the app's [`Error`].
@@ -28,9 +33,13 @@ pub enum Error {
     /// The page or resource does not exist: 404.
     #[error("not found")]
     NotFound,
-    /// The page needs a signed-in user: 303 to the sign-in page.
+    /// The page needs a signed-in user: 303 to the sign-in page, which
+    /// returns to `back` (a local path) afterwards.
     #[error("sign in required")]
-    SignInRequired,
+    SignInRequired {
+        /// The page that was asked for, if it is worth coming back to.
+        back: Option<String>,
+    },
     /// A cross-site request or a foreign origin: 403.
     #[error("forbidden")]
     Forbidden,
@@ -155,7 +164,13 @@ impl IntoResponse for Error {
                 Some(retry_after),
                 form,
             ),
-            Self::SignInRequired => return Redirect::to("/sign_in").into_response(),
+            Self::SignInRequired { back } => {
+                let to = match back.as_deref().and_then(local_path) {
+                    Some(path) => format!("/sign_in?back={}", urlencode(path)),
+                    None => "/sign_in".to_owned(),
+                };
+                return Redirect::to(&to).into_response();
+            }
             Self::Forbidden => {
                 return (StatusCode::FORBIDDEN, "Forbidden: cross-site request").into_response();
             }
@@ -191,8 +206,16 @@ impl IntoResponse for Error {
 /// Renders every [`Answer`] of the routes inside it: as JSON
 /// (`{"error", "message", "messages", "retry_after"}`) for a client whose
 /// `Accept` names `application/json`, else as a page.
-pub async fn answer_errors(request: Request, next: Next) -> Response {
+pub async fn answer_errors(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let json = crate::http::wants_json(request.headers());
+    // The error pages keep the navbar of whoever is signed in.
+    let session = CookieJar::from_headers(request.headers())
+        .get(SESSION_COOKIE)
+        .map(|cookie| SessionToken::from_cookie(cookie.value()));
     let response = next.run(request).await;
     let Some(Answer(answer)) = response.extensions().get::<Answer>().cloned() else {
         return response;
@@ -219,16 +242,41 @@ pub async fn answer_errors(request: Request, next: Next) -> Response {
                 let page = show(answer.messages.clone()).await;
                 // The form itself may have failed (e.g. its room is gone):
                 // then that answer stands, as a plain page.
-                if let Some(failed) = page.extensions().get::<Answer>() {
-                    return plain_page(&failed.0);
+                if let Some(failed) = page.extensions().get::<Answer>().cloned() {
+                    return plain_page(&failed.0, signed_in(&state, session).await);
                 }
                 page
             }
-            None => return with_retry(plain_page(&answer), retry),
+            None => {
+                let user = signed_in(&state, session).await;
+                return with_retry(plain_page(&answer, user), retry);
+            }
         }
     };
     *rendered.status_mut() = answer.status;
     with_retry(rendered, retry)
+}
+
+/// `path` if it is a path on this site (`/…`, not `//host` or `/\\host`,
+/// no scheme, no control characters), so that coming back after signing in
+/// can never send anyone to another site.
+pub fn local_path(path: &str) -> Option<&str> {
+    let local = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.chars().any(|c| c.is_control() || c == '\\');
+    local.then_some(path)
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn with_retry(mut response: Response, retry: Option<header::HeaderValue>) -> Response {
@@ -238,15 +286,24 @@ fn with_retry(mut response: Response, retry: Option<header::HeaderValue>) -> Res
     response
 }
 
+/// The user of `session`, if it is live; nobody if the lookup fails (an
+/// error page must not fail for want of a navbar).
+async fn signed_in(state: &AppState, session: Option<SessionToken>) -> Option<User> {
+    sessions::find_user(&state.db, &session?)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The generic page for an answer without a form of its own.
-fn plain_page(answer: &AnswerParts) -> Response {
+fn plain_page(answer: &AnswerParts, current_user: Option<User>) -> Response {
     if answer.status == StatusCode::NOT_FOUND {
-        return render(answer.status, &NotFoundPage { current_user: None });
+        return render(answer.status, &NotFoundPage { current_user });
     }
     render(
         answer.status,
         &ErrorPage {
-            current_user: None,
+            current_user,
             title: match answer.status {
                 StatusCode::TOO_MANY_REQUESTS => "Too many requests",
                 _ => "That did not work",

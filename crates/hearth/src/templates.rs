@@ -19,6 +19,8 @@ pub struct SignUpPage {
     pub errors: Vec<String>,
     pub email: String,
     pub nickname: String,
+    /// The local page to return to once signed up, if any.
+    pub back: String,
 }
 
 /// The sign-in form.
@@ -28,6 +30,8 @@ pub struct SignInPage {
     pub current_user: Option<User>,
     pub errors: Vec<String>,
     pub email: String,
+    /// The local page to return to once signed in, if any.
+    pub back: String,
 }
 
 /// The room directory, a page at a time, and the form to create a room.

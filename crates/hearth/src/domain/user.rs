@@ -50,7 +50,7 @@ impl Nickname {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(Invalid(
-                "Nickname may contain only letters, digits, _ and -",
+                "Nickname may contain only ASCII letters (a–z, A–Z), digits, _ and -",
             ));
         }
         Ok(Self(nickname.to_owned()))

@@ -7,7 +7,7 @@ use anyhow::Context;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::db::sessions::{self, SessionToken};
 use crate::db::users::{self, InsertUserError, User};
 use crate::domain::{Email, Nickname, Password};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, local_path};
 use crate::templates::{SignInPage, SignUpPage, render};
 
 /// The cookie that carries the session token.
@@ -142,13 +142,25 @@ fn echo(typed: &str) -> String {
 }
 
 /// Starts a fresh session for `user`, ending the one the browser had, if any.
-async fn sign_in_as(state: &AppState, jar: CookieJar, user: &User) -> Result<Response> {
+async fn sign_in_as(state: &AppState, jar: CookieJar, user: &User, back: &str) -> Result<Response> {
     if let Some(old) = jar.get(SESSION_COOKIE) {
         end_session(state, &SessionToken::from_cookie(old.value())).await?;
     }
     let token = sessions::create(&state.db, user.id).await?;
     let cookie = session_cookie(&token, state.config.secure_cookies);
-    Ok((jar.add(cookie), Redirect::to("/")).into_response())
+    Ok((jar.add(cookie), Redirect::to(return_to(back))).into_response())
+}
+
+/// Where to go once signed in: `back` if it is a page of this site, else home.
+fn return_to(back: &str) -> &str {
+    local_path(back).unwrap_or("/")
+}
+
+/// `?back=` on the sign-in and sign-up pages.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Back {
+    back: String,
 }
 
 /// Deletes a session and closes this node's sockets that came with it
@@ -170,13 +182,19 @@ pub struct SignUpForm {
     email: String,
     nickname: String,
     password: String,
+    back: String,
 }
 
-async fn new_user(user: Option<CurrentUser>) -> Response {
+/// The sign-up form; someone already signed in goes on to the chat.
+async fn new_user(user: Option<CurrentUser>, Query(Back { back }): Query<Back>) -> Response {
+    if user.is_some() {
+        return Redirect::to(return_to(&back)).into_response();
+    }
+    let back = local_path(&back).unwrap_or_default().to_owned();
     render(
         StatusCode::OK,
         &SignUpPage {
-            current_user: user.map(|u| u.user()),
+            back,
             ..SignUpPage::default()
         },
     )
@@ -189,6 +207,7 @@ async fn create_user(
     Form(form): Form<SignUpForm>,
 ) -> Result<Response> {
     let (typed_email, typed_nickname) = (echo(&form.email), echo(&form.nickname));
+    let back = local_path(&form.back).unwrap_or_default().to_owned();
     let refused = move |error: Error| {
         error.on_form(move |errors| {
             Box::pin(async move {
@@ -199,6 +218,7 @@ async fn create_user(
                         errors,
                         email: typed_email,
                         nickname: typed_nickname,
+                        back,
                     },
                 )
             })
@@ -235,7 +255,7 @@ async fn create_user(
         Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),
     };
     tracing::info!(user_id = user.id, nickname = %user.nickname, "signed up");
-    sign_in_as(&state, jar, &user).await
+    sign_in_as(&state, jar, &user, &form.back).await
 }
 
 /// The sign-in form fields; missing ones are empty.
@@ -244,13 +264,19 @@ async fn create_user(
 pub struct SignInForm {
     email: String,
     password: String,
+    back: String,
 }
 
-async fn new_session(user: Option<CurrentUser>) -> Response {
+/// The sign-in form; someone already signed in goes on to the chat.
+async fn new_session(user: Option<CurrentUser>, Query(Back { back }): Query<Back>) -> Response {
+    if user.is_some() {
+        return Redirect::to(return_to(&back)).into_response();
+    }
+    let back = local_path(&back).unwrap_or_default().to_owned();
     render(
         StatusCode::OK,
         &SignInPage {
-            current_user: user.map(|u| u.user()),
+            back,
             ..SignInPage::default()
         },
     )
@@ -268,6 +294,8 @@ async fn create_session(
     Form(form): Form<SignInForm>,
 ) -> Result<Response> {
     let typed_email = echo(&form.email);
+    let back = local_path(&form.back).unwrap_or_default().to_owned();
+    let typed_back = back.clone();
     let refused = move |error: Error| {
         error.on_form(move |errors| {
             Box::pin(async move {
@@ -277,6 +305,7 @@ async fn create_session(
                         current_user: None,
                         errors,
                         email: typed_email,
+                        back: typed_back,
                     },
                 )
             })
@@ -307,7 +336,7 @@ async fn create_session(
             limits.sign_in_by_ip.refund(&ip);
             limits.sign_in_by_account_ip.refund(&account);
             tracing::info!(user_id = user.id, "signed in");
-            sign_in_as(&state, jar, &user).await
+            sign_in_as(&state, jar, &user, &form.back).await
         }
         _ => Ok(render(
             StatusCode::UNAUTHORIZED,
@@ -315,6 +344,7 @@ async fn create_session(
                 current_user: None,
                 errors: vec!["Invalid email or password".into()],
                 email: echo(&form.email),
+                back,
             },
         )),
     }

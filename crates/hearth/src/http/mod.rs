@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .fallback(|| async { Error::NotFound })
-        .layer(middleware::from_fn(crate::error::answer_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::error::answer_errors,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_cross_site,

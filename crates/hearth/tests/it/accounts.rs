@@ -165,17 +165,21 @@ async fn sign_out_ends_the_session_on_the_server() {
     assert_eq!(response.headers()[LOCATION], "/sign_in");
     let replayed = app.get("/chatrooms", Some(&ann.cookie)).await;
     assert_eq!(replayed.status(), 303, "the old cookie no longer works");
-    assert_eq!(replayed.headers()[LOCATION], "/sign_in");
+    assert_eq!(replayed.headers()[LOCATION], "/sign_in?back=/chatrooms");
     assert_eq!(app.count("sessions").await, 0);
 }
 
 #[tokio::test]
 async fn pages_that_need_a_user_redirect_to_sign_in() {
     let app = TestApp::spawn().await;
-    for path in ["/", "/chatrooms", "/chatrooms/1"] {
+    for (path, to) in [
+        ("/", "/sign_in"),
+        ("/chatrooms", "/sign_in?back=/chatrooms"),
+        ("/chatrooms/1", "/sign_in?back=/chatrooms/1"),
+    ] {
         let response = app.get(path, None).await;
         assert_eq!(response.status(), 303, "{path}");
-        assert_eq!(response.headers()[LOCATION], "/sign_in", "{path}");
+        assert_eq!(response.headers()[LOCATION], to, "{path}");
     }
     let response = app
         .post_form("/chatrooms/1/messages", None, &[("content", "hi")])
@@ -328,4 +332,77 @@ async fn a_forwarded_hop_with_a_port_is_parsed_and_an_unknown_one_is_the_proxy()
     // An unreadable hop is the proxy's own address, never the left hop.
     assert_eq!(fail("8.8.8.8, unknown").await, 401);
     assert_eq!(fail("9.9.9.9, unknown").await, 429);
+}
+
+#[tokio::test]
+async fn sign_in_returns_to_the_page_asked_for_and_only_on_this_site() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let room = app.create_room(&ann, "later").await;
+    let asked = app.get(&format!("/chatrooms/{room}?around=3"), None).await;
+    let to_sign_in = asked.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(
+        to_sign_in,
+        format!("/sign_in?back=/chatrooms/{room}%3Faround%3D3")
+    );
+    let form = app.get(&to_sign_in, None).await.text().await.unwrap();
+    assert!(
+        form.contains(&format!(
+            r#"name="back" value="/chatrooms/{room}?around=3""#
+        )),
+        "the form carries where to go back to"
+    );
+    let back = format!("/chatrooms/{room}?around=3");
+    for (back, lands) in [
+        (back.as_str(), back.as_str()),
+        ("//evil.example/phish", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/chatrooms\r\nSet-Cookie: x=1", "/"),
+    ] {
+        let response = app
+            .post_form(
+                "/sign_in",
+                None,
+                &[
+                    ("email", &ann.email),
+                    ("password", &ann.password),
+                    ("back", back),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "{back}");
+        assert_eq!(response.headers()[LOCATION], lands, "{back}");
+    }
+}
+
+#[tokio::test]
+async fn signed_in_people_skip_the_sign_in_and_sign_up_forms() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    for path in ["/sign_in", "/sign_up"] {
+        let response = app.get(path, Some(&ann.cookie)).await;
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()[LOCATION], "/", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn error_pages_keep_the_signed_in_navbar() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let missing = app.get("/chatrooms/999", Some(&ann.cookie)).await;
+    assert_eq!(missing.status(), 404);
+    let page = missing.text().await.unwrap();
+    assert!(
+        page.contains(r#"id="current-user">ann<"#),
+        "the navbar shows ann"
+    );
+    assert!(page.contains(r#"action="/sign_out""#));
+    assert!(
+        !page.contains(r#"href="/sign_up""#),
+        "no sign-up link for someone signed in"
+    );
+    let anonymous = app.get("/nowhere", None).await.text().await.unwrap();
+    assert!(anonymous.contains(r#"href="/sign_in""#));
 }

@@ -206,5 +206,10 @@ async fn bad_history_requests_get_a_clear_answer() {
         303,
         "a signed-out reader is sent to sign in"
     );
-    assert_eq!(signed_out.headers()["location"], "/sign_in");
+    assert!(
+        signed_out.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/sign_in")
+    );
 }
