@@ -294,7 +294,13 @@ test(
     assert.equal(sockets.length, 3, "the page had not reconnected yet when the posts were acknowledged");
     assert.notEqual(await page.locator("#connection-status").getAttribute("data-state"), "online");
 
+    const banner = page.locator("#offline-banner");
+    assert.ok(await banner.isVisible(), "the offline banner shows");
+    assert.match(await banner.innerText(), /Reconnecting in \d+ s/);
+    await page.screenshot({ path: path.join(ARTIFACTS, "offline-banner.png") });
+    await page.getByRole("button", { name: "Retry now" }).click();
     await page.locator('#connection-status[data-state="online"]').waitFor({ timeout: 8_000 });
+    assert.ok(await banner.isHidden(), "the banner goes once back online");
     await listed(page, texts[2]).waitFor();
     t.diagnostic(`caught up ${Date.now() - postedAt} ms after the posts, on reconnect ${sockets.length}`);
     // Give a duplicate time to show up before counting.
@@ -595,6 +601,38 @@ test(
     await page.locator("#messages article.message[data-seq]", { hasText: "sent while offline" }).waitFor();
     await eventually("the pending copy to go", async () => (await page.locator("article.pending").count()) === 0);
     assert.equal(await listed(page, "sent while offline").count(), 1);
+    await page.context().close();
+  },
+);
+
+test(
+  "on a phone the room list opens from the header as a drawer, and the dark theme follows the system",
+  { timeout: 60_000 },
+  async (t) => {
+    const own = await startServer({ args: ["--message-rate", "0"] });
+    t.after(() => own.stop());
+    const phone = await signUpInBrowser(
+      { email: "phone@example.com", nickname: "phone", password: "correct horse 8" },
+      { viewport: { width: 390, height: 844 }, colorScheme: "dark" },
+      own.url,
+    );
+    const { page } = phone;
+    await page.request.post(`${own.url}/chatrooms`, { form: { name: "a room with a rather long name that will not fit" } });
+    await page.reload();
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+    const sidebar = page.locator("#sidebar");
+    assert.ok(await sidebar.isHidden(), "the room list is out of the way");
+    await page.locator("#rooms-toggle").click();
+    assert.ok(await sidebar.isVisible(), "the drawer opens");
+    await page.screenshot({ path: path.join(ARTIFACTS, "phone-drawer-dark.png") });
+    const background = await page.evaluate(() => getComputedStyle(document.querySelector(".room") ?? document.body).backgroundColor);
+    assert.notEqual(background, "rgb(255, 255, 255)", "the dark theme is used");
+    await sidebar.getByRole("link", { name: /rather long name/ }).click();
+    await page.waitForURL(/\/chatrooms\/\d+$/);
+    assert.match(await page.locator(".room-header h1").innerText(), /rather long name/);
+    assert.ok(await page.locator("#sidebar").isHidden(), "the drawer closes on the new room");
+    await page.screenshot({ path: path.join(ARTIFACTS, "phone-room-dark.png") });
+    assert.equal((await page.request.get(`${own.url}/favicon.ico`)).status(), 200, "a favicon");
     await page.context().close();
   },
 );

@@ -11,6 +11,7 @@ import { localizeTimes } from "./js/times.js";
 localizeTimes(document);
 const list = document.getElementById("messages");
 if (list) startRoom(list);
+startDrawer();
 
 function startRoom(list) {
   const status = document.getElementById("connection-status");
@@ -20,19 +21,87 @@ function startRoom(list) {
     onLive: () => cable.catchUp(),
   });
   messages.open();
+  const banner = offlineBanner(() => cable.retryNow());
   const cable = connectRoom({
     roomId: Number(list.dataset.chatroomId),
     onMessage: (message) => messages.receive(message, { mine: isMine(message) }),
-    onState: (state, text) => {
-      if (!status) return;
-      status.dataset.state = state;
-      status.textContent = text;
+    onState: (state, text, retryAt) => {
+      if (status) {
+        status.dataset.state = state;
+        status.textContent = text;
+      }
+      banner.show(state, text, retryAt);
     },
     resumeFrom: () => messages.resumeFrom(),
   });
   const form = /** @type {HTMLFormElement | null} */ (document.getElementById("new-message"));
   const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));
   if (form && input) startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages });
+}
+
+/**
+ * The offline banner: says the page is offline, counts down to the next
+ * try, and offers to try now; says why when the page will not retry.
+ * @param {() => void} retryNow
+ */
+function offlineBanner(retryNow) {
+  const banner = document.getElementById("offline-banner");
+  const text = document.getElementById("offline-text");
+  const retry = document.getElementById("retry-now");
+  retry?.addEventListener("click", retryNow);
+  let ticker = 0;
+  return {
+    /**
+     * @param {string} state "online", "connecting" or "offline"
+     * @param {string} reason what the connection says
+     * @param {number} [retryAt] when the next try is due, if one is
+     */
+    show(state, reason, retryAt) {
+      clearInterval(ticker);
+      if (!banner || !text || !retry) return;
+      if (state === "online") {
+        banner.hidden = true;
+        return;
+      }
+      if (state === "connecting") {
+        if (!banner.hidden) text.textContent = "Reconnecting…";
+        return;
+      }
+      banner.hidden = false;
+      retry.hidden = retryAt === undefined;
+      if (retryAt === undefined) {
+        text.textContent = reason;
+        return;
+      }
+      const tick = () => {
+        const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+        text.textContent = `You are offline. Reconnecting in ${seconds} s…`;
+      };
+      tick();
+      ticker = setInterval(tick, 250);
+    },
+  };
+}
+
+/** On a phone, the header's ☰ opens the room list as a drawer (a link to /chatrooms without JavaScript). */
+function startDrawer() {
+  const toggle = document.getElementById("rooms-toggle");
+  if (!toggle) return;
+  const close = () => {
+    document.body.classList.remove("drawer-open");
+    toggle.setAttribute("aria-expanded", "false");
+  };
+  toggle.addEventListener("click", (event) => {
+    event.preventDefault();
+    const open = document.body.classList.toggle("drawer-open");
+    toggle.setAttribute("aria-expanded", String(open));
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") close();
+  });
+  document.querySelector(".room")?.addEventListener("click", (event) => {
+    if (event.target !== toggle && !toggle.contains(/** @type {Node} */ (event.target))) close();
+  });
 }
 
 function isMine(message) {

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
 use crate::AppState;
@@ -30,9 +30,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("js/messages.js", JS),
     asset!("js/times.js", JS),
     asset!("app.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", SVG),
 ];
 
-/// The files of [`ASSETS`].
+const SVG: &str = "image/svg+xml";
+
+/// The files of [`ASSETS`], and the icon where browsers look for it unasked.
 pub fn router() -> Router<AppState> {
     ASSETS
         .iter()
@@ -51,4 +54,8 @@ pub fn router() -> Router<AppState> {
                 }),
             )
         })
+        .route(
+            "/favicon.ico",
+            get(|| async { Redirect::permanent("/static/favicon.svg") }),
+        )
 }

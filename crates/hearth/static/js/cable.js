@@ -12,7 +12,8 @@ const MAX_BACKOFF_MS = 30000;
  * @param {object} options
  * @param {number} options.roomId
  * @param {(message: object) => void} options.onMessage each message payload, live or caught up
- * @param {(state: string, text: string) => void} options.onState
+ * @param {(state: string, text: string, retryAt?: number) => void} options.onState
+ *   the connection's state; while offline, when the next try is due (ms since the epoch)
  * @param {() => number | null} options.resumeFrom the seq to catch up after, or null not to
  */
 export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
@@ -94,7 +95,7 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
     attempts += 1;
     const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(attempts - 1, 10));
     const delay = base / 2 + Math.random() * (base / 2);
-    onState("offline", `Offline — retrying in ${Math.ceil(delay / 1000)} s`);
+    onState("offline", "Offline", Date.now() + delay);
     reconnectTimer = setTimeout(connect, delay);
   }
 
@@ -113,5 +114,9 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
   return {
     /** Asks again for whatever came after `resumeFrom()`, e.g. once the list is back at the live end. */
     catchUp: () => catchUp(),
+    /** Tries to reconnect now instead of at the next scheduled try. */
+    retryNow: () => {
+      if (!socket && !stopped) connect();
+    },
   };
 }
