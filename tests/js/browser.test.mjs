@@ -89,6 +89,24 @@ async function signUpInBrowser(account, options = {}, base = server.url) {
 }
 
 /**
+ * A server of the test's own (no message limit, so a test can fill a room),
+ * stopped when the test ends, and `nickname` signed up on it in a browser.
+ * @param {import("node:test").TestContext} t
+ * @param {string} nickname
+ * @param {import("playwright-core").BrowserContextOptions} options
+ */
+async function ownServerWith(t, nickname, options) {
+  const own = await startServer({ args: ["--message-rate", "0"] });
+  t.after(() => own.stop());
+  const person = await signUpInBrowser(
+    { email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` },
+    options,
+    own.url,
+  );
+  return { own, person, page: person.page, room: new URL(person.page.url()).pathname };
+}
+
+/**
  * Resolves once `check` returns something truthy; polls, and fails after `timeoutMs`.
  * @template T
  * @param {string} what
@@ -417,15 +435,7 @@ test(
   "scrolling through 1,000 messages pages them in once each, keeps the place, and holds a few hundred at most",
   { timeout: 120_000 },
   async (t) => {
-    const own = await startServer({ args: ["--message-rate", "0"] });
-    t.after(() => own.stop());
-    const reader = await signUpInBrowser(
-      { email: "reader@example.com", nickname: "reader", password: "correct horse 6" },
-      { viewport: { width: 1280, height: 800 } },
-      own.url,
-    );
-    const { page } = reader;
-    const room = new URL(page.url()).pathname;
+    const { own, page, room } = await ownServerWith(t, "reader", { viewport: { width: 1280, height: 800 } });
     const total = 1000;
     for (let start = 1; start <= total; start += 25) {
       await Promise.all(
@@ -516,15 +526,7 @@ test(
   "the composer: Shift+Enter keeps a new line, nothing over the limit is cut or sent, drafts stay, and a failed send can be retried",
   { timeout: 60_000 },
   async (t) => {
-    const own = await startServer({ args: ["--message-rate", "0"] });
-    t.after(() => own.stop());
-    const writer = await signUpInBrowser(
-      { email: "writer@example.com", nickname: "writer", password: "correct horse 7" },
-      { viewport: { width: 1280, height: 800 } },
-      own.url,
-    );
-    const { page } = writer;
-    const room = new URL(page.url()).pathname;
+    const { own, page, room } = await ownServerWith(t, "writer", { viewport: { width: 1280, height: 800 } });
     const input = page.locator("#message-content");
     await page.locator('#connection-status[data-state="online"]').waitFor();
 
@@ -609,14 +611,7 @@ test(
   "on a phone the room list opens from the header as a drawer, and the dark theme follows the system",
   { timeout: 60_000 },
   async (t) => {
-    const own = await startServer({ args: ["--message-rate", "0"] });
-    t.after(() => own.stop());
-    const phone = await signUpInBrowser(
-      { email: "phone@example.com", nickname: "phone", password: "correct horse 8" },
-      { viewport: { width: 390, height: 844 }, colorScheme: "dark" },
-      own.url,
-    );
-    const { page } = phone;
+    const { own, page } = await ownServerWith(t, "phone", { viewport: { width: 390, height: 844 }, colorScheme: "dark" });
     await page.request.post(`${own.url}/chatrooms`, { form: { name: "a room with a rather long name that will not fit" } });
     await page.reload();
     await page.locator('#connection-status[data-state="online"]').waitFor();
