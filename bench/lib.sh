@@ -7,6 +7,9 @@
 #   . bench/lib.sh
 #
 # Every server is started on loopback; every wait is bounded (60 s).
+# Sourcing it sets $root, the repository's root.
+
+root=$PWD
 
 # Hearth's limits on one user and one address (messages, sign-ups, rooms,
 # cable connections and subscriptions) would refuse a load test, whose clients are
@@ -142,6 +145,14 @@ create_database() {
 }
 drop_database() {
   psql "$1" -qc "DROP DATABASE IF EXISTS $2 WITH (FORCE)" || true
+}
+
+# Creates this run's own database $1 beside $admin and sets $url to it; on
+# exit the servers are stopped and the database dropped.
+with_bench_database() {
+  bench_db=$1
+  url=$(create_database "$admin" "$bench_db")
+  trap 'stop_servers; drop_database "$admin" "$bench_db"' EXIT
 }
 
 # Starts a Hearth node ($hearth) on the database $url with its limits off,

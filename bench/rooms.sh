@@ -16,12 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-root=$PWD
 use_services
 rooms=${ROOMS:-100}
 per_room=${MESSAGES_PER_ROOM:-10}
 hold=${HOLD:-45}
-db="hearth_rooms_$$"
 out=${OUT:-$root/target/bench/rooms-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 
@@ -29,12 +27,7 @@ build_hearth_and_bench
 hearth=${HEARTH_BIN:-$root/target/debug/hearth}
 bench=$root/target/debug/hearth-bench
 
-url=$(create_database "$admin" "$db")
-cleanup() {
-  stop_servers
-  drop_database "$admin" "$db"
-}
-trap cleanup EXIT
+with_bench_database "hearth_bench_$$"
 
 metric() { # node port, metric name → value, or – when the node has no such metric
   curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2; found=1 } END { if (!found) print "–" }'

@@ -16,7 +16,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-root=$PWD
 out=${OUT:-$root/target/bench/$(date +%Y%m%d-%H%M%S)}
 servers=${SERVERS:-hearth reference rails baseline}
 # Hearth's own per-user and per-address limits would refuse a load test.

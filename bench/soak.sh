@@ -25,7 +25,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-root=$PWD
 duration=${1:-30m}
 clients=${CLIENTS:-5000}
 workers=${WORKERS:-1}

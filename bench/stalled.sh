@@ -12,7 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-root=$PWD
 out=${OUT:-$root/target/bench/stalled-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 build_hearth_and_bench --release

@@ -13,12 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-root=$PWD
 use_services
 clients=${CLIENTS:-1000}
 messages=${MESSAGES:-1000}
 rate=${RATE:-100}
-db="hearth_bench_$$"
 out=${OUT:-$root/target/bench/two-node-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 
@@ -26,12 +24,7 @@ build_hearth_and_bench --release
 hearth=$root/target/release/hearth
 bench=$root/target/release/hearth-bench
 
-url=$(create_database "$admin" "$db")
-cleanup() {
-  stop_servers
-  drop_database "$admin" "$db"
-}
-trap cleanup EXIT
+with_bench_database "hearth_bench_$$"
 
 prefix="hearth-bench-$$"
 start_node "$out/node1.log" --redis-url "$redis" --redis-channel-prefix "$prefix"

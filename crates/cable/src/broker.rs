@@ -28,6 +28,42 @@ use crate::registry::StreamWatcher;
 const PUBLISH_QUEUE: usize = 16 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A queue a task keeps draining while it waits out a Redis outage.
+trait Drain<T> {
+    fn next_item(&mut self) -> impl Future<Output = Option<T>> + Send;
+}
+
+impl<T: Send> Drain<T> for mpsc::Receiver<T> {
+    fn next_item(&mut self) -> impl Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+impl<T: Send> Drain<T> for mpsc::UnboundedReceiver<T> {
+    fn next_item(&mut self) -> impl Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+/// Sleeps `backoff` before the next try at Redis, handing whatever arrives
+/// on `queue` meanwhile to `take`; false if the server shuts down first.
+async fn wait_out<T>(
+    backoff: Duration,
+    shutdown: &CancellationToken,
+    queue: &mut impl Drain<T>,
+    mut take: impl FnMut(T),
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut sleep => return true,
+            Some(item) = queue.next_item() => take(item),
+        }
+    }
+}
 /// How long one Redis command or connection attempt may take before it counts as failed.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a subscription made ahead of a stream's first subscriber is
@@ -255,16 +291,14 @@ impl Subscriber {
                     warn!(retry_in = ?backoff, "cannot subscribe to Redis: timed out");
                 }
             }
-            // Follows that arrive while Redis is away only change `wanted`.
-            let sleep = tokio::time::sleep(backoff);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = &mut sleep => break,
-                    // Nobody waits for Redis while it is away: answers are dropped.
-                    Some(follow) = follows.recv() => drop(self.want(follow)),
-                }
+            // Follows that arrive while Redis is away only change `wanted`;
+            // nobody waits for Redis while it is away: answers are dropped.
+            if !wait_out(backoff, &shutdown, &mut follows, |follow| {
+                drop(self.want(follow));
+            })
+            .await
+            {
+                return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -464,16 +498,11 @@ async fn publish_loop(
             Err(error) => {
                 warn!(%error, retry_in = ?backoff, "cannot connect to Redis to publish");
                 // Publishes meanwhile are lost and counted, as during any outage.
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = &mut sleep => break,
-                        Some(_) = queue.recv() => {
-                            status.publish_failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                let lost = |_| {
+                    status.publish_failures.fetch_add(1, Ordering::Relaxed);
+                };
+                if !wait_out(backoff, &shutdown, &mut queue, lost).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
