@@ -230,6 +230,23 @@ test(
 );
 
 test(
+  "a room created in one browser appears in the other's room list without a reload",
+  { timeout: TEST_TIMEOUT_MS },
+  async () => {
+    await maya.page.locator('#connection-status[data-state="online"]').waitFor();
+    const created = await theo.page.request.post(`${server.url}/chatrooms`, {
+      form: { name: "deploys" },
+      maxRedirects: 0,
+    });
+    assert.equal(created.status(), 303);
+    const link = maya.page.locator("#room-list").getByRole("link", { name: "# deploys" });
+    await link.waitFor({ timeout: LIVE_WITHIN_MS });
+    assert.equal(await link.getAttribute("href"), created.headers().location);
+    assert.equal(await maya.page.locator("#room-list li").first().textContent(), "# deploys", "newest on top");
+  },
+);
+
+test(
   "without JavaScript the form posts, redirects back to the room and lists the message",
   { timeout: TEST_TIMEOUT_MS },
   async () => {

@@ -184,6 +184,7 @@ impl App {
             "ChatroomChannel",
             channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone()),
         )
+        .channel("RoomsChannel", channels::RoomsChannel)
         .build();
         // The broker subscribes to a room's Redis channel only while this
         // node has a subscriber in it.

@@ -73,6 +73,16 @@ pub struct ChatroomPage {
     pub max_chars: usize,
 }
 
+/// One room in the sidebar's list: the page renders it, and so does the
+/// announcement of a new room.
+#[derive(Template)]
+#[template(path = "chatrooms/_room_link.html")]
+pub struct RoomLinkPartial<'a> {
+    pub room: &'a Chatroom,
+    /// The room shown, marked as current; 0 for none.
+    pub current_room_id: i64,
+}
+
 /// A page of a room's history as an HTML fragment: the messages, with
 /// links to the older and newer pages where there are more.
 #[derive(Template)]

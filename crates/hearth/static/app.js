@@ -6,6 +6,7 @@
 import { connectRoom } from "./js/cable.js";
 import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
+import { roomListUpdater } from "./js/rooms.js";
 import { localizeTimes } from "./js/times.js";
 
 localizeTimes(document);
@@ -33,6 +34,7 @@ function startRoom(list) {
       banner.show(state, text, retryAt);
     },
     resumeFrom: () => messages.resumeFrom(),
+    also: [{ channel: "RoomsChannel", onMessage: roomListUpdater(document.getElementById("room-list")) }],
   });
   const form = /** @type {HTMLFormElement | null} */ (document.getElementById("new-message"));
   const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));

@@ -147,6 +147,7 @@ async fn create_chatroom(
         user_id = user.id,
         "created a chatroom"
     );
+    crate::channels::rooms::announce(&state, &room);
     Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
 }
 

@@ -15,9 +15,12 @@ const MAX_BACKOFF_MS = 30000;
  * @param {(state: string, text: string, retryAt?: number) => void} options.onState
  *   the connection's state; while offline, when the next try is due (ms since the epoch)
  * @param {() => number | null} options.resumeFrom the seq to catch up after, or null not to
+ * @param {{ channel: string, onMessage: (message: object) => void }[]} [options.also]
+ *   more channels to follow on the same socket, e.g. the live room list
  */
-export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
+export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] }) {
   const identifier = JSON.stringify({ channel: "ChatroomChannel", id: roomId });
+  const others = new Map(also.map(({ channel, onMessage }) => [JSON.stringify({ channel }), onMessage]));
   let socket = null;
   let attempts = 0;
   let lastFrameAt = 0;
@@ -54,7 +57,7 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
   function handle(ws, frame) {
     switch (frame.type) {
       case "welcome":
-        ws.send(JSON.stringify({ command: "subscribe", identifier }));
+        for (const id of [identifier, ...others.keys()]) ws.send(JSON.stringify({ command: "subscribe", identifier: id }));
         return;
       case "ping":
         return;
@@ -78,6 +81,7 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom }) {
         ws.close();
         return;
     }
+    if (frame.message && others.has(frame.identifier)) return others.get(frame.identifier)?.(frame.message);
     if (frame.identifier !== identifier || !frame.message) return;
     if (frame.message.type === "message") onMessage(frame.message);
     else if (frame.message.type === "caught_up" && frame.message.more) catchUp(ws);

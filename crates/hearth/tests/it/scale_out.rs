@@ -781,3 +781,27 @@ async fn a_broadcast_published_right_after_the_confirmation_arrives() {
         cables.push(cable);
     }
 }
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
+    let (one, two) = two_nodes_on_shared_services().await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let mut cable = two.connect_cable(Some(&bob.cookie)).await;
+    cable.expect_welcome().await;
+    let identifier = json!({ "channel": "RoomsChannel" }).to_string();
+    assert_eq!(
+        cable.subscribe_raw(&identifier).await["type"],
+        "confirm_subscription"
+    );
+    // The node follows the `rooms` channel in Redis once it has a subscriber.
+    two.wait_for_metric("hearth_broker_channels", 1.0).await;
+    let room = one.create_room(&ann, "elsewhere").await;
+    let message = cable.next_message(&identifier).await;
+    assert_eq!(
+        (message["type"].as_str(), message["id"].as_i64()),
+        (Some("room"), Some(room))
+    );
+    cable.expect_silence(Duration::from_millis(300)).await;
+}
