@@ -21,12 +21,25 @@ pub struct MessagePayload<'a> {
     content: &'a str,
     created_at: String,
     html: String,
+    /// The id the sender's page gave the message while it was pending, so
+    /// that page can swap its pending copy for this one; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
 }
 
 impl MessagePayload<'_> {
     /// The broadcast payload of `message`, encoded once.
     pub fn encode(message: &Message) -> Box<RawValue> {
-        serde_json::value::to_raw_value(&MessagePayload::new(message))
+        Self::encode_for(message, None)
+    }
+
+    /// The same, carrying the sender's `client_id` for its pending copy.
+    pub fn encode_for(message: &Message, client_id: Option<&str>) -> Box<RawValue> {
+        let payload = MessagePayload {
+            client_id,
+            ..MessagePayload::new(message)
+        };
+        serde_json::value::to_raw_value(&payload)
             .expect("strings and integers always encode as JSON")
     }
 }
@@ -45,6 +58,7 @@ impl<'a> MessagePayload<'a> {
             content: &message.content,
             created_at: message.created_rfc3339(),
             html,
+            client_id: None,
         }
     }
 }

@@ -37,6 +37,18 @@ pub struct NewMessage {
     pub nickname: String,
     /// The text.
     pub content: MessageContent,
+    /// The sender page's id for its pending copy ([`client_id`]), if any.
+    pub client_id: Option<String>,
+}
+
+/// A client's id for a message it shows as pending: 1 to 64 letters, digits,
+/// `-` or `_` (a UUID fits); anything else is ignored.
+pub fn client_id(raw: &str) -> Option<String> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| raw.to_owned())
 }
 
 /// Why a post was not stored.
@@ -179,7 +191,8 @@ impl WriterTask {
             self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
             for (post, result) in batch.drain(..).zip(stored) {
                 let result = result.map(|message| {
-                    let payload = MessagePayload::encode(&message);
+                    let payload =
+                        MessagePayload::encode_for(&message, post.message.client_id.as_deref());
                     relay.stored(message.chatroom_id, message.seq, payload.clone());
                     Stored { message, payload }
                 });

@@ -69,6 +69,11 @@ impl ChatroomChannel {
                 user_id: user.id,
                 nickname: user.nickname.clone(),
                 content,
+                client_id: action
+                    .args
+                    .get("client_id")
+                    .and_then(|id| id.as_str())
+                    .and_then(crate::writer::client_id),
             })
             .await;
         match submitted {

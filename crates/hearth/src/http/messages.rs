@@ -134,6 +134,8 @@ async fn list_messages(
 #[serde(default)]
 pub struct MessageForm {
     content: String,
+    /// The page's id for its pending copy of the message.
+    client_id: String,
 }
 
 /// Stores and broadcasts the message. A browser form gets 303 back to the
@@ -173,6 +175,7 @@ async fn create_message(
             user_id: user.id,
             nickname: user.nickname.clone(),
             content,
+            client_id: crate::writer::client_id(&form.client_id),
         })
         .await;
     let stored = match posted {

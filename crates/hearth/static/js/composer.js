@@ -80,22 +80,28 @@ export function startComposer({ form, input, roomId, messages }) {
     updateCount();
     showError("");
     input.focus();
-    send(content, pendingElement(content));
+    send(content, pendingElement(content), newClientId());
   });
+
+  /** An id for a pending message; the stored one comes back with it. */
+  function newClientId() {
+    return crypto.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  }
 
   /** A pending message: the server's own markup (a template in the page) with this text. */
   function pendingElement(content) {
     const article = /** @type {HTMLElement} */ (template?.content.firstElementChild?.cloneNode(true));
     if (!article) return null;
     /** @type {HTMLElement} */ (article.querySelector(".content")).textContent = content;
-    article.querySelector(".retry")?.addEventListener("click", () => send(content, article));
+    article.querySelector(".retry")?.addEventListener("click", () => send(content, article, article.dataset.clientId ?? ""));
     article.querySelector(".discard")?.addEventListener("click", () => article.remove());
     return article;
   }
 
-  async function send(content, pending) {
+  async function send(content, pending, clientId) {
     const when = pending?.querySelector("time");
     if (pending) {
+      pending.dataset.clientId = clientId;
       pending.classList.remove("failed");
       pending.setAttribute("aria-busy", "true");
       if (when) when.textContent = "sending…";
@@ -107,7 +113,7 @@ export function startComposer({ form, input, roomId, messages }) {
       const response = await fetch(form.action, {
         method: "POST",
         headers: { Accept: "application/json" },
-        body: new URLSearchParams({ content }),
+        body: new URLSearchParams({ content, client_id: clientId }),
       });
       if (response.redirected) {
         location.assign(response.url);

@@ -63,10 +63,16 @@ export class MessageList {
 
   /**
    * A message from the cable or from the composer's answer.
-   * @param {{ id: number, seq: number, user_id?: number, html: string }} message
+   * @param {{ id: number, seq: number, user_id?: number, html: string, client_id?: string }} message
    * @param {{ mine?: boolean }} [how]
    */
   receive(message, { mine = false } = {}) {
+    // The stored copy of a message this page shows as pending replaces it.
+    if (message.client_id) {
+      for (const pending of this.list.querySelectorAll("article.pending")) {
+        if (/** @type {HTMLElement} */ (pending).dataset.clientId === message.client_id) pending.remove();
+      }
+    }
     if (!this.live) {
       // Below what is shown lies a gap: count it, show it on the way down.
       if (!mine) this.#setUnseen(this.unseen + 1);

@@ -2,7 +2,7 @@
 
 use crate::common::TestApp;
 use reqwest::header::LOCATION;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_form_post_redirects_back_and_the_room_lists_the_message() {
@@ -262,4 +262,45 @@ async fn every_module_the_page_script_imports_is_served() {
     }
     assert!(served.len() >= 4, "{served:?}");
     assert_eq!(app.get("/static/app.css", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_pages_id_for_its_pending_copy_comes_back_with_the_stored_message() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
+    let answer: Value = app
+        .try_post_json(
+            &format!("/chatrooms/{room}/messages"),
+            &ann,
+            &[("content", "hi"), ("client_id", "3f2b-41_a")],
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["client_id"], "3f2b-41_a");
+    assert_eq!(
+        cable.next_message(&identifier).await["client_id"],
+        "3f2b-41_a"
+    );
+
+    // Spoken with one, and an unusable one is dropped, not refused.
+    let data = json!({ "action": "speak", "content": "yo", "client_id": "c-2" }).to_string();
+    cable
+        .send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
+        .await;
+    assert_eq!(cable.next_message(&identifier).await["client_id"], "c-2");
+    let odd = app
+        .try_post_json(
+            &format!("/chatrooms/{room}/messages"),
+            &ann,
+            &[("content", "odd"), ("client_id", "<script>")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 201);
+    let message = cable.next_message(&identifier).await;
+    assert_eq!(message["content"], "odd");
+    assert!(message.get("client_id").is_none(), "{message}");
 }
