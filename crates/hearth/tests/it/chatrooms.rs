@@ -87,7 +87,7 @@ async fn with_200_rooms_the_sidebar_is_bounded_and_the_directory_pages_through_a
     let page = app
         .page(&format!("/chatrooms/{general}"), &ann.cookie)
         .await;
-    let sidebar = links_in(&page, r#"<ul class="rooms">"#);
+    let sidebar = links_in(&page, r#"<ul class="rooms" id="room-list">"#);
     assert!(
         sidebar.len() <= 51,
         "{} rooms in the sidebar",
