@@ -344,13 +344,7 @@ async fn shutdown_tells_every_client_server_restart() {
 async fn a_new_room_is_announced_to_every_room_list() {
     let (app, ann, _) = TestApp::with_ann_in_general(&[]).await;
     let bob = app.sign_up("bob").await;
-    let mut cable = app.connect_cable(Some(&bob.cookie)).await;
-    cable.expect_welcome().await;
-    let identifier = json!({ "channel": "RoomsChannel" }).to_string();
-    assert_eq!(
-        cable.subscribe_raw(&identifier).await["type"],
-        "confirm_subscription"
-    );
+    let (mut cable, identifier) = app.follow_rooms(&bob).await;
     let room = app.create_room(&ann, "launch <plans>").await;
     let message = cable.next_message(&identifier).await;
     assert_eq!(message["type"], "room");

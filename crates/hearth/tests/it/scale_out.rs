@@ -788,13 +788,7 @@ async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
     let (one, two) = two_nodes_on_shared_services().await;
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
-    let mut cable = two.connect_cable(Some(&bob.cookie)).await;
-    cable.expect_welcome().await;
-    let identifier = json!({ "channel": "RoomsChannel" }).to_string();
-    assert_eq!(
-        cable.subscribe_raw(&identifier).await["type"],
-        "confirm_subscription"
-    );
+    let (mut cable, identifier) = two.follow_rooms(&bob).await;
     // The node follows the `rooms` channel in Redis once it has a subscriber.
     two.wait_for_metric("hearth_broker_channels", 1.0).await;
     let room = one.create_room(&ann, "elsewhere").await;

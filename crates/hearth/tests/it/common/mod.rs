@@ -383,6 +383,17 @@ impl Remote {
         (cable, identifier)
     }
 
+    /// Opens a cable as `user` following the live room list; the cable and
+    /// the `RoomsChannel` identifier.
+    pub async fn follow_rooms(&self, user: &TestUser) -> (CableClient, String) {
+        let mut cable = self.connect_cable(Some(&user.cookie)).await;
+        cable.expect_welcome().await;
+        let identifier = json!({ "channel": "RoomsChannel" }).to_string();
+        let answer = cable.subscribe_raw(&identifier).await;
+        assert_eq!(answer["type"], "confirm_subscription", "{answer}");
+        (cable, identifier)
+    }
+
     /// Opens `/cable` with the default sub-protocol and an optional cookie.
     pub async fn connect_cable(&self, cookie: Option<&str>) -> CableClient {
         self.try_connect_cable(cookie, &[])
