@@ -648,3 +648,48 @@ test(
     await page.context().close();
   },
 );
+
+test(
+  "known XSS payloads in messages never reach the page as markup or run",
+  { timeout: 60_000 },
+  async (t) => {
+    const { own, page, room } = await ownServerWith(t, "target", { viewport: { width: 1280, height: 800 } });
+    const payloads = [
+      "<script>window.__xss = 1</script>",
+      "<img src=x onerror=\"window.__xss = 2\">",
+      "<svg onload=window.__xss=3>",
+      "[click me](javascript:window.__xss=4)",
+      "[x](JaVaScRiPt:window.__xss=5)",
+      "<a href=\"javascript:window.__xss=6\">link</a>",
+      "<iframe src=\"javascript:window.__xss=7\"></iframe>",
+      "![img](x\" onerror=\"window.__xss=8)",
+      "`<script>window.__xss=9</script>`",
+      "<details open ontoggle=window.__xss=10>",
+      "**bold<style>body{display:none}</style>**",
+      "[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+      "<math><mtext><table><mglyph><style><img src=x onerror=window.__xss=11>",
+      "&lt;script&gt;window.__xss=12&lt;/script&gt;",
+    ];
+    for (const content of payloads) {
+      const response = await page.request.post(`${own.url}${room}/messages`, {
+        headers: { Accept: "application/json" },
+        form: { content },
+      });
+      assert.equal(response.status(), 201, content);
+    }
+    // Live, and again from the server's own render.
+    await eventually("every payload to arrive", async () => (await page.locator("#messages article.message[data-seq]").count()) >= payloads.length);
+    for (const view of ["live", "reloaded"]) {
+      if (view === "reloaded") await page.reload();
+      const found = await page.locator("#messages").evaluate((list) => ({
+        active: list.querySelectorAll("script, style, iframe, img, svg, math, details, object, embed").length,
+        handlers: [...list.querySelectorAll("*")].filter((el) => [...el.attributes].some((a) => a.name.startsWith("on"))).length,
+        badLinks: [...list.querySelectorAll("a[href]")].filter((a) => !/^(https?:|mailto:|\/)/i.test(a.getAttribute("href") ?? "")).length,
+        xss: /** @type {any} */ (window).__xss ?? null,
+      }));
+      assert.deepEqual(found, { active: 0, handlers: 0, badLinks: 0, xss: null }, view);
+    }
+    assert.ok(await listed(page, "<script>window.__xss = 1</script>").count() >= 1, "typed HTML shows as typed");
+    await page.context().close();
+  },
+);
