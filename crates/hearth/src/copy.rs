@@ -16,6 +16,7 @@ pub struct CopyReport {
     pub users: i64,
     pub chatrooms: i64,
     pub messages: i64,
+    pub message_events: i64,
     pub sessions: i64,
 }
 
@@ -23,8 +24,8 @@ impl std::fmt::Display for CopyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} users, {} chatrooms, {} messages, {} sessions",
-            self.users, self.chatrooms, self.messages, self.sessions
+            "{} users, {} chatrooms, {} messages, {} edits and deletions, {} sessions",
+            self.users, self.chatrooms, self.messages, self.message_events, self.sessions
         )
     }
 }
@@ -39,6 +40,8 @@ struct Table {
 #[derive(Clone, Copy)]
 enum Kind {
     Int,
+    /// An integer that may be NULL.
+    MaybeInt,
     Text,
 }
 
@@ -75,6 +78,20 @@ const MESSAGES: Table = Table {
         ("user_id", Kind::Int),
         ("content", Kind::Text),
         ("created_at", Kind::Int),
+        ("edited_at", Kind::MaybeInt),
+        ("deleted_at", Kind::MaybeInt),
+    ],
+};
+const MESSAGE_EVENTS: Table = Table {
+    name: "message_events",
+    key: "id",
+    columns: &[
+        ("id", Kind::Int),
+        ("chatroom_id", Kind::Int),
+        ("seq", Kind::Int),
+        ("message_id", Kind::Int),
+        ("kind", Kind::Text),
+        ("created_at", Kind::Int),
     ],
 };
 const SESSIONS: Table = Table {
@@ -109,6 +126,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         users: copy_table(&source, &mut tx, &USERS).await?,
         chatrooms: copy_table(&source, &mut tx, &CHATROOMS).await?,
         messages: copy_table(&source, &mut tx, &MESSAGES).await?,
+        message_events: copy_table(&source, &mut tx, &MESSAGE_EVENTS).await?,
         sessions: 0,
     };
     if with_sessions {
@@ -117,7 +135,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
     if to.starts_with("postgres") {
         // Rows came with their ids: move each identity past the largest, so new
         // rows do not collide. (SQLite's AUTOINCREMENT tracks this by itself.)
-        for table in ["users", "chatrooms", "messages"] {
+        for table in ["users", "chatrooms", "messages", "message_events"] {
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                  COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
@@ -131,6 +149,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         ("users", report.users),
         ("chatrooms", report.chatrooms),
         ("messages", report.messages),
+        ("message_events", report.message_events),
     ] {
         let (there, here) = (count(&source, table).await?, count(&target, table).await?);
         if there != here || here != copied {
@@ -194,6 +213,7 @@ async fn copy_table(
             for (index, (_, kind)) in table.columns.iter().enumerate() {
                 query = match kind {
                     Kind::Int => query.bind(row.try_get::<i64, _>(index)?),
+                    Kind::MaybeInt => query.bind(row.try_get::<Option<i64>, _>(index)?),
                     Kind::Text => query.bind(row.try_get::<String, _>(index)?),
                 };
             }

@@ -43,6 +43,10 @@ pub enum Error {
     /// A cross-site request or a foreign origin: 403.
     #[error("forbidden")]
     Forbidden,
+    /// The user may see the thing but not do this to it (e.g. edit someone
+    /// else's message): 403, said in JSON or on a page.
+    #[error("not allowed: {0}")]
+    NotAllowed(&'static str),
     /// The request's fields were refused: 422 with a message for each.
     #[error("invalid: {messages:?}")]
     Invalid {
@@ -145,6 +149,13 @@ impl IntoResponse for Error {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 vec!["Not found".to_owned()],
+                None,
+                Form::default(),
+            ),
+            Self::NotAllowed(message) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                vec![message.to_owned()],
                 None,
                 Form::default(),
             ),

@@ -33,9 +33,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
 use crate::domain::RoomStream;
-use crate::payload::MessagePayload;
+use crate::payload;
 
-/// How many missed messages one fill loads at most; a longer gap is filled
+/// How many missed events (messages, edits, deletions) one fill loads at most; a longer gap is filled
 /// in several rounds.
 const FILL_LIMIT: i64 = 10_000;
 
@@ -348,24 +348,25 @@ impl Relay {
     async fn fill(&mut self, room: i64, mut after: i64, before: i64, announced: Option<i64>) {
         while after + 1 < before {
             let missed =
-                match db::messages::between(&self.db, room, after, before, FILL_LIMIT).await {
+                match db::messages::events_between(&self.db, room, after, before, FILL_LIMIT).await
+                {
                     Ok(missed) => missed,
                     Err(error) => {
                         tracing::error!(%error, room, "could not load missed messages");
                         return;
                     }
                 };
-            let Some(newest) = missed.last().map(|m| m.seq) else {
+            let Some(newest) = missed.last().map(|e| e.seq) else {
                 return;
             };
-            for message in &missed {
-                let payload = MessagePayload::encode(message);
+            for event in &missed {
+                let payload = payload::encode_event(event);
                 self.cable
-                    .broadcast_at(&RoomStream(room).to_string(), &payload, Some(message.seq));
+                    .broadcast_at(&RoomStream(room).to_string(), &payload, Some(event.seq));
             }
             let announced = missed
                 .iter()
-                .filter(|m| announced.is_some_and(|a| m.seq >= a))
+                .filter(|e| announced.is_some_and(|a| e.seq >= a))
                 .count();
             let gap = missed.len() - announced;
             self.stats

@@ -71,6 +71,9 @@ pub struct ChatroomPage {
     pub draft: String,
     /// The longest message, for the composer's counter.
     pub max_chars: usize,
+    /// The room's newest place in its sequence (posts, edits, deletions),
+    /// read before the page: the script catches up from it.
+    pub last_seq: i64,
 }
 
 /// One room in the sidebar's list: the page renders it, and so does the
@@ -112,6 +115,19 @@ pub struct NotFoundPage {
     pub current_user: Option<User>,
 }
 
+/// The form to edit one's message, for browsers without JavaScript (the
+/// page edits in place otherwise); it also offers to delete it.
+#[derive(Template)]
+#[template(path = "messages/edit.html")]
+pub struct EditMessagePage {
+    pub current_user: Option<User>,
+    pub message: Message,
+    pub room_name: String,
+    pub errors: Vec<String>,
+    /// The text in the form: the message's, or what was refused.
+    pub draft: String,
+}
+
 /// One message element, as listed on the room page and broadcast as `html`.
 #[derive(Template)]
 #[template(path = "messages/_message.html")]
@@ -119,19 +135,34 @@ pub struct MessagePartial<'a> {
     pub message: &'a Message,
 }
 
+/// Unix milliseconds as a time.
+fn at_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Unix milliseconds as RFC 3339, UTC, millisecond precision.
+pub fn rfc3339_millis(millis: i64) -> String {
+    let at = at_millis(millis);
+    let at = at
+        .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
+        .unwrap_or(at);
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
 impl Message {
     fn created(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.created_at) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        at_millis(self.created_at)
     }
 
     /// `created_at` as RFC 3339, UTC, millisecond precision.
     pub fn created_rfc3339(&self) -> String {
-        let created = self.created();
-        let created = created
-            .replace_nanosecond(created.millisecond() as u32 * 1_000_000)
-            .unwrap_or(created);
-        created.format(&Rfc3339).unwrap_or_default()
+        rfc3339_millis(self.created_at)
+    }
+
+    /// `edited_at` as RFC 3339, if the message was edited.
+    pub fn edited_rfc3339(&self) -> Option<String> {
+        self.edited_at.map(rfc3339_millis)
     }
 
     /// The author's initials, for the avatar.

@@ -1,10 +1,15 @@
-//! The message writer: the one place messages are stored and broadcast.
+//! The message writer: the one place messages are stored, changed and
+//! broadcast.
 //!
 //! Posts from every HTTP request and every `speak` go through one task. It
 //! takes whatever is waiting, stores it in one transaction (group commit: one
 //! fsync for the lot), and only after the commit broadcasts each message, in
 //! the order of the room's sequence (through the [`crate::relay`]). So a message is never broadcast unless it
 //! is stored, and subscribers see each room's messages in order.
+//!
+//! Edits and deletions take the same path: each takes its room's next `seq`
+//! after the batch's posts, in a transaction of its own, and is broadcast
+//! after that commit, so the relay sees every room's sequence in order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +19,11 @@ use sqlx::Acquire;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::messages::{self, Message};
+use crate::db::messages::{self, EventKind, Message, RoomEvent};
 use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
 use crate::limits::{Rate, RateLimiter};
-use crate::payload::MessagePayload;
+use crate::payload::{self, MessagePayload};
 use crate::relay::RelayHandle;
 
 /// Most posts stored in one transaction.
@@ -81,6 +86,58 @@ struct Post {
     reply: Option<oneshot::Sender<Result<Stored, PostError>>>,
 }
 
+/// An edit or a deletion of a stored message, asked for by `user_id`.
+#[derive(Debug, Clone)]
+pub struct MessageChange {
+    /// The room the message is in.
+    pub chatroom_id: i64,
+    /// The message.
+    pub message_id: i64,
+    /// Who asks; only the author may change a message.
+    pub user_id: i64,
+    /// The new text; `None` deletes the message.
+    pub content: Option<MessageContent>,
+}
+
+/// Why an edit or a deletion was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("message not found")]
+    NotFound,
+    #[error("only its author may change a message")]
+    NotAuthor,
+    #[error("too many messages; try again in {0:?}")]
+    RateLimited(std::time::Duration),
+    #[error("the message writer has stopped")]
+    Stopped,
+    #[error("storing the change failed")]
+    Database(#[source] std::sync::Arc<sqlx::Error>),
+}
+
+/// An edit or deletion once committed, with its payload as broadcast.
+#[derive(Debug)]
+pub struct Changed {
+    /// The message as it is now.
+    pub message: Message,
+    /// The change's place in the room's sequence; `None` when an edit
+    /// left the text as it was, which changes and broadcasts nothing.
+    pub seq: Option<i64>,
+    /// Its payload (`message_edited` or `message_deleted`; the message's
+    /// own for an edit that changed nothing).
+    pub payload: Box<RawValue>,
+}
+
+struct Change {
+    change: MessageChange,
+    reply: oneshot::Sender<Result<Changed, ChangeError>>,
+}
+
+/// What the writer task is asked to do.
+enum Job {
+    Post(Post),
+    Change(Change),
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -97,7 +154,7 @@ pub struct WriterStats {
 pub struct MessageWriter {
     /// To the writer task; bounded by [`QUEUE`], so a flood of posts waits
     /// instead of growing memory.
-    posts: mpsc::Sender<Post>,
+    posts: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
     /// Messages per user, over every path that posts.
     rate: Arc<RateLimiter<i64>>,
@@ -105,7 +162,7 @@ pub struct MessageWriter {
 
 /// The writer task's side, started once the relay exists.
 pub struct WriterTask {
-    posts: mpsc::Receiver<Post>,
+    posts: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
 }
 
@@ -136,13 +193,27 @@ impl MessageWriter {
             .map_err(PostError::RateLimited)?;
         let (reply, answer) = oneshot::channel();
         self.posts
-            .send(Post {
+            .send(Job::Post(Post {
                 message,
                 reply: Some(reply),
-            })
+            }))
             .await
             .map_err(|_| PostError::Stopped)?;
         answer.await.map_err(|_| PostError::Stopped)?
+    }
+
+    /// Edits or deletes a message and broadcasts the change; returns it
+    /// once committed. Changes count against the same rate as posts.
+    pub async fn change(&self, change: MessageChange) -> Result<Changed, ChangeError> {
+        self.rate
+            .check(&change.user_id)
+            .map_err(ChangeError::RateLimited)?;
+        let (reply, answer) = oneshot::channel();
+        self.posts
+            .send(Job::Change(Change { change, reply }))
+            .await
+            .map_err(|_| ChangeError::Stopped)?;
+        answer.await.map_err(|_| ChangeError::Stopped)?
     }
 
     /// Queues a message without waiting for its commit: the broadcast tells
@@ -156,10 +227,10 @@ impl MessageWriter {
             .check(&message.user_id)
             .map_err(PostError::RateLimited)?;
         self.posts
-            .send(Post {
+            .send(Job::Post(Post {
                 message,
                 reply: None,
-            })
+            }))
             .await
             .map_err(|_| PostError::Stopped)
     }
@@ -169,47 +240,141 @@ impl WriterTask {
     /// Runs until `stop` is cancelled, then refuses new posts, stores and
     /// broadcasts those already queued, and returns.
     pub async fn run(mut self, db: Db, relay: RelayHandle, stop: CancellationToken) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut changes = Vec::new();
         loop {
             let received = tokio::select! {
-                received = self.posts.recv_many(&mut batch, MAX_BATCH) => received,
+                received = self.posts.recv_many(&mut jobs, MAX_BATCH) => received,
                 _ = stop.cancelled() => {
                     self.posts.close();
-                    self.posts.recv_many(&mut batch, MAX_BATCH).await
+                    self.posts.recv_many(&mut jobs, MAX_BATCH).await
                 }
             };
             if received == 0 {
                 break;
             }
-            let started = std::time::Instant::now();
-            let stored = store(&db, &batch).await;
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .commit_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let ok = stored.iter().filter(|r| r.is_ok()).count();
-            self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
-            for (post, result) in batch.drain(..).zip(stored) {
-                let result = result.map(|message| {
-                    let payload =
-                        MessagePayload::encode_for(&message, post.message.client_id.as_deref());
-                    relay.stored(message.chatroom_id, message.seq, payload.clone());
-                    Stored { message, payload }
-                });
-                // The poster may have gone away; the message is stored regardless.
-                match post.reply {
-                    Some(reply) => {
-                        let _ = reply.send(result);
-                    }
-                    None => {
-                        if let Err(error) = result {
-                            tracing::warn!(%error, chatroom_id = post.message.chatroom_id, "a spoken message was not stored");
-                        }
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Post(post) => batch.push(post),
+                    Job::Change(change) => changes.push(change),
+                }
+            }
+            self.store_posts(&db, &relay, &mut batch).await;
+            // After the posts: a change takes a later `seq` than any post
+            // of its room in this batch.
+            for change in changes.drain(..) {
+                let result = apply_change(&db, &change.change).await;
+                if let Ok(Changed {
+                    message,
+                    seq: Some(seq),
+                    payload,
+                }) = &result
+                {
+                    relay.stored(message.chatroom_id, *seq, payload.clone());
+                }
+                // The asker may have gone away; the change is made regardless.
+                let _ = change.reply.send(result);
+            }
+        }
+    }
+
+    /// Stores `batch` in one transaction and broadcasts what was stored.
+    async fn store_posts(&self, db: &Db, relay: &RelayHandle, batch: &mut Vec<Post>) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let stored = store(db, batch).await;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let ok = stored.iter().filter(|r| r.is_ok()).count();
+        self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
+        for (post, result) in batch.drain(..).zip(stored) {
+            let result = result.map(|message| {
+                let payload =
+                    MessagePayload::encode_for(&message, post.message.client_id.as_deref());
+                relay.stored(message.chatroom_id, message.seq, payload.clone());
+                Stored { message, payload }
+            });
+            // The poster may have gone away; the message is stored regardless.
+            match post.reply {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, chatroom_id = post.message.chatroom_id, "a spoken message was not stored");
                     }
                 }
             }
         }
     }
+}
+
+/// Makes one edit or deletion in its own transaction. Changes are rare
+/// beside posts, so they are not batched.
+async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, ChangeError> {
+    let database = |error: sqlx::Error| {
+        tracing::error!(%error, message_id = change.message_id, "changing a message failed");
+        ChangeError::Database(Arc::new(error))
+    };
+    let mut conn = db.acquire().await.map_err(database)?;
+    let mut tx = conn.begin().await.map_err(database)?;
+    let mut message = messages::find_in_room(&mut *tx, change.chatroom_id, change.message_id)
+        .await
+        .map_err(database)?
+        .filter(|m| m.deleted_at.is_none())
+        .ok_or(ChangeError::NotFound)?;
+    if message.user_id != change.user_id {
+        return Err(ChangeError::NotAuthor);
+    }
+    if let Some(content) = &change.content
+        && content.as_str() == message.content
+    {
+        let payload = MessagePayload::encode(&message);
+        return Ok(Changed {
+            message,
+            seq: None,
+            payload,
+        });
+    }
+    let seq = messages::take_seq(&mut tx, change.chatroom_id)
+        .await
+        .map_err(database)?
+        .ok_or(ChangeError::NotFound)?;
+    let at = now_millis();
+    let kind = match &change.content {
+        Some(content) => {
+            messages::record_edit(&mut tx, message.id, content.as_str(), at)
+                .await
+                .map_err(database)?;
+            message.content = content.as_str().to_owned();
+            message.edited_at = Some(at);
+            EventKind::Edited
+        }
+        None => {
+            messages::record_delete(&mut tx, message.id, at)
+                .await
+                .map_err(database)?;
+            message.content.clear();
+            message.deleted_at = Some(at);
+            EventKind::Deleted
+        }
+    };
+    messages::insert_event(&mut tx, &message, seq, kind, at)
+        .await
+        .map_err(database)?;
+    tx.commit().await.map_err(database)?;
+    let event = RoomEvent { seq, kind, message };
+    let payload = payload::encode_event(&event);
+    Ok(Changed {
+        message: event.message,
+        seq: Some(seq),
+        payload,
+    })
 }
 
 /// Stores a batch in one transaction; one result per post, in order.
@@ -281,6 +446,8 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
                 nickname: message.nickname.clone(),
                 content: message.content.as_str().to_owned(),
                 created_at,
+                edited_at: None,
+                deleted_at: None,
             })
         })
         .collect())

@@ -1,8 +1,10 @@
 // Hearth's page script, native modules with no build step: the open room's
 // live connection (js/cable.js), its message list with history paging
-// (js/messages.js), and the composer (js/composer.js). Without JavaScript the
+// (js/messages.js), the composer (js/composer.js) and each message's
+// actions: link, edit, delete (js/actions.js). Without JavaScript the
 // page still reads, pages and posts through plain links and forms.
 
+import { startMessageActions } from "./js/actions.js";
 import { connectRoom } from "./js/cable.js";
 import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
@@ -38,7 +40,15 @@ function startRoom(list) {
   });
   const form = /** @type {HTMLFormElement | null} */ (document.getElementById("new-message"));
   const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));
-  if (form && input) startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages });
+  const actions = startMessageActions({
+    list,
+    roomId: Number(list.dataset.chatroomId),
+    userId: Number(document.body.dataset.userId),
+    messages,
+  });
+  if (form && input) {
+    startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages, editLast: actions.editLast });
+  }
 }
 
 /**

@@ -11,10 +11,10 @@ use serde_json::json;
 use serde_json::value::{RawValue, to_raw_value};
 
 use crate::auth::CurrentUser;
-use crate::db::messages::Message;
+use crate::db::messages::RoomEvent;
 use crate::db::{self, Db};
 use crate::domain::{MessageContent, RoomStream};
-use crate::payload::MessagePayload;
+use crate::payload;
 use crate::relay::RelayHandle;
 use crate::writer::{MessageWriter, NewMessage, PostError};
 
@@ -108,13 +108,14 @@ impl ChatroomChannel {
 
 /// Where a [`RoomReplay`] starts.
 enum Start {
-    /// The first message with a greater `seq`.
+    /// The first event with a greater `seq`.
     AfterSeq(i64),
-    /// The first message created at or after this Unix time in milliseconds.
+    /// The first event at or after this Unix time in milliseconds.
     SinceMillis(i64),
 }
 
-/// A room's stored messages from a starting point, at most [`REPLAY_LIMIT`],
+/// A room's events (posts, edits, deletions; see [`RoomEvent`]) from a
+/// starting point, at most [`REPLAY_LIMIT`],
 /// fetched [`REPLAY_PAGE`] at a time; for `catch_up`, closed by a
 /// `caught_up` frame saying where it stopped and whether more remain.
 struct RoomReplay {
@@ -150,17 +151,17 @@ impl RoomReplay {
         }
     }
 
-    async fn fetch(&mut self, limit: i64) -> sqlx::Result<Vec<Message>> {
-        match self.start {
-            Start::AfterSeq(_) => {
-                db::messages::between(&self.db, self.room, self.last_seq, i64::MAX, limit).await
-            }
-            Start::SinceMillis(millis) => {
-                // The first page finds where `since` begins; the rest follow by seq.
-                self.start = Start::AfterSeq(self.last_seq);
-                db::messages::since(&self.db, self.room, millis, limit).await
-            }
+    async fn fetch(&mut self, limit: i64) -> sqlx::Result<Vec<RoomEvent>> {
+        if let Start::SinceMillis(millis) = self.start {
+            // Find where `since` begins; the rest follows by seq.
+            let first = db::messages::first_seq_since(&self.db, self.room, millis).await?;
+            let Some(first) = first else {
+                return Ok(Vec::new());
+            };
+            self.last_seq = first - 1;
+            self.start = Start::AfterSeq(self.last_seq);
         }
+        db::messages::events_between(&self.db, self.room, self.last_seq, i64::MAX, limit).await
     }
 }
 
@@ -182,9 +183,9 @@ impl Replay for RoomReplay {
             if let Some(last) = page.last() {
                 self.last_seq = last.seq;
             }
-            items.extend(page.iter().map(|m| HistoryItem {
-                offset: m.seq,
-                message: MessagePayload::encode(m),
+            items.extend(page.iter().map(|event| HistoryItem {
+                offset: event.seq,
+                message: payload::encode_event(event),
             }));
             if self.more && self.remaining > 0 {
                 return Ok(Some(items));

@@ -4,14 +4,30 @@ use sqlx::{AnyConnection, FromRow};
 
 use super::Db;
 
+/// The columns of a [`Message`], from `messages m JOIN users u`.
+macro_rules! message_columns {
+    () => {
+        "m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at, \
+         m.edited_at, m.deleted_at"
+    };
+}
+
 /// A query for [`Message`] rows (with the author's nickname) and `$where`.
 macro_rules! select_messages {
-    ($where:literal) => {
+    ($where:expr) => {
         concat!(
-            "SELECT m.id, m.chatroom_id, m.seq, m.user_id, u.nickname, m.content, m.created_at \
-             FROM messages m JOIN users u ON u.id = m.user_id WHERE ",
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m JOIN users u ON u.id = m.user_id WHERE ",
             $where
         )
+    };
+}
+
+/// What history pages show: messages not deleted.
+macro_rules! shown {
+    ($where:literal) => {
+        select_messages!(concat!("m.deleted_at IS NULL AND ", $where))
     };
 }
 
@@ -32,6 +48,10 @@ pub struct Message {
     pub content: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// When it was last edited, Unix milliseconds; `None` if never.
+    pub edited_at: Option<i64>,
+    /// When it was deleted, Unix milliseconds; its text is erased then.
+    pub deleted_at: Option<i64>,
 }
 
 /// Where a page of a room's history is taken from, by `seq`: the room's
@@ -69,7 +89,7 @@ async fn newest_below(
     before: i64,
     limit: i64,
 ) -> sqlx::Result<(Vec<Message>, bool)> {
-    let mut messages: Vec<Message> = sqlx::query_as(select_messages!(
+    let mut messages: Vec<Message> = sqlx::query_as(shown!(
         "m.chatroom_id = $1 AND m.seq < $2
          ORDER BY m.seq DESC LIMIT $3"
     ))
@@ -92,16 +112,25 @@ async fn oldest_above(
     after: i64,
     limit: i64,
 ) -> sqlx::Result<(Vec<Message>, bool)> {
-    let mut messages = between(db, chatroom_id, after, i64::MAX, limit + 1).await?;
+    let mut messages: Vec<Message> = sqlx::query_as(shown!(
+        "m.chatroom_id = $1 AND m.seq > $2
+         ORDER BY m.seq LIMIT $3"
+    ))
+    .bind(chatroom_id)
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(db)
+    .await?;
     let more = messages.len() as i64 > limit;
     messages.truncate(limit as usize);
     Ok((messages, more))
 }
 
-/// Whether the room has a message with `seq` in `low..=high`.
+/// Whether the room shows a message with `seq` in `low..=high`.
 async fn any_between(db: &Db, chatroom_id: i64, low: i64, high: i64) -> sqlx::Result<bool> {
     let found: Option<i64> = sqlx::query_scalar(
-        "SELECT seq FROM messages WHERE chatroom_id = $1 AND seq >= $2 AND seq <= $3 LIMIT 1",
+        "SELECT seq FROM messages \
+         WHERE chatroom_id = $1 AND seq >= $2 AND seq <= $3 AND deleted_at IS NULL LIMIT 1",
     )
     .bind(chatroom_id)
     .bind(low)
@@ -265,40 +294,192 @@ pub async fn insert_rows(conn: &mut AnyConnection, rows: &[NewRow<'_>]) -> sqlx:
         .collect()
 }
 
-/// A room's messages with `after < seq < before`, oldest first, at most `limit`.
-pub async fn between(
+/// What happened at one place in a room's sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The message was posted (its own `seq`).
+    Posted,
+    /// The message was edited.
+    Edited,
+    /// The message was deleted.
+    Deleted,
+}
+
+impl EventKind {
+    /// The name stored in `message_events.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Posted => "posted",
+            EventKind::Edited => "edited",
+            EventKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One place in a room's sequence: a message posted, or a later edit or
+/// deletion of one. Each `seq` of a room is exactly one of these, so a
+/// client that counts them finds gaps as before edits existed. The message
+/// is as it is now, not as it was then: a replayed post of a message edited
+/// since shows the edit, and one deleted since is a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEvent {
+    /// Its place in the room's sequence.
+    pub seq: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The message it happened to, as it is now.
+    pub message: Message,
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    event_seq: i64,
+    kind: String,
+    #[sqlx(flatten)]
+    message: Message,
+}
+
+impl From<EventRow> for RoomEvent {
+    fn from(row: EventRow) -> Self {
+        let kind = match row.kind.as_str() {
+            "edited" => EventKind::Edited,
+            "deleted" => EventKind::Deleted,
+            _ => EventKind::Posted,
+        };
+        Self {
+            seq: row.event_seq,
+            kind,
+            message: row.message,
+        }
+    }
+}
+
+/// A room's events with `after < seq < before`, oldest first, at most
+/// `limit`: posts from `messages`, edits and deletions from
+/// `message_events`, merged by `seq`.
+pub async fn events_between(
     db: &Db,
     chatroom_id: i64,
     after: i64,
     before: i64,
     limit: i64,
-) -> sqlx::Result<Vec<Message>> {
-    sqlx::query_as(select_messages!(
-        "m.chatroom_id = $1 AND m.seq > $2 AND m.seq < $3
-         ORDER BY m.seq LIMIT $4"
+) -> sqlx::Result<Vec<RoomEvent>> {
+    let rows: Vec<EventRow> = sqlx::query_as(concat!(
+        "SELECT m.seq AS event_seq, 'posted' AS kind, ",
+        message_columns!(),
+        " FROM messages m JOIN users u ON u.id = m.user_id \
+         WHERE m.chatroom_id = $1 AND m.seq > $2 AND m.seq < $3 \
+         UNION ALL \
+         SELECT e.seq AS event_seq, e.kind AS kind, ",
+        message_columns!(),
+        " FROM message_events e JOIN messages m ON m.id = e.message_id \
+         JOIN users u ON u.id = m.user_id \
+         WHERE e.chatroom_id = $1 AND e.seq > $2 AND e.seq < $3 \
+         ORDER BY event_seq LIMIT $4"
     ))
     .bind(chatroom_id)
     .bind(after)
     .bind(before)
     .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(RoomEvent::from).collect())
 }
 
-/// A room's messages created at or after `since_millis`, oldest first, at most `limit`.
-pub async fn since(
+/// The first `seq` of a room's events at or after `since_millis`, if any:
+/// where a replay "since a time" starts. An edit of an older message made
+/// after that time counts, so both tables are asked.
+pub async fn first_seq_since(
     db: &Db,
     chatroom_id: i64,
     since_millis: i64,
-    limit: i64,
-) -> sqlx::Result<Vec<Message>> {
-    sqlx::query_as(select_messages!(
-        "m.chatroom_id = $1 AND m.created_at >= $2
-         ORDER BY m.seq LIMIT $3"
-    ))
+) -> sqlx::Result<Option<i64>> {
+    let mut first = None;
+    for table in ["messages", "message_events"] {
+        let sql = format!(
+            "SELECT seq FROM {table} WHERE chatroom_id = $1 AND created_at >= $2 \
+             ORDER BY seq LIMIT 1"
+        );
+        let seq: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(chatroom_id)
+            .bind(since_millis)
+            .fetch_optional(db)
+            .await?;
+        first = first.into_iter().chain(seq).min();
+    }
+    Ok(first)
+}
+
+/// One message of a room, deleted or not.
+pub async fn find_in_room<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    chatroom_id: i64,
+    id: i64,
+) -> sqlx::Result<Option<Message>> {
+    sqlx::query_as(select_messages!("m.id = $1 AND m.chatroom_id = $2"))
+        .bind(id)
+        .bind(chatroom_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Takes the room's next `seq` for an edit or a deletion; `None` if the
+/// room does not exist. The room's activity time is left alone: an edit is
+/// not news for the sidebar.
+pub async fn take_seq(conn: &mut AnyConnection, chatroom_id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "UPDATE chatrooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+    )
     .bind(chatroom_id)
-    .bind(since_millis)
-    .bind(limit)
-    .fetch_all(db)
+    .fetch_optional(conn)
     .await
+}
+
+/// Replaces a message's text, marking it edited at `at`.
+pub async fn record_edit(
+    conn: &mut AnyConnection,
+    id: i64,
+    content: &str,
+    at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3")
+        .bind(content)
+        .bind(at)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Marks a message deleted at `at` and erases its text; the row stays, as
+/// its `seq` is part of the room's sequence.
+pub async fn record_delete(conn: &mut AnyConnection, id: i64, at: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE messages SET content = '', deleted_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Records that `kind` happened to a message at the room's `seq`.
+pub async fn insert_event(
+    conn: &mut AnyConnection,
+    message: &Message,
+    seq: i64,
+    kind: EventKind,
+    at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO message_events (chatroom_id, seq, message_id, kind, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(message.chatroom_id)
+    .bind(seq)
+    .bind(message.id)
+    .bind(kind.as_str())
+    .bind(at)
+    .execute(conn)
+    .await
+    .map(drop)
 }

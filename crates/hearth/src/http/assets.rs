@@ -24,6 +24,7 @@ macro_rules! asset {
 /// concern a file, so each is listed.
 const ASSETS: &[(&str, &str, &str)] = &[
     asset!("app.js", JS),
+    asset!("js/actions.js", JS),
     asset!("js/arrange.js", JS),
     asset!("js/cable.js", JS),
     asset!("js/composer.js", JS),

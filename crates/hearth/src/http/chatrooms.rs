@@ -1,6 +1,6 @@
 //! Chatrooms: the list, creating one, and the room page.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -39,14 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| Error::NotFound)?;
-        raw.parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .map(Self)
-            .ok_or(Error::NotFound)
+        super::path_id(parts, state, "id").await.map(Self)
     }
 }
 
@@ -196,6 +189,10 @@ async fn room_page_at(
     let room = db::chatrooms::find(&state.db, id)
         .await?
         .ok_or(Error::NotFound)?;
+    // Before the page: whatever happens between the two reads is caught up.
+    let last_seq = db::chatrooms::last_seq(&state.db, id)
+        .await?
+        .ok_or(Error::NotFound)?;
     let highlight = match anchor {
         Anchor::Around(seq) => Some(seq),
         _ => None,
@@ -212,5 +209,6 @@ async fn room_page_at(
         errors,
         draft,
         max_chars: crate::domain::MAX_MESSAGE_CHARS,
+        last_seq,
     })
 }

@@ -1,32 +1,58 @@
 //! `/chatrooms/{id}/messages`: a room's history a page at a time (`GET`),
-//! and posting from the room's form or `fetch` (`POST`).
+//! and posting from the room's form or `fetch` (`POST`);
+//! `/chatrooms/{id}/messages/{message_id}`: editing (`PATCH`) and deleting
+//! (`DELETE`) one's own message, or the same as a form post with `_method`,
+//! as Rails forms do, and the edit form for pages without JavaScript.
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, patch};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::auth::CurrentUser;
 use super::chatrooms::{RoomId, room_page};
-use super::wants_json;
+use super::{JsonOrForm, wants_json};
 use crate::AppState;
 use crate::db::{self, messages::Anchor};
 use crate::domain::MessageContent;
 use crate::error::{Error, Result};
 use crate::payload::MessagePayload;
-use crate::templates::{HistoryFragment, render};
-use crate::writer::{NewMessage, PostError};
+use crate::templates::{EditMessagePage, HistoryFragment, render};
+use crate::writer::{ChangeError, MessageChange, NewMessage, PostError};
 
-/// The message route.
+/// The message routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/chatrooms/{id}/messages",
-        get(list_messages).post(create_message),
-    )
+    Router::new()
+        .route(
+            "/chatrooms/{id}/messages",
+            get(list_messages).post(create_message),
+        )
+        .route(
+            "/chatrooms/{id}/messages/{message_id}",
+            patch(update_message)
+                .delete(delete_message)
+                .post(change_message_by_form),
+        )
+        .route(
+            "/chatrooms/{id}/messages/{message_id}/edit",
+            get(edit_message),
+        )
+}
+
+/// A message id from the path (`…/messages/{message_id}`); anything but a
+/// positive number is a missing message: 404.
+pub struct MessageId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for MessageId {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        super::path_id(parts, state, "message_id").await.map(Self)
+    }
 }
 
 /// Most messages one page of history may hold.
@@ -95,6 +121,9 @@ struct HistoryJson {
     messages: Vec<Box<RawValue>>,
     more_before: bool,
     more_after: bool,
+    /// The room's newest place in its sequence, read before the page: a
+    /// client that reached the live end catches up from it.
+    last_seq: i64,
 }
 
 /// A page of a room's history by `seq`. `Accept: application/json` gets the
@@ -111,12 +140,16 @@ async fn list_messages(
     let room = db::chatrooms::find(&state.db, chatroom_id)
         .await?
         .ok_or(Error::NotFound)?;
+    let last_seq = db::chatrooms::last_seq(&state.db, chatroom_id)
+        .await?
+        .ok_or(Error::NotFound)?;
     let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
     if wants_json(&headers) {
         return Ok(Json(HistoryJson {
             messages: page.messages.iter().map(MessagePayload::encode).collect(),
             more_before: page.more_before,
             more_after: page.more_after,
+            last_seq,
         })
         .into_response());
     }
@@ -196,4 +229,180 @@ async fn create_message(
     } else {
         Ok(Redirect::to(&format!("/chatrooms/{chatroom_id}")).into_response())
     }
+}
+
+/// The fields of an edit: the new text.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct EditForm {
+    content: String,
+}
+
+/// A form post standing for `PATCH` or `DELETE` (`_method`), with the new
+/// text for an edit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChangeForm {
+    #[serde(rename = "_method")]
+    method: String,
+    content: String,
+}
+
+/// Replaces the text of one's own message (JSON or form body). The room
+/// gets a `message_edited` payload at the room's next `seq`; the answer is
+/// that payload as JSON, or 303 back to the message. Someone else's
+/// message is 403; a missing or deleted one 404; bad text 422.
+async fn update_message(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    RoomId(room): RoomId,
+    MessageId(id): MessageId,
+    JsonOrForm(form): JsonOrForm<EditForm>,
+) -> Result<Response> {
+    change_message(&state, user, &headers, room, id, Some(form.content)).await
+}
+
+/// Deletes one's own message: its text is erased and the room gets a
+/// `message_deleted` payload at the room's next `seq`. Answers as
+/// [`update_message`] does.
+async fn delete_message(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    RoomId(room): RoomId,
+    MessageId(id): MessageId,
+) -> Result<Response> {
+    change_message(&state, user, &headers, room, id, None).await
+}
+
+/// `PATCH` or `DELETE` from a page without JavaScript: a form post with
+/// `_method=patch` or `_method=delete`.
+async fn change_message_by_form(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    RoomId(room): RoomId,
+    MessageId(id): MessageId,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response> {
+    let content = match form.method.to_ascii_lowercase().as_str() {
+        "patch" | "put" => Some(form.content),
+        "delete" => None,
+        _ => {
+            return Err(Error::invalid(vec![
+                "_method must be patch or delete".into(),
+            ]));
+        }
+    };
+    change_message(&state, user, &headers, room, id, content).await
+}
+
+/// An edit (`Some` text) or a deletion, through the writer.
+async fn change_message(
+    state: &AppState,
+    user: CurrentUser,
+    headers: &HeaderMap,
+    room: i64,
+    id: i64,
+    content: Option<String>,
+) -> Result<Response> {
+    let draft = content.clone().unwrap_or_default();
+    let refused = |error: Error| {
+        let (state, user, draft) = (state.clone(), user.clone(), draft.clone());
+        error.on_form(move |errors| {
+            Box::pin(async move {
+                match edit_page(&state, user, room, id, errors, Some(draft)).await {
+                    Ok(page) => render(StatusCode::OK, &page),
+                    Err(error) => error.into_response(),
+                }
+            })
+        })
+    };
+    let content = match content {
+        Some(raw) => Some(MessageContent::parse(&raw).map_err(|invalid| {
+            refused(Error::Invalid {
+                code: "invalid_content",
+                messages: vec![invalid.to_string()],
+                form: Default::default(),
+            })
+        })?),
+        None => None,
+    };
+    let changed = state
+        .writer
+        .change(MessageChange {
+            chatroom_id: room,
+            message_id: id,
+            user_id: user.id,
+            content,
+        })
+        .await
+        .map_err(|error| match error {
+            ChangeError::NotFound => Error::NotFound,
+            ChangeError::NotAuthor => Error::NotAllowed(NOT_YOURS),
+            ChangeError::RateLimited(wait) => {
+                let seconds = wait.as_secs_f64().ceil().max(1.0);
+                refused(Error::rate_limited(
+                    wait,
+                    format!("You are changing messages too fast; try again in {seconds} s"),
+                ))
+            }
+            error => Error::Internal(error.into()),
+        })?;
+    if wants_json(headers) {
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        return Ok((json, changed.payload.get().to_owned()).into_response());
+    }
+    let message = &changed.message;
+    let to = if message.deleted_at.is_some() {
+        format!("/chatrooms/{room}")
+    } else {
+        format!(
+            "/chatrooms/{room}?around={}#message_{}",
+            message.seq, message.id
+        )
+    };
+    Ok(Redirect::to(&to).into_response())
+}
+
+/// What someone trying to change another's message is told.
+const NOT_YOURS: &str = "Only its author can change a message";
+
+/// The edit form of one's own message.
+async fn edit_message(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    RoomId(room): RoomId,
+    MessageId(id): MessageId,
+) -> Result<Response> {
+    let page = edit_page(&state, user, room, id, Vec::new(), None).await?;
+    Ok(render(StatusCode::OK, &page))
+}
+
+async fn edit_page(
+    state: &AppState,
+    user: CurrentUser,
+    room: i64,
+    id: i64,
+    errors: Vec<String>,
+    draft: Option<String>,
+) -> Result<EditMessagePage> {
+    let message = db::messages::find_in_room(&state.db, room, id)
+        .await?
+        .filter(|message| message.deleted_at.is_none())
+        .ok_or(Error::NotFound)?;
+    if message.user_id != user.id {
+        return Err(Error::NotAllowed(NOT_YOURS));
+    }
+    let room = db::chatrooms::find(&state.db, room)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(EditMessagePage {
+        current_user: Some(user.user()),
+        draft: draft.unwrap_or_else(|| message.content.clone()),
+        message,
+        room_name: room.name,
+        errors,
+    })
 }

@@ -127,6 +127,57 @@ pub fn wants_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("application/json"))
 }
 
+/// The positive number named `key` in the request's path
+/// (`/chatrooms/{id}/messages/{message_id}`); anything else names nothing
+/// that exists: 404.
+pub async fn path_id<S: Send + Sync>(
+    parts: &mut axum::http::request::Parts,
+    state: &S,
+    key: &str,
+) -> Result<i64> {
+    use axum::extract::{FromRequestParts, Path};
+    let Path(params) =
+        Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound)?;
+    params
+        .get(key)
+        .and_then(|raw| raw.parse().ok())
+        .filter(|id| *id > 0)
+        .ok_or(Error::NotFound)
+}
+
+/// A request body sent as JSON (`Content-Type: application/json`) or as
+/// a form, read into the same fields either way.
+pub struct JsonOrForm<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonOrForm<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        if json {
+            let axum::Json(value) = axum::Json::<T>::from_request(request, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            Ok(Self(value))
+        } else {
+            let axum::Form(value) = axum::Form::<T>::from_request(request, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            Ok(Self(value))
+        }
+    }
+}
+
 /// The address a request comes from, for per-address limits: the peer, or,
 /// when the peer is a trusted proxy, the nearest address in
 /// `X-Forwarded-For` that is not one of the trusted proxies.

@@ -13,8 +13,9 @@ const COUNT_FROM = 0.9;
  * @param {HTMLTextAreaElement} options.input
  * @param {number} options.roomId
  * @param {import("./messages.js").MessageList} options.messages
+ * @param {() => boolean} [options.editLast] edits the user's last message (↑ in an empty box); says whether it did
  */
-export function startComposer({ form, input, roomId, messages }) {
+export function startComposer({ form, input, roomId, messages, editLast }) {
   const max = Number(input.dataset.maxChars) || 4000;
   const count = document.getElementById("composer-count");
   const errorBox = document.getElementById("composer-error");
@@ -63,6 +64,8 @@ export function startComposer({ form, input, roomId, messages }) {
       event.preventDefault();
       form.requestSubmit();
     }
+    const plain = !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey;
+    if (event.key === "ArrowUp" && plain && input.value === "" && editLast?.()) event.preventDefault();
   });
 
   form.addEventListener("submit", (event) => {

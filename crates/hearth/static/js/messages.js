@@ -1,6 +1,11 @@
 // The message list: messages placed by their room `seq` and never twice,
-// history loaded a page at a time as the reader reaches either end, at most
-// MAX_KEPT messages kept in the page, and the "new messages" button.
+// edits and deletions applied where the message is shown, history loaded a
+// page at a time as the reader reaches either end, at most MAX_KEPT
+// messages kept in the page, and the "new messages" button.
+//
+// A room's `seq` counts posts, edits and deletions alike (an edit takes the
+// next number; the message keeps its own), so the newest `seq` seen, not
+// the newest message's, is where a reconnect catches up from.
 //
 // The server renders every message (the `html` of each payload); this
 // module only places, trims and scrolls. Pages come from
@@ -34,6 +39,8 @@ export class MessageList {
     this.live = list.dataset.moreAfter !== "true";
     /** Messages that arrived while the reader could not see them. */
     this.unseen = 0;
+    /** The newest place in the room's sequence applied here, while live. */
+    this.lastEvent = this.live ? Number(list.dataset.lastSeq ?? 0) : 0;
     this.loading = false;
     this.observer = new IntersectionObserver((entries) => this.#reached(entries), { root: list });
     this.#observeEnds();
@@ -47,7 +54,7 @@ export class MessageList {
 
   /** The newest `seq` in the list, for catching up; `null` away from the live end. */
   resumeFrom() {
-    return this.live ? this.#lastSeq() : null;
+    return this.live ? Math.max(this.lastEvent, this.#lastSeq()) : null;
   }
 
   /** Opens at the linked message (a permalink) or at the bottom. */
@@ -62,11 +69,16 @@ export class MessageList {
   }
 
   /**
-   * A message from the cable or from the composer's answer.
-   * @param {{ id: number, seq: number, user_id?: number, html: string, client_id?: string }} message
+   * A payload from the cable or from an answer of the server: a new
+   * message (`type` "message"), an edit ("message_edited") or a deletion
+   * ("message_deleted").
+   * @param {{ type?: string, id: number, seq: number, user_id?: number, html?: string, client_id?: string }} message
    * @param {{ mine?: boolean }} [how]
    */
   receive(message, { mine = false } = {}) {
+    if (this.live && message.seq > this.lastEvent) this.lastEvent = message.seq;
+    if (message.type === "message_edited") return this.#replace(message);
+    if (message.type === "message_deleted") return this.#remove(message);
     // The stored copy of a message this page shows as pending replaces it.
     if (message.client_id) {
       for (const pending of this.list.querySelectorAll("article.pending")) {
@@ -78,7 +90,12 @@ export class MessageList {
       if (!mine) this.#setUnseen(this.unseen + 1);
       return;
     }
-    if (document.getElementById(`message_${message.id}`)) return;
+    const shown = document.getElementById(`message_${message.id}`);
+    if (shown) {
+      // Catching up may bring a message already shown, edited since.
+      if (message.edited_at) this.#replace(message);
+      return;
+    }
     const follow = mine || this.#nearBottom();
     this.#place(message);
     arrange(this.list);
@@ -103,10 +120,16 @@ export class MessageList {
     this.scrollToBottom();
   }
 
+  /** The last message of `userId` shown, not pending. */
+  lastOf(userId) {
+    return [...this.#messages()].findLast((m) => Number(m.dataset.userId) === userId) ?? null;
+  }
+
   /** Replaces the list with the newest page and follows it again. */
   async jumpToLatest() {
     const page = await this.#fetch({});
     if (!page) return;
+    this.lastEvent = Math.max(this.lastEvent, page.last_seq ?? 0);
     const pending = [...this.list.querySelectorAll("article.pending")];
     this.list.replaceChildren();
     this.#setOlderLink(page.more_before ? page.messages[0]?.seq : null);
@@ -165,6 +188,40 @@ export class MessageList {
       else this.list.prepend(element);
     }
     localizeTimes(element);
+  }
+
+  /** Shows the edited message in place of the old one, where it is shown. */
+  #replace(message) {
+    const old = document.getElementById(`message_${message.id}`);
+    if (!old || !message.html) return;
+    const template = document.createElement("template");
+    template.innerHTML = message.html.trim();
+    const element = template.content.firstElementChild;
+    if (!element) return;
+    // Whatever the page added to the message (its action bar) moves along.
+    for (const added of old.querySelectorAll(":scope > .message-actions")) element.append(added);
+    this.#keepPosition(() => {
+      old.replaceWith(element);
+      localizeTimes(element);
+      arrange(this.list);
+    }, this.#isAbove(old));
+    element.dispatchEvent(new CustomEvent("message:replaced", { bubbles: true }));
+  }
+
+  /** Takes a deleted message out of the list, where it is shown. */
+  #remove(message) {
+    const old = document.getElementById(`message_${message.id}`);
+    if (!old) return;
+    for (const added of old.querySelectorAll(":scope > .message-actions")) this.list.after(added);
+    this.#keepPosition(() => {
+      this.#outer(old).remove();
+      arrange(this.list);
+    }, this.#isAbove(old));
+  }
+
+  /** Whether `element` lies above what the reader sees (its changes must not move the view). */
+  #isAbove(element) {
+    return element.getBoundingClientRect().bottom <= this.list.getBoundingClientRect().top;
   }
 
   /** The list's child holding `article` (a permalink wraps it). */
@@ -227,6 +284,7 @@ export class MessageList {
       arrange(this.list);
       this.#trim("top");
       if (!page.more_after) {
+        this.lastEvent = Math.max(this.lastEvent, page.last_seq ?? 0);
         this.live = true;
         this.#setUnseen(0);
         this.onLive();

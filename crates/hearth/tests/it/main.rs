@@ -12,6 +12,7 @@ mod accounts;
 mod cable;
 mod chatrooms;
 mod connections;
+mod edits;
 mod faults;
 mod history;
 mod messages;

@@ -118,6 +118,68 @@ async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
     listener.expect_silence(Duration::from_millis(300)).await;
 }
 
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn edits_and_deletions_on_node_one_reach_node_two_in_the_rooms_sequence() {
+    let (one, two) = two_nodes_on_shared_services().await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let room = one.general_room(&ann).await;
+    let mut listener = two.connect_cable(Some(&bob.cookie)).await;
+    let identifier = listener.join_room(room).await;
+
+    let posted: Value = one
+        .post_message(&ann, room, "frist")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = posted["id"].as_i64().unwrap();
+    assert_eq!(
+        one.edit_message(&ann, room, id, "first").await.status(),
+        200
+    );
+    assert_eq!(one.post_message(&ann, room, "second").await.status(), 201);
+    assert_eq!(one.delete_message(&ann, room, id).await.status(), 200);
+
+    let received = collect(&mut listener, &identifier, 4).await;
+    assert_eq!(seqs(&received), [1, 2, 3, 4]);
+    let kinds: Vec<&str> = received
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["message", "message_edited", "message", "message_deleted"]
+    );
+    assert_eq!(received[1]["content"], "first");
+    assert_eq!(received[3]["id"], id);
+
+    // A late subscriber on node two catches up the same sequence from PostgreSQL.
+    let mut late = two.connect_cable(Some(&bob.cookie)).await;
+    let late_id = late.join_room(room).await;
+    let data = json!({ "action": "catch_up", "after": 0 }).to_string();
+    late.send_json(json!({ "command": "message", "identifier": late_id, "data": data }))
+        .await;
+    let replayed = collect(&mut late, &late_id, 5).await;
+    let kinds: Vec<&str> = replayed
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    // Each place as it is now: the post and the edit of a message deleted
+    // since replay as deletions, and its text is not sent again.
+    assert_eq!(
+        kinds,
+        [
+            "message_deleted",
+            "message_deleted",
+            "message",
+            "message_deleted",
+            "caught_up"
+        ]
+    );
+}
+
 /// A `redis-server` of the test's own, on a free port, that it may stop.
 struct OwnRedis {
     port: u16,
@@ -328,9 +390,16 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
             201
         );
     }
+    // One edit and one deletion in general (messages 2 and 3 are ann's there).
+    assert_eq!(
+        old.edit_message(&ann, general, 2, "edited").await.status(),
+        200
+    );
+    assert_eq!(old.delete_message(&ann, general, 3).await.status(), 200);
     let before = old
         .page(&format!("/chatrooms/{general}"), &ann.cookie)
         .await;
+    assert!(before.contains("(edited)"));
     old.shutdown().await;
 
     let target = Arc::new(TestDatabase::create().await);
@@ -343,9 +412,10 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
             report.users,
             report.chatrooms,
             report.messages,
+            report.message_events,
             report.sessions
         ),
-        (2, 2, 30, 2)
+        (2, 2, 30, 2, 2)
     );
 
     let new = TestApp::spawn_on(Some(target), &[]).await;
@@ -368,7 +438,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         201
     );
     let message = cable.next_message(&identifier).await;
-    assert_eq!(message["seq"], 21, "the room's sequence carries on");
+    assert_eq!(message["seq"], 23, "the room's sequence carries on");
     assert_eq!(message["id"], 31, "ids carry on after the copied ones");
     new.sign_up("carol").await;
     new.create_room(&ann, "fresh").await;

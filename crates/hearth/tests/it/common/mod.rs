@@ -375,6 +375,48 @@ impl Remote {
             .await
     }
 
+    /// Sends `method` to `path` as `user` with a JSON body (if any), asking for JSON.
+    pub async fn send_json(
+        &self,
+        user: &TestUser,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client()
+            .request(method, self.url(path))
+            .header("cookie", &user.cookie)
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Edits message `id` of `room` as `user` (`PATCH` with JSON).
+    pub async fn edit_message(
+        &self,
+        user: &TestUser,
+        room: i64,
+        id: i64,
+        content: &str,
+    ) -> reqwest::Response {
+        let path = format!("/chatrooms/{room}/messages/{id}");
+        let body = json!({ "content": content });
+        self.send_json(user, reqwest::Method::PATCH, &path, Some(body))
+            .await
+    }
+
+    /// Deletes message `id` of `room` as `user` (`DELETE`, asking for JSON).
+    pub async fn delete_message(&self, user: &TestUser, room: i64, id: i64) -> reqwest::Response {
+        let path = format!("/chatrooms/{room}/messages/{id}");
+        self.send_json(user, reqwest::Method::DELETE, &path, None)
+            .await
+    }
+
     /// Opens a cable as `user` and joins `room`; the cable and the room's
     /// identifier.
     pub async fn join(&self, user: &TestUser, room: i64) -> (CableClient, String) {
