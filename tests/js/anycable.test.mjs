@@ -412,6 +412,53 @@ test(
 );
 
 test(
+  "an edit and a deletion made while a socket was cut arrive through the restored session's history, once",
+  { timeout: 20_000 },
+  async (t) => {
+    const { server, connect } = await serverFor(t);
+    const reader = await signUp(server.url, { email: "rae@example.com", nickname: "rae", password: "correct horse 1" });
+    const writer = await signUp(server.url, { email: "wes@example.com", nickname: "wes", password: "correct horse 2" });
+    const roomId = await roomIdOf(server.url, reader);
+    const stream = `chatrooms:${roomId}`;
+    const subscriber = connect(reader, { reconnectStrategy: () => 500 });
+    const { channel, receipts } = follow(subscriber.cable, roomId);
+    await channel.ensureSubscribed();
+    const typo = await postMessage(server.url, writer, roomId, "Lunch at nonn?");
+    const extra = await postMessage(server.url, writer, roomId, "Ignore this.");
+    await eventually("both messages", () => receipts.length === 2);
+
+    assert.ok(subscriber.cut(), "the socket was open");
+    const change = async (/** @type {string} */ method, /** @type {{ id: number }} */ message, body) => {
+      const response = await fetch(`${server.url}/chatrooms/${roomId}/messages/${message.id}`, {
+        method,
+        headers: { Cookie: writer, Accept: "application/json", "Content-Type": "application/json" },
+        body: body && JSON.stringify(body),
+      });
+      assert.equal(response.status, 200);
+      return response.json();
+    };
+    const edited = await change("PATCH", typo, { content: "Lunch at noon?" });
+    const deleted = await change("DELETE", extra);
+    assert.equal(subscriber.sockets.length, 1, "the changes landed before the client reconnected");
+
+    await eventually("the edit and the deletion", () => receipts.length >= 4);
+    await pause(SETTLE_MS);
+    assert.deepEqual(
+      receipts.map((r) => r.message),
+      [typo, extra, edited, deleted],
+      "each once, in the room's order",
+    );
+    assert.deepEqual(
+      receipts.slice(2).map((r) => r.meta),
+      [edited, deleted].map((m) => ({ stream, epoch: EPOCH, offset: m.seq })),
+      "their offsets are their places in the room's sequence",
+    );
+    assert.equal(edited.message_seq, typo.seq);
+    assert.equal(deleted.type, "message_deleted");
+  },
+);
+
+test(
   "a restored client whose history request is slow to arrive still gets what it missed, before what follows",
   { timeout: 20_000 },
   async (t) => {

@@ -693,3 +693,55 @@ test(
     await page.context().close();
   },
 );
+
+test(
+  "a message edited with ↑ and then deleted changes on the other person's page at once; only its author gets Edit and Delete",
+  { timeout: TEST_TIMEOUT_MS },
+  async () => {
+    const text = "Standup moves to 3pm today";
+    await say(maya, text);
+    await listed(theo.page, text).waitFor({ timeout: LIVE_WITHIN_MS });
+
+    // ↑ in the empty composer edits maya's last message in place.
+    await maya.page.locator("#message-content").press("ArrowUp");
+    const editor = maya.page.locator("#messages form.edit-message textarea");
+    await editor.waitFor();
+    assert.equal(await editor.inputValue(), text, "the editor holds the text as typed");
+    await editor.fill("Standup moves to **4pm** today");
+    await editor.press("Enter");
+    await maya.page.locator("#messages form.edit-message").waitFor({ state: "detached" });
+
+    for (const page of [theo.page, maya.page]) {
+      const article = page.locator("#messages article.message", { hasText: "Standup moves to" });
+      await article.locator(".content strong", { hasText: "4pm" }).waitFor({ timeout: LIVE_WITHIN_MS });
+      await article.locator(".edited").waitFor();
+      assert.equal(await page.locator("#messages").getByText(text, { exact: true }).count(), 0, "the old text is gone");
+    }
+    await theo.page.screenshot({ path: path.join(ARTIFACTS, "edited-live.png") });
+
+    // theo's action bar on maya's message has Link only; maya's has Edit and Delete too.
+    const onTheo = theo.page.locator("#messages article.message", { hasText: "Standup moves to" });
+    await onTheo.hover();
+    await theo.page.locator("#message-actions [data-action=link]").waitFor();
+    assert.equal(await theo.page.locator("#message-actions [data-action=edit]").isVisible(), false);
+    assert.equal(await theo.page.locator("#message-actions [data-action=delete]").isVisible(), false);
+
+    const onMaya = maya.page.locator("#messages article.message", { hasText: "Standup moves to" });
+    await onMaya.hover();
+    const deleteButton = maya.page.locator("#message-actions [data-action=delete]");
+    await deleteButton.waitFor();
+    await maya.page.screenshot({ path: path.join(ARTIFACTS, "message-actions.png") });
+    maya.page.once("dialog", (dialog) => dialog.accept());
+    await deleteButton.click();
+
+    for (const page of [maya.page, theo.page]) {
+      await page
+        .locator("#messages article.message", { hasText: "Standup moves to" })
+        .waitFor({ state: "detached", timeout: LIVE_WITHIN_MS });
+    }
+    // After a reload it stays gone, and the edited-then-deleted text is nowhere.
+    await theo.page.reload();
+    await composerReady(theo.page).catch(() => {});
+    assert.equal(await theo.page.locator("#messages", { hasText: "Standup moves to" }).count(), 0);
+  },
+);

@@ -175,3 +175,65 @@ test("markup in a message arrives escaped in html and untouched in content", { t
   assert.ok(paragraph, `html has the content without tags inside: ${html}`);
   assert.equal(decodeText(paragraph[1]).trim(), content, "the escaped text reads back as the original");
 });
+
+/**
+ * Edits or deletes a message as `fetch` from a page would; resolves with the answer's payload.
+ * @param {string} cookie
+ * @param {"PATCH" | "DELETE"} method
+ * @param {{ chatroom_id: number, id: number }} message
+ * @param {string} [content]
+ */
+async function change(cookie, method, message, content) {
+  const response = await fetch(`${server.url}/chatrooms/${message.chatroom_id}/messages/${message.id}`, {
+    method,
+    headers: { Cookie: cookie, Accept: "application/json", "Content-Type": "application/json" },
+    body: content === undefined ? undefined : JSON.stringify({ content }),
+  });
+  assert.equal(response.status, 200, `${method} answered ${response.status}`);
+  return response.json();
+}
+
+test(
+  "an edit and a deletion reach a subscriber live and a client cut meanwhile through catch_up",
+  { timeout: TEST_TIMEOUT_MS },
+  async (t) => {
+    const carol = await signUp(server.url, { email: "carol@example.com", nickname: "carol", password: "correct horse 3" });
+    const theoRoom = await subscribed(connect(t, theo).consumer, general);
+    const carolCable = connect(t, carol);
+    const carolRoom = await subscribed(carolCable.consumer, general);
+
+    const typo = await postMessage(server.url, maya, general.id, "The deploy is dnoe.");
+    const oops = await postMessage(server.url, maya, general.id, "Wrong room, sorry.");
+    await carolRoom.events.until("carol to receive both", () => carolRoom.events.received.length >= 2);
+    // carol's socket is cut; she does not hear what happens next.
+    carolCable.close();
+
+    const edited = await change(maya, "PATCH", typo, "The deploy is **done**.");
+    const deleted = await change(maya, "DELETE", oops);
+    assert.equal(edited.type, "message_edited");
+    assert.equal(edited.seq, oops.seq + 1, "the edit takes the room's next seq");
+    assert.equal(edited.message_seq, typo.seq, "and names the message's own");
+    assert.match(edited.html, /<strong>done<\/strong>/);
+    assert.deepEqual(
+      { type: deleted.type, id: deleted.id, seq: deleted.seq, message_seq: deleted.message_seq },
+      { type: "message_deleted", id: oops.id, seq: edited.seq + 1, message_seq: oops.seq },
+    );
+
+    await theoRoom.events.until("theo to see the edit and the deletion", () =>
+      theoRoom.events.received.some((m) => m.type === "message_deleted"),
+    );
+    await pause(200);
+    const live = theoRoom.events.received.filter((m) => m.seq > oops.seq);
+    assert.deepEqual(live, [edited, deleted], "live, once each, in the room's order");
+
+    // carol comes back on a new connection and catches up from the last seq she saw.
+    const back = await subscribed(connect(t, carol).consumer, general);
+    back.subscription.perform("catch_up", { after: oops.seq });
+    const caughtUp = await back.events.until("caught_up", () =>
+      back.events.received.find((m) => m.type === "caught_up"),
+    );
+    const replayed = back.events.received.filter((m) => m.type !== "caught_up");
+    assert.deepEqual(replayed, [edited, deleted], "the same payloads, in order, without gaps");
+    assert.deepEqual(caughtUp, { type: "caught_up", last_seq: deleted.seq, more: false });
+  },
+);

@@ -83,8 +83,9 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] 
     }
     if (frame.message && others.has(frame.identifier)) return others.get(frame.identifier)?.(frame.message);
     if (frame.identifier !== identifier || !frame.message) return;
-    if (frame.message.type === "message") onMessage(frame.message);
-    else if (frame.message.type === "caught_up" && frame.message.more) catchUp(ws);
+    if (frame.message.type === "caught_up") {
+      if (frame.message.more) catchUp(ws);
+    } else onMessage(frame.message);
   }
 
   function catchUp(ws = socket) {

@@ -79,6 +79,7 @@ export class MessageList {
     if (this.live && message.seq > this.lastEvent) this.lastEvent = message.seq;
     if (message.type === "message_edited") return this.#replace(message);
     if (message.type === "message_deleted") return this.#remove(message);
+    if (message.type !== "message" || typeof message.html !== "string") return;
     // The stored copy of a message this page shows as pending replaces it.
     if (message.client_id) {
       for (const pending of this.list.querySelectorAll("article.pending")) {
