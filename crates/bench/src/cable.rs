@@ -26,6 +26,8 @@ pub struct CableTarget {
     pub endpoint: Endpoint,
     /// Path of the cable endpoint, e.g. `/cable`.
     pub path: String,
+    /// More identifiers each joining connection subscribes to (`--also`).
+    pub also: Vec<String>,
 }
 
 /// A small client: bursts of broadcasts are read 16 KiB at a time, and the
@@ -66,7 +68,8 @@ impl CableTarget {
         }
     }
 
-    /// Opens a cable and subscribes to `identifier`, all within `timeout`.
+    /// Opens a cable and subscribes to `identifier`, then to each of
+    /// [`CableTarget::also`], all within `timeout`.
     pub async fn join(
         &self,
         source: IpAddr,
@@ -77,6 +80,9 @@ impl CableTarget {
         tokio::time::timeout(timeout, async {
             let mut ws = self.open(source, cookie).await?;
             subscribe(&mut ws, identifier).await?;
+            for also in &self.also {
+                subscribe(&mut ws, also).await?;
+            }
             Ok(ws)
         })
         .await

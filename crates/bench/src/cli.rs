@@ -113,6 +113,12 @@ pub struct Common {
     #[arg(long, default_value_t = 20)]
     pub users: usize,
 
+    /// Another identifier every connection subscribes to after the room
+    /// (repeatable): `--also '{"channel":"RoomsChannel"}'` holds what
+    /// Hearth's room page subscribes to.
+    #[arg(long = "also")]
+    pub also: Vec<String>,
+
     /// Local addresses to connect from, round robin: a list (`127.0.0.1,127.0.0.2`)
     /// or a range (`127.0.0.1-127.0.0.8`); each gives ~28k ports.
     #[arg(long, default_value = "127.0.0.1-127.0.0.8", value_parser = parse_sources)]

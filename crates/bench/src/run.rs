@@ -113,6 +113,7 @@ impl Ctx {
         let cable = CableTarget {
             endpoint: endpoint.clone(),
             path: common.cable_path.clone(),
+            also: common.also.clone(),
         };
         let workers = common.workers.max(1);
         let (setup, share) = match common.worker_index {
