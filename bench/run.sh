@@ -8,6 +8,10 @@
 #   bench/run.sh                      # everything, about 15 minutes once built
 #   SERVERS="hearth reference" bench/run.sh
 #   QUICK=1 bench/run.sh              # small sizes, a couple of minutes
+#   PHASES="idle fanout-1k fanout-10k" bench/run.sh   # only these phases
+#
+# Hearth's clients hold what its room page subscribes to: the room
+# (ChatroomChannel) and the live room list (RoomsChannel).
 #
 # Results: $OUT (default target/bench/<time>): results.jsonl (one JSON line
 # per result), summary.md, chart.svg/.png, the servers' logs, machine.txt.
@@ -91,8 +95,11 @@ start_named() {
 phase() {
   local case=$1 limit=$2
   shift 2
+  if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $case "* ]]; then
+    return
+  fi
   local app=(--app plain)
-  [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies")
+  [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies" --also '{"channel":"RoomsChannel"}')
   step "$name · $case"
   if ! timeout -k 10 "$limit" "$bench" "$@" "${app[@]}" \
     --server "http://127.0.0.1:$port" --pid "$pid" \
