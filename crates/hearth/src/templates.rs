@@ -67,6 +67,8 @@ pub struct ChatroomPage {
     pub page: HistoryPage,
     /// The `seq` a permalink (`?around=`) points at.
     pub highlight: Option<i64>,
+    /// Who is reading: their linked message offers Edit and Delete.
+    pub viewer_id: i64,
     pub errors: Vec<String>,
     pub draft: String,
     /// The longest message, for the composer's counter.
@@ -97,6 +99,8 @@ pub struct HistoryFragment<'a> {
     pub page: &'a HistoryPage,
     /// The `seq` to mark as the one linked to, if any.
     pub highlight: Option<i64>,
+    /// Who is reading: their linked message offers Edit and Delete.
+    pub viewer_id: i64,
 }
 
 /// A refused request without a form of its own: what went wrong.

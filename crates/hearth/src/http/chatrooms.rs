@@ -198,6 +198,7 @@ async fn room_page_at(
         _ => None,
     };
     Ok(ChatroomPage {
+        viewer_id: user.id,
         current_user: Some(user.user()),
         rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,

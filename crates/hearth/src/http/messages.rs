@@ -132,7 +132,7 @@ struct HistoryJson {
 /// fragment, with links to the pages around it.
 async fn list_messages(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     headers: HeaderMap,
     RoomId(chatroom_id): RoomId,
     HistoryAt { anchor, limit }: HistoryAt,
@@ -158,6 +158,7 @@ async fn list_messages(
         room_name: &room.name,
         page: &page,
         highlight: None,
+        viewer_id: user.id,
     };
     Ok(render(StatusCode::OK, &fragment))
 }

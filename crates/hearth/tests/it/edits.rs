@@ -331,6 +331,14 @@ async fn forms_edit_and_delete_without_javascript() {
         .page(&format!("/chatrooms/{room}?around={seq}"), &ann.cookie)
         .await;
     assert!(permalink.contains(&format!("/chatrooms/{room}/messages/{id}/edit")));
+    let bob = app.sign_up("bob").await;
+    let theirs = app
+        .page(&format!("/chatrooms/{room}?around={seq}"), &bob.cookie)
+        .await;
+    assert!(
+        !theirs.contains("/edit\""),
+        "someone else's message offers no edit link"
+    );
 
     let path = format!("/chatrooms/{room}/messages/{id}");
     let refused = app
