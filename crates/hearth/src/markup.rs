@@ -150,3 +150,97 @@ mod tests {
         assert!(!heading.contains("<h1"), "{heading}");
     }
 }
+
+/// Characters shown before and after the first match in a snippet.
+const SNIPPET_CONTEXT: usize = 60;
+
+/// A search result's snippet of `text` as safe HTML: the plain text (not
+/// rendered Markdown) around the first place any of `terms` occurs, cut to
+/// about [`SNIPPET_CONTEXT`] characters on each side, with every occurrence
+/// of a term (ignoring case) in `<mark>`.
+pub fn snippet(text: &str, terms: &[String]) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let terms: Vec<Vec<char>> = terms
+        .iter()
+        .map(|t| t.chars().collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let matches_at = |at: usize| {
+        terms
+            .iter()
+            .filter(|term| {
+                at + term.len() <= chars.len()
+                    && term
+                        .iter()
+                        .zip(&chars[at..])
+                        .all(|(a, b)| a.to_lowercase().eq(b.to_lowercase()))
+            })
+            .map(Vec::len)
+            .max()
+    };
+    let first = (0..chars.len())
+        .find(|&at| matches_at(at).is_some())
+        .unwrap_or(0);
+    let start = first.saturating_sub(SNIPPET_CONTEXT);
+    let end = (first + 2 * SNIPPET_CONTEXT).min(chars.len());
+    let mut html = String::new();
+    if start > 0 {
+        html.push('…');
+    }
+    let mut at = start;
+    while at < end {
+        match matches_at(at) {
+            Some(len) => {
+                html.push_str("<mark>");
+                escape_into(&mut html, &chars[at..at + len]);
+                html.push_str("</mark>");
+                at += len;
+            }
+            None => {
+                escape_into(&mut html, &chars[at..=at]);
+                at += 1;
+            }
+        }
+    }
+    if end < chars.len() {
+        html.push('…');
+    }
+    html
+}
+
+/// Appends `text` with HTML's special characters escaped.
+fn escape_into(html: &mut String, text: &[char]) {
+    for &c in text {
+        match c {
+            '&' => html.push_str("&amp;"),
+            '<' => html.push_str("&lt;"),
+            '>' => html.push_str("&gt;"),
+            '"' => html.push_str("&quot;"),
+            '\'' => html.push_str("&#39;"),
+            '\n' | '\r' | '\t' => html.push(' '),
+            c => html.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::snippet;
+
+    #[test]
+    fn a_snippet_marks_every_match_ignoring_case_and_escapes_the_rest() {
+        let terms = vec!["deploy".to_owned()];
+        assert_eq!(
+            snippet("<b>Deploy</b> & deploy again", &terms),
+            "&lt;b&gt;<mark>Deploy</mark>&lt;/b&gt; &amp; <mark>deploy</mark> again"
+        );
+        assert_eq!(
+            snippet("明日は東京で", &["東京".to_owned()]),
+            "明日は<mark>東京</mark>で"
+        );
+        let long = format!("{}needle{}", "a".repeat(200), "b".repeat(200));
+        let cut = snippet(&long, &["needle".to_owned()]);
+        assert!(cut.starts_with('…') && cut.ends_with('…') && cut.contains("<mark>needle</mark>"));
+        assert_eq!(snippet("no match", &[]), "no match");
+    }
+}

@@ -132,6 +132,44 @@ pub struct EditMessagePage {
     pub draft: String,
 }
 
+/// The search page: the box, and the results of a search if one was made.
+#[derive(Template)]
+#[template(path = "search.html")]
+pub struct SearchPage {
+    pub current_user: Option<User>,
+    /// The query as typed.
+    pub q: String,
+    pub results: Vec<SearchResult>,
+    /// The results page shown, from 0.
+    pub page: i64,
+    /// Whether a later page exists.
+    pub more: bool,
+    /// Whether there was anything to search for.
+    pub searched: bool,
+    pub errors: Vec<String>,
+}
+
+/// One search result, as listed and as JSON.
+#[derive(Debug, serde::Serialize)]
+pub struct SearchResult {
+    pub id: i64,
+    pub chatroom_id: i64,
+    pub room_name: String,
+    pub seq: i64,
+    pub user_id: i64,
+    pub nickname: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The same for people: `2026-12-02 16:17 UTC` (the page's script
+    /// shows it in the reader's zone).
+    #[serde(skip)]
+    pub when: String,
+    /// The text around the first match, escaped, matches in `<mark>`.
+    pub snippet_html: String,
+    /// The message's permalink.
+    pub url: String,
+}
+
 /// One message element, as listed on the room page and broadcast as `html`.
 #[derive(Template)]
 #[template(path = "messages/_message.html")]
@@ -143,6 +181,12 @@ pub struct MessagePartial<'a> {
 fn at_millis(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Unix milliseconds as a date and a time for people, in UTC.
+pub fn date_time_utc(millis: i64) -> String {
+    let at = at_millis(millis);
+    format!("{} {:02}:{:02} UTC", at.date(), at.hour(), at.minute())
 }
 
 /// Unix milliseconds as RFC 3339, UTC, millisecond precision.

@@ -3,10 +3,12 @@
 
 mod chatroom;
 mod message;
+mod search;
 mod user;
 
 pub use chatroom::{RoomName, RoomStream, fold as fold_room_name};
 pub use message::{MAX_MESSAGE_CHARS, MessageContent};
+pub use search::{MAX_QUERY_CHARS, SearchQuery};
 pub use user::{Email, Nickname, Password};
 
 /// Why a field was refused; the message is shown to the user as is.

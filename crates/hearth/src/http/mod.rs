@@ -6,6 +6,7 @@ pub mod cable;
 pub mod chatrooms;
 pub mod messages;
 pub mod ops;
+pub mod search;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(chatrooms::router())
         .merge(messages::router())
+        .merge(search::router())
         .merge(cable::router())
         .merge(assets::router())
         .merge(ops::health_router());

@@ -5,7 +5,11 @@ export function localizeTimes(root) {
   for (const time of root.querySelectorAll("time[datetime]")) {
     const date = new Date(time.getAttribute("datetime"));
     if (Number.isNaN(date.getTime())) continue;
-    time.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    // A clock time in a room (its day divider gives the date); elsewhere both.
+    time.textContent =
+      time.dataset.format === "datetime"
+        ? date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" })
+        : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     time.title = date.toLocaleString();
   }
 }

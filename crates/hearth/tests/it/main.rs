@@ -19,3 +19,4 @@ mod messages;
 mod ops;
 mod reliability;
 mod scale_out;
+mod search;

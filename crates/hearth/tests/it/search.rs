@@ -1,0 +1,227 @@
+//! `/search`: any part of a word and CJK text, filters, paging, the index
+//! kept in step with edits and deletions, and the answers to bad queries.
+//! The whole suite runs on PostgreSQL too when `HEARTH_TEST_POSTGRES_URL`
+//! is set, so both engines' indexes answer these.
+
+use reqwest::header::ACCEPT;
+use serde_json::Value;
+
+use crate::common::{TestApp, TestUser};
+
+async fn search(app: &TestApp, user: &TestUser, query: &str) -> reqwest::Response {
+    app.client()
+        .get(app.url("/search"))
+        .query(&[("q", query)])
+        .header("cookie", &user.cookie)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The contents of the messages `query` finds, best first.
+async fn found(app: &TestApp, user: &TestUser, query: &str) -> Vec<String> {
+    let response = search(app, user, query).await;
+    assert_eq!(response.status(), 200, "{query}");
+    let body: Value = response.json().await.unwrap();
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let snippet = r["snippet_html"].as_str().unwrap();
+            snippet.replace("<mark>", "").replace("</mark>", "")
+        })
+        .collect()
+}
+
+async fn post(app: &TestApp, user: &TestUser, room: i64, content: &str) -> Value {
+    let response = app.post_message(user, room, content).await;
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn search_finds_parts_of_words_in_any_case_and_marks_them() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    post(&app, &ann, room, "The Deployment finished at noon").await;
+    post(&app, &ann, room, "lunch?").await;
+    assert_eq!(
+        found(&app, &ann, "deploy").await,
+        ["The Deployment finished at noon"]
+    );
+    assert_eq!(
+        found(&app, &ann, "PLOYM").await,
+        ["The Deployment finished at noon"]
+    );
+    assert_eq!(
+        found(&app, &ann, "deploy noon").await.len(),
+        1,
+        "every term must occur"
+    );
+    assert!(found(&app, &ann, "deploy lunch").await.is_empty());
+    assert_eq!(found(&app, &ann, "at").await.len(), 1, "a two-letter word");
+
+    let body: Value = search(&app, &ann, "deploy").await.json().await.unwrap();
+    let result = &body["results"][0];
+    assert_eq!(
+        result["snippet_html"],
+        "The <mark>Deploy</mark>ment finished at noon"
+    );
+    assert_eq!(result["room_name"], "general");
+    assert_eq!(result["nickname"], "ann");
+    let url = format!("/chatrooms/{room}?around=1#message_{}", result["id"]);
+    assert_eq!(result["url"], url.as_str(), "a permalink into the room");
+    assert_eq!(body["more"], false);
+}
+
+#[tokio::test]
+async fn search_finds_chinese_and_japanese_without_spaces() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    post(&app, &ann, room, "明日は東京で会議があります").await;
+    post(&app, &ann, room, "我们明天在北京开会").await;
+    assert_eq!(
+        found(&app, &ann, "東京").await,
+        ["明日は東京で会議があります"]
+    );
+    assert_eq!(
+        found(&app, &ann, "会議があ").await,
+        ["明日は東京で会議があります"]
+    );
+    assert_eq!(found(&app, &ann, "北京开会").await, ["我们明天在北京开会"]);
+    assert!(found(&app, &ann, "上海").await.is_empty());
+}
+
+#[tokio::test]
+async fn filters_narrow_by_room_author_and_day() {
+    let (app, ann, general) = TestApp::with_ann_in_general(&[]).await;
+    let bob = app.sign_up("bob").await;
+    let ops = app.create_room(&ann, "Ops Room").await;
+    post(&app, &ann, general, "status: green").await;
+    post(&app, &bob, general, "status: amber").await;
+    post(&app, &bob, ops, "status: red").await;
+
+    assert_eq!(found(&app, &ann, "status").await.len(), 3);
+    assert_eq!(found(&app, &ann, "status in:#general").await.len(), 2);
+    assert_eq!(
+        found(&app, &ann, "status in:#ops-room").await.len(),
+        0,
+        "the name, not a slug"
+    );
+    assert_eq!(found(&app, &ann, r#"status in:"#).await.len(), 3);
+    assert_eq!(found(&app, &ann, "status from:@BOB").await.len(), 2);
+    assert_eq!(
+        found(&app, &ann, "from:@bob in:#general").await,
+        ["status: amber"]
+    );
+    assert_eq!(found(&app, &ann, "status before:2000-01-01").await.len(), 0);
+    assert_eq!(found(&app, &ann, "status after:2000-01-01").await.len(), 3);
+    assert_eq!(found(&app, &ann, "status after:2999-01-01").await.len(), 0);
+}
+
+#[tokio::test]
+async fn edits_and_deletions_keep_the_index_in_step() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    let id = post(&app, &ann, room, "the password is hunter2").await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(found(&app, &ann, "hunter2").await.len(), 1);
+    let edited = app
+        .edit_message(&ann, room, id, "the password is redacted")
+        .await;
+    assert_eq!(edited.status(), 200);
+    assert!(
+        found(&app, &ann, "hunter2").await.is_empty(),
+        "the old text is gone"
+    );
+    assert_eq!(found(&app, &ann, "redacted").await.len(), 1);
+    assert_eq!(app.delete_message(&ann, room, id).await.status(), 200);
+    assert!(
+        found(&app, &ann, "password").await.is_empty(),
+        "a deleted message is not found"
+    );
+}
+
+#[tokio::test]
+async fn results_come_a_page_at_a_time() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
+    for n in 0..25 {
+        post(&app, &ann, room, &format!("report number {n}")).await;
+    }
+    let first: Value = search(&app, &ann, "report").await.json().await.unwrap();
+    assert_eq!(first["results"].as_array().unwrap().len(), 20);
+    assert_eq!(first["more"], true);
+    let response = app
+        .client()
+        .get(app.url("/search?q=report&page=1"))
+        .header("cookie", &ann.cookie)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["results"].as_array().unwrap().len(), 5);
+    assert_eq!(second["more"], false);
+    let ids = |page: &Value| -> Vec<i64> {
+        page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut all = ids(&first);
+    all.extend(ids(&second));
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 25, "each result once over the pages");
+}
+
+#[tokio::test]
+async fn bad_queries_get_a_clear_answer_and_strangers_are_sent_to_sign_in() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
+    post(&app, &ann, room, "100% sure_thing <b>bold</b>").await;
+    assert_eq!(found(&app, &ann, "100%").await.len(), 1);
+    assert!(found(&app, &ann, "1%0").await.is_empty(), "% is literal");
+    assert!(
+        found(&app, &ann, "sure_").await.len() == 1 && found(&app, &ann, "e_t").await.len() == 1
+    );
+    assert!(found(&app, &ann, "re_x").await.is_empty(), "_ is literal");
+    let markup = found(&app, &ann, "bold").await;
+    assert_eq!(
+        markup,
+        ["100% sure_thing &lt;b&gt;bold&lt;/b&gt;"],
+        "escaped in the snippet"
+    );
+
+    for bad in ["x".repeat(201), "before:someday".to_owned()] {
+        let response = search(&app, &ann, &bad).await;
+        assert_eq!(response.status(), 422, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_query");
+    }
+    let deep = app
+        .client()
+        .get(app.url("/search?q=x&page=50"))
+        .header("cookie", &ann.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deep.status(), 422);
+    assert!(deep.text().await.unwrap().contains("Pages go from 0 to 49"));
+
+    let stranger = app.get("/search?q=sure", None).await;
+    assert_eq!(stranger.status(), 303);
+    assert!(
+        stranger.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/sign_in")
+    );
+
+    let page = app.page("/search?q=sure", &ann.cookie).await;
+    assert!(page.contains("<mark>sure</mark>"), "{page}");
+    assert!(page.contains(&format!("/chatrooms/{room}?around=1")));
+    let empty = app.page("/search?q=nothing-like-this", &ann.cookie).await;
+    assert!(empty.contains("Nothing matches"));
+}
