@@ -12,6 +12,7 @@ mod accounts;
 mod cable;
 mod chatrooms;
 mod connections;
+mod directory;
 mod faults;
 mod history;
 mod messages;
