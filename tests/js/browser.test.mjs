@@ -743,5 +743,117 @@ test(
     await theo.page.reload();
     await composerReady(theo.page).catch(() => {});
     assert.equal(await theo.page.locator("#messages", { hasText: "Standup moves to" }).count(), 0);
+/**
+ * Fills a server with rooms worth browsing, as `page`'s user: topics, a long
+ * name, messages in some. Returns the id of "deploys".
+ * @param {import("playwright-core").Page} page
+ * @param {string} base
+ */
+async function roomsToBrowse(page, base) {
+  const rooms = [
+    ["deploys", "Release train, hotfixes and rollbacks — ask here before shipping"],
+    ["design-reviews", "Critique of mockups and prototypes, Thursdays"],
+    ["Straße", "Road works on the east side"],
+    ["random", ""],
+    ["a room with a rather long name that will not fit in one row", "And a topic that is far too long to fit on a single line of the directory, so it is cut with an ellipsis"],
+    ["support", "Customer tickets that need an engineer"],
+  ];
+  let deploys = 0;
+  for (const [name, topic] of rooms) {
+    const created = await page.request.post(`${base}/chatrooms`, { form: { name, topic }, maxRedirects: 0 });
+    assert.equal(created.status(), 303, name);
+    const id = Number(created.headers().location.split("/").pop());
+    if (name === "deploys") deploys = id;
+    if (name === "deploys" || name === "support") {
+      const posted = await page.request.post(`${base}/chatrooms/${id}/messages`, {
+        headers: { Accept: "application/json" },
+        form: { content: `Hello ${name}` },
+      });
+      assert.equal(posted.status(), 201);
+    }
+  }
+  return deploys;
+}
+
+/** @param {import("playwright-core").Page} page */
+const directoryNames = (page) =>
+  page.locator("#directory-results .directory-name").evaluateAll((names) => names.map((n) => n.textContent?.replace(/^# /, "")));
+
+test(
+  "the directory narrows as you type without a reload, Escape clears it and Enter opens the first room",
+  { timeout: 60_000 },
+  async (t) => {
+    const { own, page } = await ownServerWith(t, "browser", { viewport: { width: 1280, height: 800 } });
+    const deploys = await roomsToBrowse(page, own.url);
+    await page.goto(`${own.url}/chatrooms`);
+    await page.waitForFunction(() => document.activeElement?.id === "directory-search"); // the search has the focus
+    const all = await directoryNames(page);
+    assert.equal(all.length, 7, `every room: ${all}`);
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-1280x800-light.png") });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-1280x800-dark.png") });
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.getByText("New room", { exact: true }).click();
+    await page.getByLabel("Name", { exact: true }).fill("Deploys");
+    await page.getByRole("button", { name: "Create room" }).click();
+    await page.locator(".create-room[open] .errors").getByText("A room with that name already exists").waitFor();
+    assert.equal(await page.getByLabel("Name", { exact: true }).inputValue(), "Deploys", "the form keeps what was typed");
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-new-room-1280x800-light.png") });
+    await page.goto(`${own.url}/chatrooms`);
+    await page.waitForFunction(() => document.activeElement?.id === "directory-search");
+
+    await page.evaluate(() => {
+      /** @type {any} */ (window).__marker = 1;
+    });
+    const search = page.locator("#directory-search");
+    await search.pressSequentially("STRASSE");
+    await eventually("the list to narrow", async () => (await directoryNames(page)).join() === "Straße");
+    assert.match(page.url(), /\?q=STRASSE$/, "the address keeps the search");
+    await search.press("Escape");
+    await eventually("the list to come back", async () => (await directoryNames(page)).length === 7);
+    assert.equal(await search.inputValue(), "");
+
+    await search.pressSequentially("zebra");
+    await page.locator("#directory-results").getByText("No rooms match “zebra”.").waitFor();
+    await search.fill("");
+    await search.pressSequentially("TRAIN");
+    await eventually("the topic to match", async () => (await directoryNames(page)).join() === "deploys");
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).__marker), 1, "no reload");
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-search-1280x800-light.png") });
+
+    await search.press("Enter");
+    await page.waitForURL(`${own.url}/chatrooms/${deploys}`);
+    assert.equal(await page.locator(".room-header h1").innerText(), "# deploys");
+    assert.match(await page.locator(".room-header .room-topic").innerText(), /^Release train/);
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, "room-topic-1280x800-light.png") });
+    await page.context().close();
+  },
+);
+
+test(
+  "on a phone the directory opens from the drawer, searches, and switches rooms",
+  { timeout: 60_000 },
+  async (t) => {
+    const { own, page } = await ownServerWith(t, "pocket", { viewport: { width: 390, height: 844 } });
+    await roomsToBrowse(page, own.url);
+    await page.locator("#rooms-toggle").click();
+    await page.locator("#sidebar").getByRole("link", { name: "All rooms" }).click();
+    await page.waitForURL(`${own.url}/chatrooms`);
+    await page.locator("#directory-search-form.live").waitFor({ state: "attached" });
+    assert.notEqual(await page.evaluate(() => document.activeElement?.id), "directory-search", "no keyboard popping up unasked");
+    assert.equal(await page.evaluate(() => document.scrollingElement?.scrollWidth), 390, "nothing wider than the phone");
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-390x844-light.png") });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.screenshot({ path: path.join(ARTIFACTS, "directory-390x844-dark.png") });
+
+    await page.locator("#directory-search").pressSequentially("sup");
+    await eventually("the list to narrow", async () => (await directoryNames(page)).join() === "support");
+    await page.locator("#directory-results").getByRole("link", { name: /support/ }).click();
+    await page.waitForURL(/\/chatrooms\/\d+$/);
+    assert.equal(await page.locator(".room-header h1").innerText(), "# support");
+    await page.locator('#connection-status[data-state="online"]').waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, "room-topic-390x844-dark.png") });
+    await page.context().close();
   },
 );

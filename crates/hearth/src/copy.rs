@@ -17,6 +17,7 @@ pub struct CopyReport {
     pub chatrooms: i64,
     pub messages: i64,
     pub message_events: i64,
+    pub memberships: i64,
     pub sessions: i64,
 }
 
@@ -24,16 +25,23 @@ impl std::fmt::Display for CopyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} users, {} chatrooms, {} messages, {} edits and deletions, {} sessions",
-            self.users, self.chatrooms, self.messages, self.message_events, self.sessions
+            "{} users, {} chatrooms, {} messages, {} edits and deletions, {} memberships, \
+             {} sessions",
+            self.users,
+            self.chatrooms,
+            self.messages,
+            self.message_events,
+            self.memberships,
+            self.sessions
         )
     }
 }
 
-/// One table's copy: its columns, in the order both sides use.
+/// One table's copy: its columns, in the order both sides use, the first
+/// `key` of them its primary key (read in that order, a chunk at a time).
 struct Table {
     name: &'static str,
-    key: &'static str,
+    key: usize,
     columns: &'static [(&'static str, Kind)],
 }
 
@@ -47,7 +55,7 @@ enum Kind {
 
 const USERS: Table = Table {
     name: "users",
-    key: "id",
+    key: 1,
     columns: &[
         ("id", Kind::Int),
         ("email", Kind::Text),
@@ -58,11 +66,13 @@ const USERS: Table = Table {
 };
 const CHATROOMS: Table = Table {
     name: "chatrooms",
-    key: "id",
+    key: 1,
     columns: &[
         ("id", Kind::Int),
         ("name", Kind::Text),
         ("name_key", Kind::Text),
+        ("topic", Kind::Text),
+        ("topic_key", Kind::Text),
         ("last_seq", Kind::Int),
         ("created_at", Kind::Int),
         ("active_at", Kind::Int),
@@ -70,7 +80,7 @@ const CHATROOMS: Table = Table {
 };
 const MESSAGES: Table = Table {
     name: "messages",
-    key: "id",
+    key: 1,
     columns: &[
         ("id", Kind::Int),
         ("chatroom_id", Kind::Int),
@@ -84,7 +94,7 @@ const MESSAGES: Table = Table {
 };
 const MESSAGE_EVENTS: Table = Table {
     name: "message_events",
-    key: "id",
+    key: 1,
     columns: &[
         ("id", Kind::Int),
         ("chatroom_id", Kind::Int),
@@ -94,9 +104,18 @@ const MESSAGE_EVENTS: Table = Table {
         ("created_at", Kind::Int),
     ],
 };
+const MEMBERSHIPS: Table = Table {
+    name: "memberships",
+    key: 2,
+    columns: &[
+        ("chatroom_id", Kind::Int),
+        ("user_id", Kind::Int),
+        ("joined_at", Kind::Int),
+    ],
+};
 const SESSIONS: Table = Table {
     name: "sessions",
-    key: "token_hash",
+    key: 1,
     columns: &[
         ("token_hash", Kind::Text),
         ("user_id", Kind::Int),
@@ -105,7 +124,7 @@ const SESSIONS: Table = Table {
     ],
 };
 
-/// Copies every user, room and message (and sessions if asked) from `from`
+/// Copies every user, room, message and membership (and sessions if asked) from `from`
 /// to `to`, in one transaction on the target, then compares the counts.
 /// The target may hold empty rooms (a server started on it creates
 /// "general"), but no users or messages.
@@ -127,6 +146,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         chatrooms: copy_table(&source, &mut tx, &CHATROOMS).await?,
         messages: copy_table(&source, &mut tx, &MESSAGES).await?,
         message_events: copy_table(&source, &mut tx, &MESSAGE_EVENTS).await?,
+        memberships: copy_table(&source, &mut tx, &MEMBERSHIPS).await?,
         sessions: 0,
     };
     if with_sessions {
@@ -150,6 +170,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         ("chatrooms", report.chatrooms),
         ("messages", report.messages),
         ("message_events", report.message_events),
+        ("memberships", report.memberships),
     ] {
         let (there, here) = (count(&source, table).await?, count(&target, table).await?);
         if there != here || here != copied {
@@ -174,6 +195,13 @@ async fn count(db: &Db, table: &str) -> sqlx::Result<i64> {
         .await
 }
 
+/// Where a table's read has got to: the key of the last row copied.
+#[derive(Clone)]
+enum Value {
+    Int(i64),
+    Text(String),
+}
+
 async fn copy_table(
     source: &Db,
     target: &mut sqlx::AnyConnection,
@@ -181,11 +209,16 @@ async fn copy_table(
 ) -> anyhow::Result<i64> {
     let names: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
     let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let key = &names[..table.key];
+    // Keyset paging by the whole primary key: a row value comparison, which
+    // both engines order column by column.
     let select = format!(
-        "SELECT {} FROM {} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
+        "SELECT {} FROM {} WHERE ({key}) > ({after}) ORDER BY {key} LIMIT ${limit}",
         names.join(", "),
         table.name,
-        key = table.key
+        key = key.join(", "),
+        after = placeholders[..table.key].join(", "),
+        limit = table.key + 1,
     );
     let insert = format!(
         "INSERT INTO {} ({}) VALUES ({})",
@@ -193,17 +226,23 @@ async fn copy_table(
         names.join(", "),
         placeholders.join(", ")
     );
-    let text_key = matches!(table.columns[0].1, Kind::Text);
-    let mut after_int = i64::MIN;
-    let mut after_text = String::new();
+    let mut after: Vec<Value> = table.columns[..table.key]
+        .iter()
+        .map(|(_, kind)| match kind {
+            // Keys are never NULL.
+            Kind::Int | Kind::MaybeInt => Value::Int(i64::MIN),
+            Kind::Text => Value::Text(String::new()),
+        })
+        .collect();
     let mut copied = 0;
     loop {
-        let query = sqlx::query(&select);
-        let query = if text_key {
-            query.bind(after_text.clone())
-        } else {
-            query.bind(after_int)
-        };
+        let mut query = sqlx::query(&select);
+        for value in &after {
+            query = match value.clone() {
+                Value::Int(value) => query.bind(value),
+                Value::Text(value) => query.bind(value),
+            };
+        }
         let rows: Vec<AnyRow> = query.bind(CHUNK).fetch_all(source).await?;
         if rows.is_empty() {
             break;
@@ -220,10 +259,11 @@ async fn copy_table(
             query.execute(&mut *target).await?;
         }
         let last = rows.last().expect("not empty");
-        if text_key {
-            after_text = last.try_get(0)?;
-        } else {
-            after_int = last.try_get(0)?;
+        for (index, value) in after.iter_mut().enumerate() {
+            *value = match value {
+                Value::Int(_) => Value::Int(last.try_get(index)?),
+                Value::Text(_) => Value::Text(last.try_get(index)?),
+            };
         }
         copied += rows.len() as i64;
     }

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
-use crate::db::chatrooms::Chatroom;
+use crate::db::chatrooms::{Chatroom, DirectoryRoom};
 use crate::db::messages::{HistoryPage, Message};
 use crate::db::users::User;
 
@@ -34,21 +35,136 @@ pub struct SignInPage {
     pub back: String,
 }
 
-/// The room directory, a page at a time, and the form to create a room.
+/// The room directory, a page at a time, searchable, and the form to create
+/// a room.
 #[derive(Template)]
 #[template(path = "chatrooms/index.html")]
 pub struct ChatroomsPage {
     pub current_user: Option<User>,
     pub rooms: Vec<Chatroom>,
     pub current_room_id: i64,
-    /// This page of the directory, by name.
-    pub directory: Vec<Chatroom>,
-    /// The directory page shown, from 0.
+    /// The rooms found, the part the search replaces.
+    pub listing: DirectoryListing,
+    /// The new-room form's errors and fields as typed.
+    pub errors: Vec<String>,
+    pub name: String,
+    pub topic: String,
+    /// The longest search, for the search box.
+    pub max_search_chars: usize,
+    /// The longest topic, for the form.
+    pub max_topic_chars: usize,
+}
+
+/// The directory's results alone, for its script's search-as-you-type.
+#[derive(Template)]
+#[template(path = "chatrooms/_directory.html")]
+pub struct DirectoryFragment<'a> {
+    pub listing: &'a DirectoryListing,
+}
+
+/// One page of the directory's results.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryListing {
+    /// This page of rooms, by name.
+    pub rows: Vec<DirectoryRow>,
+    /// What was searched for, trimmed; empty for every room.
+    pub search: String,
+    /// The page shown, from 0.
     pub page: i64,
     /// Whether a later page exists.
     pub has_next: bool,
-    pub errors: Vec<String>,
+    /// Why the search was refused, if it was.
+    pub error: Option<String>,
+}
+
+impl DirectoryListing {
+    /// The query string of page `page` of this search, for the pager.
+    pub fn page_query(&self, page: i64) -> String {
+        if self.search.is_empty() {
+            format!("?page={page}")
+        } else {
+            format!("?q={}&page={page}", urlencode(&self.search))
+        }
+    }
+}
+
+/// A room as a row of the directory.
+#[derive(Debug, Clone)]
+pub struct DirectoryRow {
+    pub id: i64,
     pub name: String,
+    pub topic: String,
+    /// How many members it has.
+    pub members: i64,
+    /// Whether the reader is one of them.
+    pub joined: bool,
+    /// "active 3 h ago", or "no messages yet".
+    pub activity: String,
+    /// When, in full (UTC), for the hover.
+    pub active_title: String,
+}
+
+impl DirectoryRow {
+    /// What the row says of the room's last activity, as of `now` (Unix ms).
+    pub fn activity(room: &DirectoryRoom, now: i64) -> String {
+        if room.last_seq == 0 {
+            return "no messages yet".to_owned();
+        }
+        format!("active {}", ago(now, room.active_at))
+    }
+
+    /// The time of the room's last activity in full, UTC.
+    pub fn active_title(room: &DirectoryRoom) -> String {
+        let at = from_millis(room.active_at);
+        at.format(format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_default()
+    }
+
+    /// "1 member", "12 members".
+    pub fn members_text(&self) -> String {
+        match self.members {
+            1 => "1 member".to_owned(),
+            n => format!("{n} members"),
+        }
+    }
+}
+
+/// How long before `now` `then` was, in words: "just now", "5 min ago",
+/// "3 h ago", "2 days ago", or the date for anything over a month.
+fn ago(now: i64, then: i64) -> String {
+    let minutes = (now - then).max(0) / 60_000;
+    match minutes {
+        0 => "just now".to_owned(),
+        1..60 => format!("{minutes} min ago"),
+        60..1440 => format!("{} h ago", minutes / 60),
+        1440..2880 => "yesterday".to_owned(),
+        2880..43_200 => format!("{} days ago", minutes / 1440),
+        _ => from_millis(then)
+            .format(format_description!(
+                "on [month repr:short] [day padding:none], [year]"
+            ))
+            .unwrap_or_default(),
+    }
+}
+
+fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Percent-encodes `text` for a query string (UTF-8, everything but
+/// unreserved characters encoded).
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// One room: its latest messages and the message form.
@@ -177,21 +293,15 @@ pub struct MessagePartial<'a> {
     pub message: &'a Message,
 }
 
-/// Unix milliseconds as a time.
-fn at_millis(millis: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
 /// Unix milliseconds as a date and a time for people, in UTC.
 pub fn date_time_utc(millis: i64) -> String {
-    let at = at_millis(millis);
+    let at = from_millis(millis);
     format!("{} {:02}:{:02} UTC", at.date(), at.hour(), at.minute())
 }
 
 /// Unix milliseconds as RFC 3339, UTC, millisecond precision.
 pub fn rfc3339_millis(millis: i64) -> String {
-    let at = at_millis(millis);
+    let at = from_millis(millis);
     let at = at
         .replace_nanosecond(at.millisecond() as u32 * 1_000_000)
         .unwrap_or(at);
@@ -200,7 +310,7 @@ pub fn rfc3339_millis(millis: i64) -> String {
 
 impl Message {
     fn created(&self) -> OffsetDateTime {
-        at_millis(self.created_at)
+        from_millis(self.created_at)
     }
 
     /// `created_at` as RFC 3339, UTC, millisecond precision.
@@ -269,7 +379,25 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::initials;
+    use super::{ago, initials, urlencode};
+
+    #[test]
+    fn ago_says_how_long_in_words_then_the_date() {
+        let minute = 60_000;
+        let now = 1_780_000_000_000;
+        assert_eq!(ago(now, now - 10_000), "just now");
+        assert_eq!(ago(now, now - 5 * minute), "5 min ago");
+        assert_eq!(ago(now, now - 185 * minute), "3 h ago");
+        assert_eq!(ago(now, now - 30 * 60 * minute), "yesterday");
+        assert_eq!(ago(now, now - 3 * 1440 * minute), "3 days ago");
+        assert_eq!(ago(now, 1_700_000_000_000), "on Nov 14, 2023");
+        assert_eq!(ago(now, now + minute), "just now", "a clock ahead is now");
+    }
+
+    #[test]
+    fn search_queries_are_percent_encoded() {
+        assert_eq!(urlencode("a b&c=%/é"), "a%20b%26c%3D%25%2F%C3%A9");
+    }
 
     #[test]
     fn initials_take_two_words_or_two_letters() {

@@ -432,6 +432,13 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
         seqs.push(seq);
     }
     let mut ids = messages::insert_rows(&mut tx, &rows).await?.into_iter();
+    // Posting in a room makes one a member of it (the directory counts them).
+    crate::db::memberships::add(
+        &mut tx,
+        rows.iter().map(|row| (row.chatroom_id, row.user_id)),
+        created_at,
+    )
+    .await?;
     tx.commit().await?;
     Ok(batch
         .iter()

@@ -15,6 +15,7 @@ localizeTimes(document);
 const list = document.getElementById("messages");
 if (list) startRoom(list);
 startDrawer();
+if (document.getElementById("directory")) import("./js/directory.js").then(({ startDirectory }) => startDirectory());
 
 function startRoom(list) {
   const status = document.getElementById("connection-status");

@@ -2,8 +2,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, is_unique_violation, now_millis};
-use crate::domain::RoomName;
+use super::{Db, is_unique_violation, memberships, now_millis};
+use crate::domain::{RoomName, RoomSearch, RoomTopic};
 
 /// The room every instance starts with.
 pub const GENERAL: &str = "general";
@@ -15,6 +15,8 @@ pub struct Chatroom {
     pub id: i64,
     /// Unique name.
     pub name: String,
+    /// One line about the room; empty for none.
+    pub topic: String,
 }
 
 /// Why a room could not be created.
@@ -29,25 +31,57 @@ pub enum InsertChatroomError {
 /// The `limit` rooms with the newest messages, newest first: the sidebar,
 /// bounded whatever the number of rooms.
 pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<Chatroom>> {
-    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY active_at DESC, id DESC LIMIT $1")
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(
+        "SELECT id, name, topic FROM chatrooms ORDER BY active_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A room as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct DirectoryRoom {
+    pub id: i64,
+    pub name: String,
+    pub topic: String,
+    /// When its newest message was stored, or it was created (Unix ms).
+    pub active_at: i64,
+    /// How many messages it has had; 0 means none yet.
+    pub last_seq: i64,
 }
 
 /// One page of the room directory, by folded name: up to `limit` rooms
-/// after the first `offset`.
-pub async fn directory(db: &Db, offset: i64, limit: i64) -> sqlx::Result<Vec<Chatroom>> {
-    sqlx::query_as("SELECT id, name FROM chatrooms ORDER BY name_key, id LIMIT $1 OFFSET $2")
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db)
-        .await
+/// after the first `offset`, only those whose folded name or topic contains
+/// `search` (a scan of the rooms' keys: rooms are few beside messages).
+pub async fn directory(
+    db: &Db,
+    search: &RoomSearch,
+    offset: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<DirectoryRoom>> {
+    const COLUMNS: &str = "SELECT id, name, topic, active_at, last_seq FROM chatrooms";
+    const ORDER: &str = "ORDER BY name_key, id LIMIT $1 OFFSET $2";
+    if search.is_empty() {
+        return sqlx::query_as(&format!("{COLUMNS} {ORDER}"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(db)
+            .await;
+    }
+    sqlx::query_as(&format!(
+        "{COLUMNS} WHERE name_key LIKE $3 ESCAPE '\\' OR topic_key LIKE $3 ESCAPE '\\' {ORDER}"
+    ))
+    .bind(limit)
+    .bind(offset)
+    .bind(search.like_pattern())
+    .fetch_all(db)
+    .await
 }
 
 /// One room.
 pub async fn find(db: &Db, id: i64) -> sqlx::Result<Option<Chatroom>> {
-    sqlx::query_as("SELECT id, name FROM chatrooms WHERE id = $1")
+    sqlx::query_as("SELECT id, name, topic FROM chatrooms WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -56,24 +90,33 @@ pub async fn find(db: &Db, id: i64) -> sqlx::Result<Option<Chatroom>> {
 /// The room to land in: "general", else the oldest.
 pub async fn landing(db: &Db) -> sqlx::Result<Option<Chatroom>> {
     sqlx::query_as(
-        "SELECT id, name FROM chatrooms ORDER BY CASE WHEN name = $1 THEN 0 ELSE 1 END, id LIMIT 1",
+        "SELECT id, name, topic FROM chatrooms \
+         ORDER BY CASE WHEN name = $1 THEN 0 ELSE 1 END, id LIMIT 1",
     )
     .bind(GENERAL)
     .fetch_optional(db)
     .await
 }
 
-/// Creates a room.
-pub async fn insert(db: &Db, name: &RoomName) -> Result<Chatroom, InsertChatroomError> {
+/// Creates a room with its creator as its first member, in one transaction.
+pub async fn insert(
+    db: &Db,
+    name: &RoomName,
+    topic: &RoomTopic,
+    creator: i64,
+) -> Result<Chatroom, InsertChatroomError> {
     let now = now_millis();
-    sqlx::query_as(
-        "INSERT INTO chatrooms (name, name_key, created_at, active_at) VALUES ($1, $2, $3, $3) \
-         RETURNING id, name",
+    let mut tx = db.begin().await?;
+    let room: Chatroom = sqlx::query_as(
+        "INSERT INTO chatrooms (name, name_key, topic, topic_key, created_at, active_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) RETURNING id, name, topic",
     )
     .bind(name.as_str())
     .bind(name.key())
+    .bind(topic.as_str())
+    .bind(topic.key())
     .bind(now)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|error| {
         if is_unique_violation(&error) {
@@ -81,7 +124,10 @@ pub async fn insert(db: &Db, name: &RoomName) -> Result<Chatroom, InsertChatroom
         } else {
             error.into()
         }
-    })
+    })?;
+    memberships::add(&mut tx, [(room.id, creator)], now).await?;
+    tx.commit().await?;
+    Ok(room)
 }
 
 /// Creates "general" unless it exists. Several nodes may start at once: the
@@ -106,7 +152,7 @@ pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
 /// key gets `#<id>` appended, so it stays unique, and a warning is logged.
 pub async fn backfill_name_keys(db: &Db) -> sqlx::Result<()> {
     let rooms: Vec<Chatroom> =
-        sqlx::query_as("SELECT id, name FROM chatrooms WHERE name_key IS NULL ORDER BY id")
+        sqlx::query_as("SELECT id, name, topic FROM chatrooms WHERE name_key IS NULL ORDER BY id")
             .fetch_all(db)
             .await?;
     for room in rooms {

@@ -5,6 +5,7 @@
 //! seam that picks the engine and its migrations.
 
 pub mod chatrooms;
+pub mod memberships;
 pub mod messages;
 pub mod search;
 pub mod sessions;

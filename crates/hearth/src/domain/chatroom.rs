@@ -98,6 +98,92 @@ impl RoomName {
     }
 }
 
+/// The longest topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 250;
+
+/// A room's topic: one line under its name. NFC, trimmed, at most
+/// [`MAX_TOPIC_CHARS`] characters, with no control (so no line breaks),
+/// zero-width or bidi-control characters; empty means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomTopic(String);
+
+impl RoomTopic {
+    /// Normalises to NFC, trims and checks length and characters.
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let topic: String = input.nfc().collect();
+        let topic = topic.trim();
+        if topic.chars().count() > MAX_TOPIC_CHARS {
+            return Err(Invalid("Topic must be at most 250 characters"));
+        }
+        if topic.chars().any(char::is_control) {
+            return Err(Invalid(
+                "Topic may not contain control characters or line breaks",
+            ));
+        }
+        if topic.chars().any(is_invisible) {
+            return Err(Invalid(
+                "Topic may not contain invisible characters (zero-width or text-direction marks)",
+            ));
+        }
+        Ok(Self(topic.to_owned()))
+    }
+
+    /// The topic; empty for none.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The topic case-folded as room names are, for searching.
+    pub fn key(&self) -> String {
+        fold(&self.0)
+    }
+}
+
+/// The longest directory search, in characters: longer than any room name
+/// (64), and enough for a phrase of a topic.
+pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// What the room directory is searched for: trimmed, at most
+/// [`MAX_SEARCH_CHARS`] characters; empty means every room. It matches a
+/// room whose name or topic contains it, folded as room names are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSearch(String);
+
+impl RoomSearch {
+    /// Trims and checks the length.
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let text = input.trim();
+        if text.chars().count() > MAX_SEARCH_CHARS {
+            return Err(Invalid("Search for at most 100 characters"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// What was typed, trimmed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it matches every room.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A `LIKE … ESCAPE '\'` pattern for folded keys containing the folded
+    /// text: `%`, `_` and `\` in it stand for themselves.
+    pub fn like_pattern(&self) -> String {
+        let mut pattern = String::from("%");
+        for c in fold(&self.0).chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    }
+}
+
 /// The uniqueness key of any stored name, for rows written before names were
 /// parsed this way.
 pub fn fold(name: &str) -> String {
@@ -149,6 +235,29 @@ mod tests {
         ] {
             assert!(RoomName::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn topics_are_one_bounded_line_and_may_be_empty() {
+        assert_eq!(RoomTopic::parse("  ").unwrap().as_str(), "");
+        assert_eq!(RoomTopic::parse(" Deploys ").unwrap().as_str(), "Deploys");
+        assert!(RoomTopic::parse(&"é".repeat(250)).is_ok());
+        assert!(RoomTopic::parse(&"é".repeat(251)).is_err());
+        for bad in ["two\nlines", "a\u{7}b", "abc\u{202E}fed", "x\u{200B}y"] {
+            assert!(RoomTopic::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(RoomTopic::parse("STRASSE").unwrap().key(), "strasse");
+    }
+
+    #[test]
+    fn searches_fold_and_take_wildcards_literally() {
+        let pattern = |s: &str| RoomSearch::parse(s).unwrap().like_pattern();
+        assert_eq!(pattern(" Straße "), "%strasse%");
+        assert_eq!(pattern("100%"), "%100\\%%");
+        assert_eq!(pattern("a_b\\c"), "%a\\_b\\\\c%");
+        assert!(RoomSearch::parse("").unwrap().is_empty());
+        assert!(RoomSearch::parse(&"x".repeat(100)).is_ok());
+        assert!(RoomSearch::parse(&"x".repeat(101)).is_err());
     }
 
     #[test]

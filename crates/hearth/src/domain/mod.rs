@@ -6,7 +6,10 @@ mod message;
 mod search;
 mod user;
 
-pub use chatroom::{RoomName, RoomStream, fold as fold_room_name};
+pub use chatroom::{
+    MAX_SEARCH_CHARS, MAX_TOPIC_CHARS, RoomName, RoomSearch, RoomStream, RoomTopic,
+    fold as fold_room_name,
+};
 pub use message::{MAX_MESSAGE_CHARS, MessageContent};
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 pub use user::{Email, Nickname, Password};

@@ -28,6 +28,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("js/arrange.js", JS),
     asset!("js/cable.js", JS),
     asset!("js/composer.js", JS),
+    asset!("js/directory.js", JS),
     asset!("js/messages.js", JS),
     asset!("js/rooms.js", JS),
     asset!("js/times.js", JS),

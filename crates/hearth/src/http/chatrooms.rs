@@ -1,8 +1,8 @@
 //! Chatrooms: the list, creating one, and the room page.
 
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
@@ -12,9 +12,11 @@ use super::auth::CurrentUser;
 use super::messages::HistoryAt;
 use crate::AppState;
 use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError, messages::Anchor};
-use crate::domain::RoomName;
+use crate::domain::{RoomName, RoomSearch, RoomTopic};
 use crate::error::{Error, Result};
-use crate::templates::{ChatroomPage, ChatroomsPage, render};
+use crate::templates::{
+    ChatroomPage, ChatroomsPage, DirectoryFragment, DirectoryListing, DirectoryRow, render,
+};
 
 /// How many messages the room page shows.
 pub const PAGE_MESSAGES: i64 = 50;
@@ -54,74 +56,195 @@ async fn sidebar(state: &AppState, current: Option<&Chatroom>) -> Result<Vec<Cha
     Ok(rooms)
 }
 
-/// `?page=` of the directory, counted from 0.
+/// The request header with which the directory's script asks `GET
+/// /chatrooms` for the results alone, as an HTML fragment, instead of the
+/// page; its value is `directory`.
+pub const FRAGMENT_HEADER: &str = "hearth-fragment";
+
+/// Whether the request asks for the directory's results alone.
+fn wants_fragment(headers: &HeaderMap) -> bool {
+    headers
+        .get(FRAGMENT_HEADER)
+        .is_some_and(|value| value.as_bytes() == b"directory")
+}
+
+/// `?q=` and `?page=` of the directory: the search (see [`RoomSearch`]) and
+/// the page, counted from 0.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct DirectoryQuery {
+    q: String,
     page: i64,
 }
 
-/// The directory page `page` with the new-room form.
+/// The rooms of directory page `page` matching `search`, with their member
+/// counts (one grouped query) and whether `user` is in each.
+async fn directory_listing(
+    state: &AppState,
+    user: &CurrentUser,
+    search: &RoomSearch,
+    page: i64,
+) -> Result<DirectoryListing> {
+    let page = page.clamp(0, i64::MAX / LISTED_ROOMS - 1);
+    let mut rooms =
+        db::chatrooms::directory(&state.db, search, page * LISTED_ROOMS, LISTED_ROOMS + 1).await?;
+    let has_next = rooms.len() as i64 > LISTED_ROOMS;
+    rooms.truncate(LISTED_ROOMS as usize);
+    let ids: Vec<i64> = rooms.iter().map(|room| room.id).collect();
+    let members = db::memberships::counts(&state.db, &ids).await?;
+    let joined = db::memberships::joined(&state.db, user.id, &ids).await?;
+    let now = db::now_millis();
+    Ok(DirectoryListing {
+        rows: rooms
+            .into_iter()
+            .map(|room| DirectoryRow {
+                members: members.get(&room.id).copied().unwrap_or(0),
+                joined: joined.contains(&room.id),
+                activity: DirectoryRow::activity(&room, now),
+                active_title: DirectoryRow::active_title(&room),
+                id: room.id,
+                name: room.name,
+                topic: room.topic,
+            })
+            .collect(),
+        search: search.as_str().to_owned(),
+        page,
+        has_next,
+        error: None,
+    })
+}
+
+/// The new-room form's fields as typed, shown again with its errors.
+#[derive(Debug, Default, Clone)]
+struct NewRoomForm {
+    errors: Vec<String>,
+    name: String,
+    topic: String,
+}
+
+/// The directory page around `listing`, with the sidebar and the new-room form.
 async fn directory_page(
     state: &AppState,
     user: &CurrentUser,
-    page: i64,
-    errors: Vec<String>,
-    name: String,
+    listing: DirectoryListing,
+    form: NewRoomForm,
 ) -> Result<ChatroomsPage> {
-    let page = page.clamp(0, i64::MAX / LISTED_ROOMS - 1);
-    let mut directory =
-        db::chatrooms::directory(&state.db, page * LISTED_ROOMS, LISTED_ROOMS + 1).await?;
-    let has_next = directory.len() as i64 > LISTED_ROOMS;
-    directory.truncate(LISTED_ROOMS as usize);
     Ok(ChatroomsPage {
         current_user: Some(user.user()),
         rooms: sidebar(state, None).await?,
         current_room_id: 0,
-        directory,
-        page,
-        has_next,
-        errors,
-        name,
+        listing,
+        errors: form.errors,
+        name: form.name,
+        topic: form.topic,
+        max_search_chars: crate::domain::MAX_SEARCH_CHARS,
+        max_topic_chars: crate::domain::MAX_TOPIC_CHARS,
     })
 }
 
+/// The directory page around `listing` or, for the directory's script,
+/// `listing` alone; either way marked as varying with the fragment header,
+/// so that no cache serves one for the other.
+async fn show_directory(
+    state: &AppState,
+    user: &CurrentUser,
+    listing: DirectoryListing,
+    fragment: bool,
+    status: StatusCode,
+) -> Result<Response> {
+    let mut response = if fragment {
+        render(status, &DirectoryFragment { listing: &listing })
+    } else {
+        let page = directory_page(state, user, listing, NewRoomForm::default()).await?;
+        render(status, &page)
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static(FRAGMENT_HEADER));
+    Ok(response)
+}
+
+/// `GET /chatrooms`: the directory, searched with `?q=` and paged with
+/// `?page=`. A search over [`crate::domain::MAX_SEARCH_CHARS`] is 422, the
+/// reason shown where the results would be.
 async fn list_chatrooms(
     State(state): State<AppState>,
     user: CurrentUser,
+    headers: HeaderMap,
     Query(query): Query<DirectoryQuery>,
 ) -> Result<Response> {
-    let page = directory_page(&state, &user, query.page, Vec::new(), String::new()).await?;
-    Ok(render(StatusCode::OK, &page))
+    let fragment = wants_fragment(&headers);
+    let search = RoomSearch::parse(&query.q).map_err(|invalid| {
+        let (state, user, typed) = (state.clone(), user.clone(), query.q.clone());
+        Error::invalid(vec![invalid.to_string()]).on_form(move |errors| {
+            Box::pin(async move {
+                let listing = DirectoryListing {
+                    search: typed,
+                    error: Some(errors.join(" ")),
+                    ..DirectoryListing::default()
+                };
+                let status = StatusCode::UNPROCESSABLE_ENTITY;
+                show_directory(&state, &user, listing, fragment, status)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            })
+        })
+    })?;
+    let listing = directory_listing(&state, &user, &search, query.page).await?;
+    show_directory(&state, &user, listing, fragment, StatusCode::OK).await
 }
 
-/// The new-room form field.
+/// The new-room form's fields; the topic may be left empty.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ChatroomForm {
     name: String,
+    topic: String,
 }
 
-/// Creates a room and redirects to it. Past `--room-create-rate`, 429 with
-/// `Retry-After`; a bad or taken name, 422.
+/// Creates a room, its creator its first member, and redirects to it. Past
+/// `--room-create-rate`, 429 with `Retry-After`; a bad or taken name or a
+/// bad topic, 422 with the form as typed.
 async fn create_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
     Form(form): Form<ChatroomForm>,
 ) -> Result<Response> {
     let refused = |error: Error| {
-        let (state, user, name) = (state.clone(), user.clone(), form.name.clone());
+        let (state, user) = (state.clone(), user.clone());
+        let (name, topic) = (form.name.clone(), form.topic.clone());
         error.on_form(move |errors| {
             Box::pin(async move {
-                match directory_page(&state, &user, 0, errors, name).await {
+                let form = NewRoomForm {
+                    errors,
+                    name,
+                    topic,
+                };
+                let shown = match directory_listing(&state, &user, &RoomSearch::default(), 0).await
+                {
+                    Ok(listing) => directory_page(&state, &user, listing, form).await,
+                    Err(error) => Err(error),
+                };
+                match shown {
                     Ok(page) => render(StatusCode::OK, &page),
                     Err(error) => error.into_response(),
                 }
             })
         })
     };
-    let name = RoomName::parse(&form.name)
-        .map_err(|invalid| refused(Error::invalid(vec![invalid.to_string()])))?;
+    let name = RoomName::parse(&form.name);
+    let topic = RoomTopic::parse(&form.topic);
+    let (name, topic) = match (name, topic) {
+        (Ok(name), Ok(topic)) => (name, topic),
+        (name, topic) => {
+            let messages = [name.err(), topic.err()]
+                .into_iter()
+                .flatten()
+                .map(|invalid| invalid.to_string())
+                .collect();
+            return Err(refused(Error::invalid(messages)));
+        }
+    };
     if let Err(wait) = state.limits.room_create_by_user.check(&user.id) {
         tracing::warn!(user_id = user.id, "room creation rate limit reached");
         let minutes = (wait.as_secs_f64() / 60.0).ceil().max(1.0);
@@ -130,7 +253,7 @@ async fn create_chatroom(
             format!("You are creating rooms too fast; try again in {minutes} min"),
         )));
     }
-    let room = match db::chatrooms::insert(&state.db, &name).await {
+    let room = match db::chatrooms::insert(&state.db, &name, &topic, user.id).await {
         Ok(room) => room,
         Err(InsertChatroomError::Database(error)) => return Err(error.into()),
         Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),

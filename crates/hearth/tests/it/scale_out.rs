@@ -376,7 +376,17 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
     let ann = old.sign_up("ann").await;
     let bob = old.sign_up("bob").await;
     let general = old.general_room(&ann).await;
-    let random = old.create_room(&bob, "random").await;
+    let created = old
+        .post_form(
+            "/chatrooms",
+            Some(&bob.cookie),
+            &[("name", "random"), ("topic", "Anything goes — ß")],
+        )
+        .await;
+    assert_eq!(created.status(), 303);
+    let random: i64 = created.headers()["location"].to_str().unwrap()["/chatrooms/".len()..]
+        .parse()
+        .unwrap();
     for n in 0..30 {
         let (user, room) = if n % 3 == 0 {
             (&bob, random)
@@ -400,6 +410,8 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         .page(&format!("/chatrooms/{general}"), &ann.cookie)
         .await;
     assert!(before.contains("(edited)"));
+    let members = old.count("memberships").await;
+    assert!(members >= 1, "bob created random");
     old.shutdown().await;
 
     let target = Arc::new(TestDatabase::create().await);
@@ -413,9 +425,10 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
             report.chatrooms,
             report.messages,
             report.message_events,
+            report.memberships,
             report.sessions
         ),
-        (2, 2, 30, 2, 2)
+        (2, 2, 30, 2, members, 2)
     );
 
     let new = TestApp::spawn_on(Some(target), &[]).await;
@@ -426,6 +439,19 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         before, after,
         "the room page is the same, sessions included"
     );
+    let random_page = new.page(&format!("/chatrooms/{random}"), &bob.cookie).await;
+    assert!(
+        random_page.contains(r#"<p class="room-topic" title="Anything goes — ß">"#),
+        "the topic came along"
+    );
+    let found = new
+        .page("/chatrooms?q=ANYTHING%20GOES%20%E2%80%94%20SS", &bob.cookie)
+        .await;
+    assert!(
+        found.contains("# random</span>") && found.contains("✓ Joined"),
+        "the folded topic and bob's membership came along: {found}"
+    );
+    assert_eq!(new.count("memberships").await, members);
     let signed_in = new.post_sign_in(&bob.email, &bob.password, None).await;
     assert_eq!(signed_in.status(), 303, "passwords still work");
 
