@@ -743,6 +743,9 @@ test(
     await theo.page.reload();
     await composerReady(theo.page).catch(() => {});
     assert.equal(await theo.page.locator("#messages", { hasText: "Standup moves to" }).count(), 0);
+  },
+);
+
 /**
  * Fills a server with rooms worth browsing, as `page`'s user: topics, a long
  * name, messages in some. Returns the id of "deploys".
