@@ -5,7 +5,7 @@ mod chatroom;
 mod message;
 mod user;
 
-pub use chatroom::{RoomName, RoomStream, fold as fold_room_name};
+pub use chatroom::{PresenceStream, RoomName, RoomStream, fold as fold_room_name};
 pub use message::{MAX_MESSAGE_CHARS, MessageContent};
 pub use user::{Email, Nickname, Password};
 

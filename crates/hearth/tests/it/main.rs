@@ -16,5 +16,6 @@ mod faults;
 mod history;
 mod messages;
 mod ops;
+mod presence;
 mod reliability;
 mod scale_out;
