@@ -860,3 +860,83 @@ test(
     await page.context().close();
   },
 );
+
+test(
+  "presence: two people see each other in the header and watch each other type, leave and expire",
+  { timeout: 90_000 },
+  async (t) => {
+    const desktop = { width: 1280, height: 800 };
+    const phone = { width: 390, height: 844 };
+    const { own, person: ada, page } = await ownServerWith(t, "ada", { viewport: desktop, colorScheme: "light" });
+    const ben = await signUpInBrowser(
+      { email: "ben@example.com", nickname: "ben", password: "correct horse ben" },
+      { viewport: phone, colorScheme: "dark" },
+      own.url,
+    );
+    await say(ada, "Morning! Anyone around?");
+    const count = (/** @type {import("playwright-core").Page} */ p) => p.locator("#presence .presence-count").textContent();
+    for (const p of [page, ben.page]) {
+      await eventually("both people to show as here", async () => (await count(p)) === "2");
+      const avatars = await p.locator("#presence .avatar").evaluateAll((spans) =>
+        spans.map((s) => ({ initials: s.textContent, name: s.getAttribute("title"), hue: s.dataset.hue })),
+      );
+      assert.deepEqual(avatars.map((a) => [a.initials, a.name]), [["AD", "ada"], ["BE", "ben"]]);
+      assert.ok(avatars.every((a) => /^\d+$/.test(a.hue ?? "")), "avatars take a hue from the user id");
+      assert.match((await p.locator("#presence").getAttribute("title")) ?? "", /ada, ben/);
+    }
+    assert.equal(await page.locator('#presence .avatar[data-hue]').first().getAttribute("data-hue"),
+      await page.locator("#messages article.message .avatar").first().getAttribute("data-hue"),
+      "the header's avatar matches the one on ada's message");
+
+    // Ben types (not sending): ada sees it above the composer.
+    const typingLine = page.locator("#typing");
+    const heightBefore = await page.locator("#message-content").boundingBox();
+    await ben.page.locator("#message-content").pressSequentially("just a sec", { delay: 20 });
+    await typingLine.getByText("ben is typing…", { exact: true }).waitFor();
+    assert.deepEqual(await page.locator("#message-content").boundingBox(), heightBefore, "the composer does not move");
+    assert.equal(await ben.page.locator("#typing").textContent(), "", "nobody sees themselves typing");
+    await page.screenshot({ path: path.join(ARTIFACTS, "presence-typing-1280x800-light.png") });
+    await ben.page.screenshot({ path: path.join(ARTIFACTS, "presence-390x844-dark.png") });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.screenshot({ path: path.join(ARTIFACTS, "presence-typing-1280x800-dark.png") });
+    await ben.page.emulateMedia({ colorScheme: "light" });
+    await ben.page.screenshot({ path: path.join(ARTIFACTS, "presence-390x844-light.png") });
+
+    // It expires by itself some 6 s after the last typing event.
+    await eventually("the typing line to clear by itself", async () => (await typingLine.textContent()) === "", 10_000);
+
+    // Typing again, then sending: the line clears as the message arrives.
+    await ben.page.locator("#message-content").pressSequentially(" — here now", { delay: 20 });
+    await typingLine.getByText("ben is typing…", { exact: true }).waitFor();
+    await ben.page.locator("#message-content").press("Enter");
+    await listed(page, "just a sec — here now").waitFor();
+    assert.equal(await typingLine.textContent(), "", "a message ends its author's typing at once");
+
+    // Presence and typing frames never became messages, and carry no seq.
+    const events = ada.frames.map((f) => JSON.parse(f).message).filter((m) => m?.type === "presence" || m?.type === "typing");
+    assert.ok(events.some((m) => m.type === "presence") && events.some((m) => m.type === "typing"), "both kinds arrived");
+    assert.ok(events.every((m) => !("seq" in m)), "no seq on presence or typing");
+    assert.equal(await page.locator("#messages article.message").count(), 2, "two messages, nothing else");
+
+    // Ben closes his page: ada sees him go within seconds.
+    await ben.page.context().close();
+    await eventually("ben to leave the header", async () => (await count(page)) === "1", 5_000);
+    assert.deepEqual(await page.locator("#presence .avatar").allTextContents(), ["AD"]);
+
+    // On a phone, a long room name still ellipsises beside the header's presence.
+    await page.setViewportSize(phone);
+    const long = await page.request.post(`${own.url}/chatrooms`, {
+      form: { name: "a room with a rather long name that will not fit" },
+      maxRedirects: 0,
+    });
+    await page.goto(`${own.url}${long.headers().location}`);
+    await eventually("ada to show as here", async () => (await count(page)) === "1");
+    const header = await page.locator(".room-header").evaluate((el) => {
+      const title = /** @type {HTMLElement} */ (el.querySelector("h1"));
+      return { overflows: el.scrollWidth > el.clientWidth, ellipsised: title.scrollWidth > title.clientWidth };
+    });
+    assert.deepEqual(header, { overflows: false, ellipsised: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, "presence-long-name-390x844-dark.png") });
+    await page.context().close();
+  },
+);

@@ -79,6 +79,14 @@ pub trait Channel<I>: Send + Sync + 'static {
     /// sent, in order, to this subscription only (Rails' `transmit`).
     async fn perform(&self, identity: &I, params: &Params, action: ActionData) -> Vec<Reply>;
 
+    /// A subscription that `subscribe` accepted has ended: the client
+    /// unsubscribed, its socket closed (cleanly or not), or the server ended
+    /// the session (sign-out, `too_slow`, shutdown). Called exactly once for
+    /// each accepted subscription (Rails' `unsubscribed`); an extended
+    /// session parked for restoring counts as ended, and a restore asks
+    /// `subscribe` again. Keep it short: the session waits for it.
+    async fn unsubscribed(&self, _identity: &I, _params: &Params) {}
+
     /// The messages of `stream` from `from` on, oldest first, for clients of
     /// the extended protocol, as a replay read page by page. Channels
     /// without history reject.

@@ -2,8 +2,8 @@
 //! a real axum server on port 0, spoken to over real WebSockets.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +14,8 @@ use axum::response::Response;
 use axum::routing::get;
 use cable::channel::HistoryItem;
 use cable::{
-    ActionData, Cable, CableUpgrade, Channel, Config, Identity, Params, Rejection, Replay, Reply,
-    Subscription,
+    ActionData, Cable, CableUpgrade, Channel, Config, DisconnectReason, Identity, Params,
+    Rejection, Replay, Reply, Subscription,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::{RawValue, to_raw_value};
@@ -38,9 +38,11 @@ impl Identity for User {
 
 /// `{"channel":"EchoChannel","room":"<name>"}` streams `echo:<name>`;
 /// `echo` transmits its arguments back; `replay` sends `pages` pages of
-/// `per_page` items of `bytes` bytes, counting the pages fetched.
+/// `per_page` items of `bytes` bytes, counting the pages fetched. Every
+/// ended subscription is noted as (user, room).
 struct EchoChannel {
     pages_fetched: Arc<AtomicUsize>,
+    ended: Arc<Mutex<Vec<(u64, String)>>>,
 }
 
 #[async_trait]
@@ -70,6 +72,11 @@ impl Channel<User> for EchoChannel {
             }))],
             _ => Vec::new(),
         }
+    }
+
+    async fn unsubscribed(&self, user: &User, params: &Params) {
+        let room = params.get("room").and_then(Value::as_str).unwrap_or("?");
+        self.ended.lock().unwrap().push((user.0, room.to_owned()));
     }
 }
 
@@ -108,6 +115,7 @@ struct Engine {
     addr: SocketAddr,
     cable: Cable<User>,
     pages_fetched: Arc<AtomicUsize>,
+    ended: Arc<Mutex<Vec<(u64, String)>>>,
 }
 
 async fn open_cable(
@@ -126,11 +134,13 @@ async fn open_cable(
 
 async fn start(config: Config) -> Engine {
     let pages_fetched = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(Mutex::new(Vec::new()));
     let cable = Cable::builder(config)
         .channel(
             "EchoChannel",
             EchoChannel {
                 pages_fetched: pages_fetched.clone(),
+                ended: ended.clone(),
             },
         )
         .build();
@@ -152,6 +162,7 @@ async fn start(config: Config) -> Engine {
         addr,
         cable,
         pages_fetched,
+        ended,
     }
 }
 
@@ -342,4 +353,83 @@ async fn a_user_past_their_connection_share_gets_429() {
     }
     let mut other_user = connect(&engine, Some(8), None).await;
     assert_eq!(next(&mut other_user).await, json!({ "type": "welcome" }));
+}
+
+/// The ended subscriptions once there are `count` of them, sorted; fails
+/// after [`WAIT`].
+async fn ended(engine: &Engine, count: usize) -> Vec<(u64, String)> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut seen = engine.ended.lock().unwrap().clone();
+        if seen.len() >= count || tokio::time::Instant::now() > deadline {
+            seen.sort();
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn unsubscribed_is_called_once_for_each_accepted_subscription_however_it_ends() {
+    let engine = start(Config {
+        max_subscriptions_per_user: 3,
+        ..Config::default()
+    })
+    .await;
+
+    // An unsubscribe command; a rejected subscription is never "ended".
+    let mut ws = connect(&engine, Some(1), None).await;
+    next(&mut ws).await;
+    let a = echo_identifier("a");
+    subscribe(&mut ws, &a).await;
+    let roomless = json!({ "channel": "EchoChannel" }).to_string();
+    assert_eq!(
+        subscribe(&mut ws, &roomless).await["type"],
+        "reject_subscription"
+    );
+    send(
+        &mut ws,
+        json!({ "command": "unsubscribe", "identifier": a }),
+    )
+    .await;
+    assert_eq!(ended(&engine, 1).await, [(1, "a".to_owned())]);
+
+    // A socket dropped without a close handshake; a repeated subscribe
+    // is one subscription.
+    let b = echo_identifier("b");
+    subscribe(&mut ws, &b).await;
+    subscribe(&mut ws, &b).await;
+    drop(ws);
+
+    // A session the server ends (as at sign-out).
+    let mut kicked = connect(&engine, Some(2), None).await;
+    next(&mut kicked).await;
+    subscribe(&mut kicked, &echo_identifier("c")).await;
+    assert_eq!(
+        engine
+            .cable
+            .disconnect_where(|user| user.0 == 2, DisconnectReason::Unauthorized),
+        1
+    );
+
+    // Past the user's share: the channel accepted nothing, nothing ends.
+    let mut full = connect(&engine, Some(3), None).await;
+    next(&mut full).await;
+    for room in ["x", "y", "z"] {
+        subscribe(&mut full, &echo_identifier(room)).await;
+    }
+    assert_eq!(
+        subscribe(&mut full, &echo_identifier("over")).await["type"],
+        "reject_subscription"
+    );
+    drop(full);
+
+    let expected: Vec<(u64, String)> = [(1, "a"), (1, "b"), (2, "c"), (3, "x"), (3, "y"), (3, "z")]
+        .iter()
+        .map(|(user, room)| (*user, room.to_string()))
+        .collect();
+    assert_eq!(ended(&engine, expected.len()).await, expected);
+    // Nothing more trickles in afterwards.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ended(&engine, 0).await, expected);
 }

@@ -206,6 +206,26 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
+    /// Least seconds between two presence frames of one room: joins and
+    /// leaves in between are coalesced into one frame.
+    #[arg(long, env = "HEARTH_PRESENCE_INTERVAL", default_value = "1", value_parser = seconds)]
+    pub presence_interval: std::time::Duration,
+
+    /// Seconds another node's presence snapshot counts without a refresh
+    /// (nodes refresh every third of it): the users of a node that died
+    /// disappear within this.
+    #[arg(long, env = "HEARTH_PRESENCE_TTL", default_value = "30", value_parser = seconds)]
+    pub presence_ttl: std::time::Duration,
+
+    /// Users named in a presence frame; its count covers everyone.
+    #[arg(long, env = "HEARTH_PRESENCE_LISTED", default_value_t = 20)]
+    pub presence_listed: usize,
+
+    /// Least seconds between two typing events of one user in one room;
+    /// more are ignored.
+    #[arg(long, env = "HEARTH_TYPING_INTERVAL", default_value = "2", value_parser = seconds)]
+    pub typing_interval: std::time::Duration,
+
     /// Rooms one user may create per hour; 0 turns the limit off.
     #[arg(long, env = "HEARTH_ROOM_CREATE_RATE", default_value_t = 10)]
     pub room_create_rate: u32,

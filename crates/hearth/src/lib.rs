@@ -13,6 +13,7 @@
 //! - [`limits`]: rate limits (token buckets).
 //! - [`markup`]: user text (Markdown, links) to safe HTML.
 //! - [`payload`]: what subscribers receive for a message.
+//! - [`presence`]: who is in each room and who is typing, across nodes.
 //! - [`heap`]: live heap bytes, counted at the allocator.
 //! - [`expiry`]: closes the sockets of sessions that ended elsewhere.
 //! - [`fds`]: the open-file limit and the reserve kept from the cable.
@@ -35,6 +36,7 @@ pub mod http;
 pub mod limits;
 pub mod markup;
 pub mod payload;
+pub mod presence;
 pub mod relay;
 pub mod server;
 pub mod templates;
@@ -144,7 +146,16 @@ impl App {
             ),
             None => None,
         };
-        let (relay, relay_task) = relay::relay(db.clone(), broker.clone());
+        let (presence, presence_task) = presence::presence(
+            presence::PresenceConfig {
+                interval: config.presence_interval,
+                ttl: config.presence_ttl,
+                typing_interval: config.typing_interval,
+                listed: config.presence_listed,
+            },
+            broker.clone(),
+        );
+        let (relay, relay_task) = relay::relay(db.clone(), broker.clone(), presence.clone());
         let origins = OriginPolicy::new(config.allowed_origins.iter().cloned());
         let message_rate = (config.message_rate > 0).then(|| limits::Rate {
             burst: f64::from(config.message_rate) * 2.0,
@@ -182,7 +193,7 @@ impl App {
         })
         .channel(
             "ChatroomChannel",
-            channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone()),
+            channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone(), presence),
         )
         .channel("RoomsChannel", channels::RoomsChannel)
         .build();
@@ -198,6 +209,10 @@ impl App {
             RECONCILE_EVERY,
             stop_relay.clone(),
         ));
+        // Delivers presence and typing frames and publishes this node's
+        // members; stops with the relay, after the cable has ended every
+        // subscription.
+        tokio::spawn(presence_task.run(cable.clone(), stop_relay.clone()));
         // Stops with the relay at shutdown; holds only a timer between sweeps.
         tokio::spawn(expiry::run(
             cable.clone(),

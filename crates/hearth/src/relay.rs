@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
-use crate::domain::RoomStream;
+use crate::domain::{PresenceStream, RoomStream};
 use crate::payload;
+use crate::presence::PresenceHandle;
 
 /// How many missed events (messages, edits, deletions) one fill loads at most; a longer gap is filled
 /// in several rounds.
@@ -115,6 +116,7 @@ impl RelayHandle {
 pub struct RelayTask {
     db: Db,
     broker: Option<RedisBroker>,
+    presence: PresenceHandle,
     inputs: mpsc::UnboundedReceiver<Input>,
     stats: Arc<RelayStats>,
 }
@@ -124,6 +126,8 @@ struct Relay {
     db: Db,
     cable: Cable<CurrentUser>,
     broker: Option<RedisBroker>,
+    /// Told what other nodes say on presence channels.
+    presence: PresenceHandle,
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
@@ -136,7 +140,11 @@ struct Relay {
 }
 
 /// A relay handle and the task to run with [`RelayTask::run`].
-pub fn relay(db: Db, broker: Option<RedisBroker>) -> (RelayHandle, RelayTask) {
+pub fn relay(
+    db: Db,
+    broker: Option<RedisBroker>,
+    presence: PresenceHandle,
+) -> (RelayHandle, RelayTask) {
     let (inputs, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(RelayStats::default());
     (
@@ -148,6 +156,7 @@ pub fn relay(db: Db, broker: Option<RedisBroker>) -> (RelayHandle, RelayTask) {
         RelayTask {
             db,
             broker,
+            presence,
             inputs: rx,
             stats,
         },
@@ -169,6 +178,7 @@ impl RelayTask {
             db: self.db,
             cable,
             broker: self.broker,
+            presence: self.presence,
             inputs: self.inputs,
             delivered: HashMap::new(),
             hinted: HashMap::new(),
@@ -265,6 +275,12 @@ impl Relay {
     async fn on_broker(&mut self, event: BrokerEvent) {
         match event {
             BrokerEvent::Message { stream, payload } => {
+                // Nodes telling each other who is present or typing: for the
+                // presence module, which makes the frames clients get.
+                if let Ok(presence) = stream.parse::<PresenceStream>() {
+                    self.presence.heard(presence.room(), &payload);
+                    return;
+                }
                 let room = stream.parse::<RoomStream>().ok().map(RoomStream::room);
                 let mark = serde_json::from_str::<Marked<'_>>(&payload)
                     .ok()

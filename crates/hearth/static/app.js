@@ -1,13 +1,15 @@
 // Hearth's page script, native modules with no build step: the open room's
 // live connection (js/cable.js), its message list with history paging
-// (js/messages.js), the composer (js/composer.js) and each message's
-// actions: link, edit, delete (js/actions.js). Without JavaScript the
+// (js/messages.js), the composer (js/composer.js), each message's actions:
+// link, edit, delete (js/actions.js), and who is here and typing
+// (js/presence.js). Without JavaScript the
 // page still reads, pages and posts through plain links and forms.
 
 import { startMessageActions } from "./js/actions.js";
 import { connectRoom } from "./js/cable.js";
 import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
+import { startPresence } from "./js/presence.js";
 import { roomListUpdater } from "./js/rooms.js";
 import { localizeTimes } from "./js/times.js";
 
@@ -26,10 +28,27 @@ function startRoom(list) {
   });
   messages.open();
   const banner = offlineBanner(() => cable.retryNow());
+  const me = document.body.dataset.userId;
+  const presence = startPresence({
+    roster: document.getElementById("presence"),
+    line: document.getElementById("typing"),
+    me: me === undefined ? null : Number(me),
+    sendTyping: () => cable.perform("typing"),
+  });
   const cable = connectRoom({
     roomId: Number(list.dataset.chatroomId),
-    onMessage: (message) => messages.receive(message, { mine: isMine(message) }),
+    onMessage: (message) => {
+      presence.spoke(message);
+      messages.receive(message, { mine: isMine(message) });
+    },
+    presence: true,
+    // Presence and typing frames carry no seq and never reach the message list.
+    onEvent: (event) => {
+      if (event.type === "presence" || event.type === "typing") presence.receive(event);
+    },
+    onSubscribed: () => cable.perform("presence"),
     onState: (state, text, retryAt) => {
+      if (state !== "online") presence.reset();
       if (status) {
         status.dataset.state = state;
         status.textContent = text;
@@ -49,6 +68,7 @@ function startRoom(list) {
   });
   if (form && input) {
     startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages, editLast: actions.editLast });
+    input.addEventListener("input", () => presence.typed(input.value));
   }
 }
 

@@ -22,7 +22,6 @@ pub(crate) struct Restorable<I> {
     identifier: Arc<str>,
     channel: Arc<dyn Channel<I>>,
     params: Params,
-    streams: Vec<String>,
 }
 
 /// What a session of the extended protocol keeps besides its subscriptions.
@@ -118,15 +117,24 @@ fn new_sid() -> String {
 
 impl<I: Identity> Session<I> {
     /// Re-registers the subscriptions of the session parked under `sid`,
-    /// if it is this identity's; returns their identifiers.
-    pub(super) fn restore(&mut self, sid: &str) -> Option<Vec<Arc<str>>> {
+    /// if it is this identity's; returns their identifiers. Parking ended
+    /// each subscription for its channel, so each is asked to `subscribe`
+    /// again; one it now refuses is not restored.
+    pub(super) async fn restore(&mut self, sid: &str) -> Option<Vec<Arc<str>>> {
         let parked = self.inner.unpark(sid, &self.identity)?;
         let mut ids = Vec::with_capacity(parked.subscriptions.len());
         for s in parked.subscriptions {
+            let streams = match s.channel.subscribe(&self.identity, &s.params).await {
+                Ok(subscription) => subscription.streams,
+                Err(rejection) => {
+                    debug!(reason = %rejection.0, "a parked subscription is refused now");
+                    continue;
+                }
+            };
             ids.push(s.identifier.clone());
             self.ext.held.insert(s.identifier.clone(), Vec::new());
             self.inner.recount_subscription(&self.identity);
-            self.register(s.identifier, s.channel, s.params, s.streams);
+            self.register(s.identifier, s.channel, s.params, streams);
         }
         if !ids.is_empty() {
             self.ext.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
@@ -243,17 +251,18 @@ impl<I: Identity> Session<I> {
         Ok(())
     }
 
-    /// Drops every subscription; with `park`, keeps them for a restore.
-    pub(super) fn close(&mut self, park: bool) {
+    /// Drops every subscription, telling each channel it ended; with
+    /// `park`, keeps them for a restore.
+    pub(super) async fn close(&mut self, park: bool) {
         let identifiers: Vec<Arc<str>> = self.subscriptions.keys().cloned().collect();
         let mut kept = Vec::new();
         for identifier in identifiers {
             if let Some(s) = self.unsubscribe(&identifier) {
+                s.channel.unsubscribed(&self.identity, &s.params).await;
                 kept.push(Restorable {
                     identifier,
                     channel: s.channel,
                     params: s.params,
-                    streams: s.streams,
                 });
             }
         }

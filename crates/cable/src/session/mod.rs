@@ -144,7 +144,10 @@ pub(crate) async fn run<I: Identity>(
     let welcome = match dialect {
         Dialect::V1 => protocol::welcome(),
         Dialect::Extended => {
-            let restored = restore.and_then(|sid| session.restore(&sid));
+            let restored = match restore {
+                Some(sid) => session.restore(&sid).await,
+                None => None,
+            };
             protocol::welcome_extended(session.ext.sid(), restored.as_deref())
         }
     };
@@ -199,7 +202,7 @@ pub(crate) async fn run<I: Identity>(
     inner.leave(session.id);
     // An extended client that merely lost its socket may come back with its sid.
     let restorable = matches!(end, End::Gone) && dialect == Dialect::Extended;
-    session.close(restorable);
+    session.close(restorable).await;
     inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
     let mut pending = std::mem::take(&mut session.pending);
     let linger = match end {
@@ -404,7 +407,12 @@ impl<I: Identity> Session<I> {
                 }
             }
             Command::Unsubscribe { identifier } => {
-                self.unsubscribe(&identifier);
+                if let Some(ended) = self.unsubscribe(&identifier) {
+                    ended
+                        .channel
+                        .unsubscribed(&self.identity, &ended.params)
+                        .await;
+                }
             }
             Command::Message { identifier, data } => {
                 self.perform(socket, &identifier, &data).await?;
@@ -468,13 +476,18 @@ impl<I: Identity> Session<I> {
             .get(&parsed.channel)
             .cloned()
             .ok_or("unknown channel")?;
-        let subscription = channel
-            .subscribe(&self.identity, &parsed.params)
-            .await
-            .map_err(|rejection| rejection.0)?;
+        // Counted before the channel is asked, so every subscription the
+        // channel accepts is registered, and later `unsubscribed`.
         if !self.inner.count_subscription(&self.identity) {
             return Err("too many subscriptions for this user".into());
         }
+        let subscription = match channel.subscribe(&self.identity, &parsed.params).await {
+            Ok(subscription) => subscription,
+            Err(rejection) => {
+                self.inner.uncount_subscription(&self.identity);
+                return Err(rejection.0);
+            }
+        };
         // Register before confirming, so no broadcast after the confirmation is missed.
         self.register(
             Arc::from(identifier),

@@ -1,5 +1,7 @@
 //! `ChatroomChannel`: streams one room; `speak` posts to it; `catch_up`
-//! replays what a reconnecting client missed.
+//! replays what a reconnecting client missed. Every subscription is present
+//! in the room; one whose identifier says `"presence":true` also gets the
+//! room's presence and typing frames; `typing` and `presence` are its actions.
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -13,8 +15,9 @@ use serde_json::value::{RawValue, to_raw_value};
 use crate::auth::CurrentUser;
 use crate::db::messages::RoomEvent;
 use crate::db::{self, Db};
-use crate::domain::{MessageContent, RoomStream};
+use crate::domain::{MessageContent, PresenceStream, RoomStream};
 use crate::payload;
+use crate::presence::PresenceHandle;
 use crate::relay::RelayHandle;
 use crate::writer::{MessageWriter, NewMessage, PostError};
 
@@ -33,6 +36,7 @@ pub struct ChatroomChannel {
     db: Db,
     writer: MessageWriter,
     relay: RelayHandle,
+    presence: PresenceHandle,
     /// Rooms already found and handed to the relay on this node. Rooms are
     /// never deleted and the relay keeps following a room once told, so
     /// only a room's first subscriber here needs the database: the lookup
@@ -41,13 +45,20 @@ pub struct ChatroomChannel {
 }
 
 impl ChatroomChannel {
-    /// A channel reading rooms from `db`, posting through `writer` and
-    /// telling `relay` which rooms this node follows.
-    pub fn new(db: Db, writer: MessageWriter, relay: RelayHandle) -> Self {
+    /// A channel reading rooms from `db`, posting through `writer`,
+    /// telling `relay` which rooms this node follows and `presence` who is
+    /// in them.
+    pub fn new(
+        db: Db,
+        writer: MessageWriter,
+        relay: RelayHandle,
+        presence: PresenceHandle,
+    ) -> Self {
         Self {
             db,
             writer,
             relay,
+            presence,
             known: RwLock::default(),
         }
     }
@@ -204,6 +215,21 @@ impl Replay for RoomReplay {
     }
 }
 
+/// Whether an identifier asks for presence and typing frames (`"presence":true`).
+fn watches_presence(params: &Params) -> bool {
+    params.get("presence") == Some(&serde_json::Value::Bool(true))
+}
+
+/// A replay with nothing in it: the presence stream keeps no history.
+struct NoHistory;
+
+#[async_trait]
+impl Replay for NoHistory {
+    async fn next_page(&mut self) -> Result<Option<Vec<HistoryItem>>, Rejection> {
+        Ok(None)
+    }
+}
+
 /// The room id of an identifier: a number or a string of digits.
 fn room_id(params: &Params) -> Option<i64> {
     match params.get("id")? {
@@ -228,13 +254,16 @@ fn error_reply(error: &str, detail: &str) -> Vec<Reply> {
 impl Channel<CurrentUser> for ChatroomChannel {
     async fn subscribe(
         &self,
-        _user: &CurrentUser,
+        user: &CurrentUser,
         params: &Params,
     ) -> Result<Subscription, Rejection> {
         let id = room_id(params).ok_or_else(|| Rejection("missing or malformed room id".into()))?;
-        let subscription = Subscription {
-            streams: vec![RoomStream(id).to_string()],
-        };
+        let watching = watches_presence(params);
+        let mut streams = vec![RoomStream(id).to_string()];
+        if watching {
+            streams.push(PresenceStream(id).to_string());
+        }
+        let subscription = Subscription { streams };
         if self
             .known
             .read()
@@ -242,6 +271,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
             .contains(&id)
         {
             self.relay.subscribe_ahead(id).await;
+            self.presence.join(id, user, watching).await;
             return Ok(subscription);
         }
         match db::chatrooms::last_seq(&self.db, id).await {
@@ -252,6 +282,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(id);
                 self.relay.subscribe_ahead(id).await;
+                self.presence.join(id, user, watching).await;
                 Ok(subscription)
             }
             Ok(None) => Err(Rejection(format!("no chatroom {id}"))),
@@ -266,10 +297,30 @@ impl Channel<CurrentUser> for ChatroomChannel {
         match action.action.as_str() {
             "speak" => self.speak(user, room, &action).await,
             "catch_up" => self.catch_up(room, &action),
+            // Passed on at most once per typing interval; extra ones are dropped unanswered.
+            "typing" => {
+                self.presence.typing(room, user);
+                Vec::new()
+            }
+            "presence" => self
+                .presence
+                .frame(room)
+                .into_iter()
+                .map(Reply::Transmit)
+                .collect(),
             other => {
                 tracing::warn!(action = other, "ChatroomChannel has no such action");
-                error_reply("unknown_action", "ChatroomChannel knows speak and catch_up")
+                error_reply(
+                    "unknown_action",
+                    "ChatroomChannel knows speak, catch_up, typing and presence",
+                )
             }
+        }
+    }
+
+    async fn unsubscribed(&self, user: &CurrentUser, params: &Params) {
+        if let Some(room) = room_id(params) {
+            self.presence.leave(room, user.id, watches_presence(params));
         }
     }
 
@@ -279,6 +330,9 @@ impl Channel<CurrentUser> for ChatroomChannel {
         stream: &str,
         from: HistoryFrom,
     ) -> Result<Box<dyn Replay>, Rejection> {
+        if stream.parse::<PresenceStream>().is_ok() {
+            return Ok(Box::new(NoHistory));
+        }
         let room = stream
             .parse::<RoomStream>()
             .map_err(|_| Rejection(format!("{stream} is not a room")))?

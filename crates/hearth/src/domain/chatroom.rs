@@ -42,6 +42,41 @@ impl FromStr for RoomStream {
     }
 }
 
+/// The stream of a room's presence and typing, `chatrooms:<id>:presence`:
+/// followed by the subscriptions that ask for them, and the Redis channel
+/// on which nodes tell each other who is in the room. Never part of the
+/// room's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PresenceStream(pub i64);
+
+impl PresenceStream {
+    const SUFFIX: &'static str = ":presence";
+
+    /// The room's id.
+    pub fn room(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PresenceStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", RoomStream(self.0), Self::SUFFIX)
+    }
+}
+
+impl FromStr for PresenceStream {
+    type Err = Invalid;
+
+    /// `chatrooms:<digits>:presence`, nothing more.
+    fn from_str(stream: &str) -> Result<Self, Invalid> {
+        stream
+            .strip_suffix(Self::SUFFIX)
+            .and_then(|room| room.parse::<RoomStream>().ok())
+            .map(|room| Self(room.room()))
+            .ok_or(Invalid("not a presence stream"))
+    }
+}
+
 /// A room name: NFC, trimmed, 1–64 characters, with no control, zero-width
 /// or bidi-control characters (which make two names look alike or reorder
 /// the text around them).
@@ -207,6 +242,20 @@ mod tests {
             "chatrooms:99999999999999999999",
         ] {
             assert!(other.parse::<RoomStream>().is_err(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_presence_stream_round_trips_and_is_no_room_stream() {
+        assert_eq!(PresenceStream(42).to_string(), "chatrooms:42:presence");
+        assert_eq!("chatrooms:42:presence".parse(), Ok(PresenceStream(42)));
+        assert!("chatrooms:42:presence".parse::<RoomStream>().is_err());
+        for other in [
+            "chatrooms:42",
+            "chatrooms::presence",
+            "chatrooms:4 :presence",
+        ] {
+            assert!(other.parse::<PresenceStream>().is_err(), "{other}");
         }
     }
 

@@ -17,9 +17,13 @@ const MAX_BACKOFF_MS = 30000;
  * @param {() => number | null} options.resumeFrom the seq to catch up after, or null not to
  * @param {{ channel: string, onMessage: (message: object) => void }[]} [options.also]
  *   more channels to follow on the same socket, e.g. the live room list
+ * @param {boolean} [options.presence] also receive the room's presence and typing frames
+ * @param {(event: { type?: string }) => void} [options.onEvent] every other payload of the
+ *   room (presence, typing): never a message, and without a seq
+ * @param {() => void} [options.onSubscribed] after each (re)subscription to the room
  */
-export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] }) {
-  const identifier = JSON.stringify({ channel: "ChatroomChannel", id: roomId });
+export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [], presence = false, onEvent, onSubscribed }) {
+  const identifier = JSON.stringify(presence ? { channel: "ChatroomChannel", id: roomId, presence: true } : { channel: "ChatroomChannel", id: roomId });
   const others = new Map(also.map(({ channel, onMessage }) => [JSON.stringify({ channel }), onMessage]));
   let socket = null;
   let attempts = 0;
@@ -66,6 +70,7 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] 
           attempts = 0;
           onState("online", "Live");
           catchUp(ws);
+          onSubscribed?.();
         }
         return;
       case "reject_subscription":
@@ -83,9 +88,11 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] 
     }
     if (frame.message && others.has(frame.identifier)) return others.get(frame.identifier)?.(frame.message);
     if (frame.identifier !== identifier || !frame.message) return;
-    if (frame.message.type === "caught_up") {
+    const kind = frame.message.type;
+    if (kind === "caught_up") {
       if (frame.message.more) catchUp(ws);
-    } else onMessage(frame.message);
+    } else if (kind === "presence" || kind === "typing") onEvent?.(frame.message);
+    else onMessage(frame.message);
   }
 
   function catchUp(ws = socket) {
@@ -119,6 +126,14 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [] 
   return {
     /** Asks again for whatever came after `resumeFrom()`, e.g. once the list is back at the live end. */
     catchUp: () => catchUp(),
+    /**
+     * Runs a room action (e.g. `typing`) if the socket is open; dropped otherwise.
+     * @param {string} action
+     */
+    perform: (action) => {
+      if (socket?.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({ command: "message", identifier, data: JSON.stringify({ action }) }));
+    },
     /** Tries to reconnect now instead of at the next scheduled try. */
     retryNow: () => {
       if (!socket && !stopped) connect();

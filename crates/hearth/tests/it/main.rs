@@ -18,6 +18,7 @@ mod faults;
 mod history;
 mod messages;
 mod ops;
+mod presence;
 mod reliability;
 mod scale_out;
 mod search;

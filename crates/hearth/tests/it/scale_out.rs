@@ -59,15 +59,29 @@ async fn redis_node(redis: &str) -> (TestApp, String) {
 /// Two nodes on a fresh database of the shared PostgreSQL and on the shared
 /// Redis (failing the test if either is not configured).
 async fn two_nodes_on_shared_services() -> (TestApp, TestApp) {
+    two_nodes_on_shared_services_with(&[]).await
+}
+
+/// The same, with more `hearth serve` arguments for both.
+async fn two_nodes_on_shared_services_with(extra: &[&str]) -> (TestApp, TestApp) {
     crate::common::service(crate::common::POSTGRES);
     let redis = crate::common::service(crate::common::REDIS);
-    two_nodes(Arc::new(TestDatabase::create().await), &redis).await
+    two_nodes_with(Arc::new(TestDatabase::create().await), &redis, extra).await
 }
 
 /// Two nodes on a fresh database and one Redis channel prefix of their own.
 async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestApp) {
+    two_nodes_with(database, redis, &[]).await
+}
+
+/// The same, with more `hearth serve` arguments for both.
+async fn two_nodes_with(
+    database: Arc<TestDatabase>,
+    redis: &str,
+    extra: &[&str],
+) -> (TestApp, TestApp) {
     let prefix = format!("hearth-test-{}", uuid_like());
-    let args = [
+    let mut args = vec![
         "--redis-url",
         redis,
         "--redis-channel-prefix",
@@ -75,6 +89,7 @@ async fn two_nodes(database: Arc<TestDatabase>, redis: &str) -> (TestApp, TestAp
         "--message-rate",
         "0",
     ];
+    args.extend_from_slice(extra);
     let one = TestApp::spawn_on(Some(database.clone()), &args).await;
     let two = TestApp::spawn_on(Some(database), &args).await;
     wait_ready(&one).await;
@@ -894,4 +909,98 @@ async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
         (Some("room"), Some(room))
     );
     cable.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn presence_and_typing_cross_nodes_and_a_stopped_nodes_users_expire_within_the_ttl() {
+    use crate::presence::{next_typing, nicknames, presence_of, presence_until, watch};
+    let (one, mut two) = two_nodes_on_shared_services_with(&["--presence-ttl", "3"]).await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let carl = two.sign_up("carl").await;
+    let room = one.general_room(&ann).await;
+    let (mut ann_cable, ann_id) = watch(&one, &ann, room).await;
+    let (mut bob_cable, bob_id) = watch(&two, &bob, room).await;
+
+    // Each node learns the other's members: at once on asking (`sync`),
+    // and from every change.
+    assert_eq!(
+        nicknames(&presence_of(&mut ann_cable, 2).await),
+        ["ann", "bob"]
+    );
+    assert_eq!(
+        nicknames(&presence_of(&mut bob_cable, 2).await),
+        ["ann", "bob"]
+    );
+    let (_carl_cable, _) = two.join(&carl, room).await;
+    assert_eq!(
+        nicknames(&presence_of(&mut ann_cable, 3).await),
+        ["ann", "bob", "carl"]
+    );
+
+    // Typing crosses too (the typist's own tabs hear it as well), and
+    // each node delivers it once: its own publish heard back from Redis is
+    // not delivered again.
+    bob_cable
+        .perform(&bob_id, json!({ "action": "typing" }))
+        .await;
+    assert_eq!(next_typing(&mut ann_cable).await["nickname"], "bob");
+    assert_eq!(next_typing(&mut bob_cable).await["nickname"], "bob");
+    ann_cable
+        .perform(&ann_id, json!({ "action": "typing" }))
+        .await;
+    assert_eq!(next_typing(&mut bob_cable).await["nickname"], "ann");
+    ann_cable.speak(&ann_id, "after typing").await;
+    let mut typing = Vec::new();
+    loop {
+        let message = ann_cable.next_frame().await["message"].clone();
+        match message["type"].as_str() {
+            Some("typing") => typing.push(message["nickname"].clone()),
+            Some("message") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(typing, ["ann"], "ann's page hears her typing once");
+
+    // Node two stops: its users are gone from node one within the TTL
+    // (3 s here; bounded generously for a loaded machine).
+    two.shutdown().await;
+    let alone = presence_until(
+        &mut ann_cable,
+        Duration::from_secs(3 + 5),
+        |m| m["count"] == 1,
+        |_| {},
+    )
+    .await;
+    assert_eq!(nicknames(&alone), ["ann"]);
+}
+
+#[ignore = "needs Redis (HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_silent_nodes_snapshot_expires_and_presence_payloads_never_reach_clients_raw() {
+    use crate::presence::{nicknames, presence_of, watch};
+    let redis = crate::common::service(crate::common::REDIS);
+    let (app, prefix) = redis_node(&redis).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    let (mut ann_cable, _) = watch(&app, &ann, room).await;
+    let channel = format!("{prefix}:chatrooms:{room}:presence");
+    wait_numsub(&redis, &channel, 1).await;
+
+    // A node that published once and then died (or was cut off).
+    let snapshot = json!({ "hearth_node": "gone", "presence": "snapshot",
+        "members": [[9999, "ghost"]], "ttl_ms": 1500 });
+    publish(&redis, &channel, &snapshot.to_string()).await;
+    assert_eq!(
+        nicknames(&presence_of(&mut ann_cable, 2).await),
+        ["ann", "ghost"]
+    );
+    let alone = presence_of(&mut ann_cable, 1).await;
+    assert_eq!(nicknames(&alone), ["ann"]);
+
+    // Anything else on the channel is ignored, not delivered as it came.
+    publish(&redis, &channel, r#"{"type":"presence","count":1000}"#).await;
+    publish(&redis, &channel, "not json").await;
+    ann_cable.expect_silence(Duration::from_millis(300)).await;
 }

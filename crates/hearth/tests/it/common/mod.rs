@@ -196,6 +196,35 @@ impl TestApp {
         }
     }
 
+    /// `count` users named `<prefix>0`, `<prefix>1`, … with a session each,
+    /// written straight to the database: signing up hashes a password, and
+    /// tests that need a crowd need it fast. They cannot sign in.
+    pub async fn crowd(&self, prefix: &str, count: usize) -> Vec<TestUser> {
+        use hearth::domain::{Email, Nickname};
+        let mut users = Vec::with_capacity(count);
+        for n in 0..count {
+            let nickname = format!("{prefix}{n}");
+            let email = format!("{nickname}@example.com");
+            let user = hearth::db::users::insert(
+                &self.db,
+                &Email::parse(&email).unwrap(),
+                &Nickname::parse(&nickname).unwrap(),
+                "not a password hash",
+            )
+            .await
+            .expect("insert a user");
+            let token = hearth::db::sessions::create(&self.db, user.id)
+                .await
+                .expect("create a session");
+            users.push(TestUser {
+                email,
+                password: String::new(),
+                cookie: format!("hearth_session={}", token.as_str()),
+            });
+        }
+        users
+    }
+
     /// Count of rows in a table, read from the server's database.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -713,6 +742,13 @@ impl CableClient {
             json!({ "type": "confirm_subscription", "identifier": identifier })
         );
         identifier
+    }
+
+    /// Performs `data` (an object with an `action`) on `identifier`.
+    pub async fn perform(&mut self, identifier: &str, data: Value) {
+        let data = data.to_string();
+        self.send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
+            .await;
     }
 
     /// Performs `speak`.
