@@ -119,6 +119,11 @@ pub struct Common {
     #[arg(long = "also")]
     pub also: Vec<String>,
 
+    /// Subscribe to rooms with `"presence":true`, as Hearth's room page
+    /// does, getting its presence and typing frames too.
+    #[arg(long)]
+    pub presence: bool,
+
     /// Local addresses to connect from, round robin: a list (`127.0.0.1,127.0.0.2`)
     /// or a range (`127.0.0.1-127.0.0.8`); each gives ~28k ports.
     #[arg(long, default_value = "127.0.0.1-127.0.0.8", value_parser = parse_sources)]

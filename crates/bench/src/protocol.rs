@@ -19,6 +19,13 @@ pub fn identifier(room: &str) -> String {
     }
 }
 
+/// The same with `"presence":true`, as Hearth's room page subscribes: the
+/// subscription also gets the room's presence and typing frames.
+pub fn identifier_with_presence(room: &str) -> String {
+    let plain = identifier(room);
+    format!(r#"{},"presence":true}}"#, &plain[..plain.len() - 1])
+}
+
 /// A command from client to server.
 #[derive(Debug, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -226,6 +233,10 @@ mod tests {
     #[test]
     fn commands_are_what_action_cable_clients_send() {
         assert_eq!(identifier("1"), ID);
+        assert_eq!(
+            identifier_with_presence("1"),
+            r#"{"channel":"ChatroomChannel","id":1,"presence":true}"#
+        );
         assert_eq!(
             identifier("lobby"),
             r#"{"channel":"ChatroomChannel","id":"lobby"}"#

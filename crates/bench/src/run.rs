@@ -163,7 +163,16 @@ impl Ctx {
 
     /// The identifier of the shared room.
     pub fn identifier(&self) -> String {
-        protocol::identifier(&self.setup.room)
+        self.identifier_of(&self.setup.room)
+    }
+
+    /// The identifier of `room`, with presence if `--presence`.
+    pub fn identifier_of(&self, room: &str) -> String {
+        if self.common.presence {
+            protocol::identifier_with_presence(room)
+        } else {
+            protocol::identifier(room)
+        }
     }
 
     /// How long one connection set-up may take.

@@ -101,7 +101,7 @@ async fn work(
     let shared = ctx.identifier();
     let identifier = |i: usize| match rooms {
         [] => shared.clone(),
-        rooms => crate::protocol::identifier(&rooms[i % rooms.len()]),
+        rooms => ctx.identifier_of(&rooms[i % rooms.len()]),
     };
     let (stop_tx, stop) = watch::channel(false);
     let mut holders = JoinSet::new();
