@@ -175,10 +175,6 @@ pub struct ChatroomPage {
     pub rooms: Vec<Chatroom>,
     pub current_room_id: i64,
     pub room: Chatroom,
-    /// The room's id, for the history links.
-    pub room_id: i64,
-    /// The room's name, for the start of its history.
-    pub room_name: String,
     /// The messages shown: the newest, or the page a link asked for.
     pub page: HistoryPage,
     /// The `seq` a permalink (`?around=`) points at.
@@ -209,9 +205,8 @@ pub struct RoomLinkPartial<'a> {
 #[derive(Template)]
 #[template(path = "messages/_page.html")]
 pub struct HistoryFragment<'a> {
-    pub room_id: i64,
-    /// The room's name, for the start of its history.
-    pub room_name: &'a str,
+    /// The room, for the history links and the start of its history.
+    pub room: &'a Chatroom,
     pub page: &'a HistoryPage,
     /// The `seq` to mark as the one linked to, if any.
     pub highlight: Option<i64>,

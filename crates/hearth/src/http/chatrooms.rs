@@ -325,8 +325,6 @@ async fn room_page_at(
         current_user: Some(user.user()),
         rooms: sidebar(state, Some(&room)).await?,
         current_room_id: room.id,
-        room_id: room.id,
-        room_name: room.name.clone(),
         page: db::messages::page(&state.db, room.id, anchor, limit).await?,
         highlight,
         room,

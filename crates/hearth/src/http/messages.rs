@@ -154,8 +154,7 @@ async fn list_messages(
         .into_response());
     }
     let fragment = HistoryFragment {
-        room_id: chatroom_id,
-        room_name: &room.name,
+        room: &room,
         page: &page,
         highlight: None,
         viewer_id: user.id,
