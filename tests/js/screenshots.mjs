@@ -52,6 +52,18 @@ try {
     });
   }
   const room = await roomIdOf(server.url, cookies.maya);
+  for (const [name, topic] of [
+    ["releases", "What shipped and when"],
+    ["design-reviews", "Mockups and prototypes, Thursdays"],
+    ["random", ""],
+  ]) {
+    await fetch(`${server.url}/chatrooms`, {
+      method: "POST",
+      headers: { Cookie: cookies.theo },
+      body: new URLSearchParams({ name, topic }),
+      redirect: "manual",
+    });
+  }
   for (const [nickname, content, edited] of CONVERSATION) {
     const message = await postMessage(server.url, cookies[nickname], room, content);
     if (edited) {
