@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::{End, Session, Socket, reply};
-use crate::channel::{Channel, HistoryFrom, Params};
+use crate::channel::{Channel, HistoryFrom};
 use crate::protocol::{self, Dialect, HistoryRequest, Position};
 use crate::registry::{Outgoing, StreamKey};
 use crate::server::{Identity, Parked};
@@ -21,7 +21,6 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Restorable<I> {
     identifier: Arc<str>,
     channel: Arc<dyn Channel<I>>,
-    params: Params,
 }
 
 /// What a session of the extended protocol keeps besides its subscriptions.
@@ -124,7 +123,8 @@ impl<I: Identity> Session<I> {
         let parked = self.inner.unpark(sid, &self.identity)?;
         let mut ids = Vec::with_capacity(parked.subscriptions.len());
         for s in parked.subscriptions {
-            let streams = match s.channel.subscribe(&self.identity, &s.params).await {
+            let params = super::params_of(&s.identifier);
+            let streams = match s.channel.subscribe(&self.identity, &params).await {
                 Ok(subscription) => subscription.streams,
                 Err(rejection) => {
                     debug!(reason = %rejection.0, "a parked subscription is refused now");
@@ -134,7 +134,7 @@ impl<I: Identity> Session<I> {
             ids.push(s.identifier.clone());
             self.ext.held.insert(s.identifier.clone(), Vec::new());
             self.inner.recount_subscription(&self.identity);
-            self.register(s.identifier, s.channel, s.params, streams);
+            self.register(s.identifier, s.channel, streams);
         }
         if !ids.is_empty() {
             self.ext.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
@@ -258,11 +258,12 @@ impl<I: Identity> Session<I> {
         let mut kept = Vec::new();
         for identifier in identifiers {
             if let Some(s) = self.unsubscribe(&identifier) {
-                s.channel.unsubscribed(&self.identity, &s.params).await;
+                s.channel
+                    .unsubscribed(&self.identity, &super::params_of(&identifier))
+                    .await;
                 kept.push(Restorable {
                     identifier,
                     channel: s.channel,
-                    params: s.params,
                 });
             }
         }
