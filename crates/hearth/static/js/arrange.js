@@ -11,19 +11,24 @@ export function arrange(list) {
   for (const divider of list.querySelectorAll(".day-divider")) divider.remove();
   /** @type {HTMLElement | null} */
   let previous = null;
-  for (const article of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("article.message[data-at]"))) {
-    const at = Number(article.dataset.at);
+  for (const article of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("article.message[data-seq]"))) {
+    const at = sentAt(article);
     const day = dayOf(at);
-    const sameDay = previous !== null && dayOf(Number(previous.dataset.at)) === day;
+    const sameDay = previous !== null && dayOf(sentAt(previous)) === day;
     const grouped =
       sameDay &&
       previous !== null &&
       previous.dataset.userId === article.dataset.userId &&
-      at - Number(previous.dataset.at) < GROUP_WITHIN_MS;
+      at - sentAt(previous) < GROUP_WITHIN_MS;
     article.classList.toggle("grouped", grouped);
     if (!sameDay) outer(list, article).before(divider(at));
     previous = article;
   }
+}
+
+/** When a message was sent, from its `<time datetime>` (Unix ms). */
+function sentAt(/** @type {HTMLElement} */ article) {
+  return Date.parse(article.querySelector("time[datetime]")?.getAttribute("datetime") ?? "");
 }
 
 function outer(list, article) {
