@@ -18,13 +18,6 @@ fn padded_identifier(room: i64, bytes: usize) -> String {
     identifier
 }
 
-async fn catch_up(cable: &mut CableClient, identifier: &str, after: i64) {
-    let data = json!({ "action": "catch_up", "after": after }).to_string();
-    cable
-        .send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
-        .await;
-}
-
 /// The status of a refused WebSocket handshake.
 fn refused_status(result: Result<CableClient, tungstenite::Error>) -> u16 {
     match result {
@@ -61,7 +54,7 @@ async fn catch_up_past_the_replay_rate_is_refused_with_a_retry_after() {
     let (mut cable, identifier) = app.join(&ann, room).await;
 
     for _ in 0..15 {
-        catch_up(&mut cable, &identifier, 0).await;
+        cable.catch_up(&identifier, 0).await;
     }
     let (mut answered, mut refused) = (0, 0);
     while answered + refused < 15 {
@@ -134,7 +127,7 @@ async fn a_client_that_stops_reading_a_replay_is_dropped_when_its_writes_stall()
         "confirm_subscription"
     );
     app.wait_for_metric("hearth_connections", 2.0).await;
-    catch_up(&mut stalled, &identifier, 0).await;
+    stalled.catch_up(&identifier, 0).await;
     // 4 MB of replay into a 4 KiB window: the write stalls, and a second later
     // the session ends; the reader that keeps up is untouched.
     app.wait_for_metric("hearth_connections", 1.0).await;

@@ -4,7 +4,7 @@
 //! room's sequence staying gap-free through `catch_up`.
 
 use reqwest::header::ACCEPT;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common::{CableClient, TestApp, TestUser};
 
@@ -54,10 +54,7 @@ fn contents(page: &Value) -> Vec<String> {
 
 /// Replays the room after `after`: the frames up to and without `caught_up`.
 async fn catch_up(cable: &mut CableClient, identifier: &str, after: i64) -> (Vec<Value>, Value) {
-    let data = json!({ "action": "catch_up", "after": after }).to_string();
-    cable
-        .send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
-        .await;
+    cable.catch_up(identifier, after).await;
     let mut replayed = Vec::new();
     loop {
         let message = cable.next_message(identifier).await;
@@ -200,7 +197,7 @@ async fn edits_and_deletions_answer_404_401_and_422_where_they_should() {
     for bad in ["0", "-1", "abc", "1e3"] {
         let path = format!("/chatrooms/{room}/messages/{bad}");
         let response = app
-            .send_json(&ann, reqwest::Method::DELETE, &path, None)
+            .request_json(&ann, reqwest::Method::DELETE, &path, None)
             .await;
         assert_eq!(response.status(), 404, "{bad}");
     }

@@ -97,15 +97,48 @@ async fn two_nodes_with(
     (one, two)
 }
 
-#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
-#[tokio::test]
-async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
+/// Two nodes; ann signed up on node one, bob on node two, following her room.
+struct Listening {
+    one: TestApp,
+    two: TestApp,
+    ann: crate::common::TestUser,
+    bob: crate::common::TestUser,
+    room: i64,
+    listener: CableClient,
+    identifier: String,
+}
+
+async fn bob_on_node_two_listening_to_ann_on_node_one() -> Listening {
     let (one, two) = two_nodes_on_shared_services().await;
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let room = one.general_room(&ann).await;
     let mut listener = two.connect_cable(Some(&bob.cookie)).await;
     let identifier = listener.join_room(room).await;
+    Listening {
+        one,
+        two,
+        ann,
+        bob,
+        room,
+        listener,
+        identifier,
+    }
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
+    // Node two must live to the end: bound, not dropped with `..`.
+    let Listening {
+        one,
+        two: _two,
+        ann,
+        room,
+        mut listener,
+        identifier,
+        ..
+    } = bob_on_node_two_listening_to_ann_on_node_one().await;
     let mut speaker = one.connect_cable(Some(&ann.cookie)).await;
     speaker.join_room(room).await;
 
@@ -136,12 +169,15 @@ async fn a_subscriber_on_node_two_receives_in_order_what_node_one_stores() {
 #[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
 #[tokio::test]
 async fn edits_and_deletions_on_node_one_reach_node_two_in_the_rooms_sequence() {
-    let (one, two) = two_nodes_on_shared_services().await;
-    let ann = one.sign_up("ann").await;
-    let bob = two.sign_up("bob").await;
-    let room = one.general_room(&ann).await;
-    let mut listener = two.connect_cable(Some(&bob.cookie)).await;
-    let identifier = listener.join_room(room).await;
+    let Listening {
+        one,
+        two,
+        ann,
+        bob,
+        room,
+        mut listener,
+        identifier,
+    } = bob_on_node_two_listening_to_ann_on_node_one().await;
 
     let posted: Value = one
         .post_message(&ann, room, "frist")
@@ -173,9 +209,7 @@ async fn edits_and_deletions_on_node_one_reach_node_two_in_the_rooms_sequence() 
     // A late subscriber on node two catches up the same sequence from PostgreSQL.
     let mut late = two.connect_cable(Some(&bob.cookie)).await;
     let late_id = late.join_room(room).await;
-    let data = json!({ "action": "catch_up", "after": 0 }).to_string();
-    late.send_json(json!({ "command": "message", "identifier": late_id, "data": data }))
-        .await;
+    late.catch_up(&late_id, 0).await;
     let replayed = collect(&mut late, &late_id, 5).await;
     let kinds: Vec<&str> = replayed
         .iter()

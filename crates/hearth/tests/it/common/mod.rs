@@ -405,7 +405,7 @@ impl Remote {
     }
 
     /// Sends `method` to `path` as `user` with a JSON body (if any), asking for JSON.
-    pub async fn send_json(
+    pub async fn request_json(
         &self,
         user: &TestUser,
         method: reqwest::Method,
@@ -435,14 +435,14 @@ impl Remote {
     ) -> reqwest::Response {
         let path = format!("/chatrooms/{room}/messages/{id}");
         let body = json!({ "content": content });
-        self.send_json(user, reqwest::Method::PATCH, &path, Some(body))
+        self.request_json(user, reqwest::Method::PATCH, &path, Some(body))
             .await
     }
 
     /// Deletes message `id` of `room` as `user` (`DELETE`, asking for JSON).
     pub async fn delete_message(&self, user: &TestUser, room: i64, id: i64) -> reqwest::Response {
         let path = format!("/chatrooms/{room}/messages/{id}");
-        self.send_json(user, reqwest::Method::DELETE, &path, None)
+        self.request_json(user, reqwest::Method::DELETE, &path, None)
             .await
     }
 
@@ -753,8 +753,13 @@ impl CableClient {
 
     /// Performs `speak`.
     pub async fn speak(&mut self, identifier: &str, content: &str) {
-        let data = json!({ "action": "speak", "content": content }).to_string();
-        self.send_json(json!({ "command": "message", "identifier": identifier, "data": data }))
+        self.perform(identifier, json!({ "action": "speak", "content": content }))
+            .await;
+    }
+
+    /// Asks the room subscription `identifier` for what came after `after`.
+    pub async fn catch_up(&mut self, identifier: &str, after: i64) {
+        self.perform(identifier, json!({ "action": "catch_up", "after": after }))
             .await;
     }
 
