@@ -345,23 +345,31 @@ test("loss under faults with @anycable/web", { timeout: 60_000 }, async (t) => {
   assert.ok(figures.subscribesWithPositions >= kills, "after each kill the client resubscribed with its position");
 });
 
+/**
+ * A server for one test; rae follows #general in the extended protocol and
+ * reconnects after a fixed 500 ms, so what wes does meanwhile lands while
+ * she is away.
+ * @param {import("node:test").TestContext} t
+ */
+async function readerWhoWillBeCut(t) {
+  const { server, connect } = await serverFor(t);
+  const reader = await signUp(server.url, { email: "rae@example.com", nickname: "rae", password: "correct horse 1" });
+  const writer = await signUp(server.url, { email: "wes@example.com", nickname: "wes", password: "correct horse 2" });
+  const roomId = await roomIdOf(server.url, reader);
+  const subscriber = connect(reader, { reconnectStrategy: () => 500 });
+  const { channel, receipts } = follow(subscriber.cable, roomId);
+  await channel.ensureSubscribed();
+  return { server, writer, roomId, stream: `chatrooms:${roomId}`, subscriber, channel, receipts };
+}
+
 test(
   "a cut socket comes back as a restored session and gets what was posted while away, once",
   { timeout: 20_000 },
   async (t) => {
-    const { server, connect } = await serverFor(t);
-    const reader = await signUp(server.url, { email: "rae@example.com", nickname: "rae", password: "correct horse 1" });
-    const writer = await signUp(server.url, { email: "wes@example.com", nickname: "wes", password: "correct horse 2" });
-    const roomId = await roomIdOf(server.url, reader);
-    const stream = `chatrooms:${roomId}`;
-
-    // A fixed delay, so the posts below land while the client is away.
-    const subscriber = connect(reader, { reconnectStrategy: () => 500 });
+    const { server, writer, roomId, stream, subscriber, channel, receipts } = await readerWhoWillBeCut(t);
     /** @type {{ reconnect: boolean, restored: boolean }[]} */
     const connects = [];
     subscriber.cable.on("connect", (event) => connects.push(event));
-    const { channel, receipts } = follow(subscriber.cable, roomId);
-    await channel.ensureSubscribed();
     const before = await postMessage(server.url, writer, roomId, "Before the tunnel.");
     await eventually("the first message", () => receipts.length === 1);
     const [first] = subscriber.frames.filter((f) => f.direction === "in" && f.data.type === "welcome");
@@ -415,14 +423,7 @@ test(
   "an edit and a deletion made while a socket was cut arrive through the restored session's history, once",
   { timeout: 20_000 },
   async (t) => {
-    const { server, connect } = await serverFor(t);
-    const reader = await signUp(server.url, { email: "rae@example.com", nickname: "rae", password: "correct horse 1" });
-    const writer = await signUp(server.url, { email: "wes@example.com", nickname: "wes", password: "correct horse 2" });
-    const roomId = await roomIdOf(server.url, reader);
-    const stream = `chatrooms:${roomId}`;
-    const subscriber = connect(reader, { reconnectStrategy: () => 500 });
-    const { channel, receipts } = follow(subscriber.cable, roomId);
-    await channel.ensureSubscribed();
+    const { server, writer, roomId, stream, subscriber, receipts } = await readerWhoWillBeCut(t);
     const typo = await postMessage(server.url, writer, roomId, "Lunch at nonn?");
     const extra = await postMessage(server.url, writer, roomId, "Ignore this.");
     await eventually("both messages", () => receipts.length === 2);

@@ -19,6 +19,16 @@ pub struct Chatroom {
     pub topic: String,
 }
 
+/// A room and its newest place in its sequence, read in one query: a page
+/// catches up from that `seq`, so it is read before the page's messages.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RoomAtSeq {
+    #[sqlx(flatten)]
+    pub room: Chatroom,
+    /// The `seq` of the room's newest post, edit or deletion.
+    pub last_seq: i64,
+}
+
 /// Why a room could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum InsertChatroomError {
@@ -180,6 +190,14 @@ pub async fn backfill_name_keys(db: &Db) -> sqlx::Result<()> {
 pub async fn last_seqs(db: &Db) -> sqlx::Result<Vec<(i64, i64)>> {
     sqlx::query_as("SELECT id, last_seq FROM chatrooms")
         .fetch_all(db)
+        .await
+}
+
+/// One room with its newest `seq`, if it exists.
+pub async fn find_at_seq(db: &Db, id: i64) -> sqlx::Result<Option<RoomAtSeq>> {
+    sqlx::query_as("SELECT id, name, topic, last_seq FROM chatrooms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
         .await
 }
 

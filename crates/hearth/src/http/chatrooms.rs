@@ -309,11 +309,8 @@ async fn room_page_at(
     errors: Vec<String>,
     draft: String,
 ) -> Result<ChatroomPage> {
-    let room = db::chatrooms::find(&state.db, id)
-        .await?
-        .ok_or(Error::NotFound)?;
     // Before the page: whatever happens between the two reads is caught up.
-    let last_seq = db::chatrooms::last_seq(&state.db, id)
+    let db::chatrooms::RoomAtSeq { room, last_seq } = db::chatrooms::find_at_seq(&state.db, id)
         .await?
         .ok_or(Error::NotFound)?;
     let highlight = match anchor {

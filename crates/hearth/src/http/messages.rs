@@ -137,12 +137,10 @@ async fn list_messages(
     RoomId(chatroom_id): RoomId,
     HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    let room = db::chatrooms::find(&state.db, chatroom_id)
-        .await?
-        .ok_or(Error::NotFound)?;
-    let last_seq = db::chatrooms::last_seq(&state.db, chatroom_id)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let db::chatrooms::RoomAtSeq { room, last_seq } =
+        db::chatrooms::find_at_seq(&state.db, chatroom_id)
+            .await?
+            .ok_or(Error::NotFound)?;
     let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
     if wants_json(&headers) {
         return Ok(Json(HistoryJson {

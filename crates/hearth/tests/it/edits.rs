@@ -266,10 +266,7 @@ async fn catch_up_replays_posts_edits_and_deletions_in_one_sequence_without_gaps
         [1, 2, 3, 4, 5, 6],
         "every place of the sequence, once"
     );
-    let kinds: Vec<&str> = replayed
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect();
+    let kinds = crate::common::payload_types(&replayed);
     assert_eq!(
         kinds,
         [

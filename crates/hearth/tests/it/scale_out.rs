@@ -195,10 +195,7 @@ async fn edits_and_deletions_on_node_one_reach_node_two_in_the_rooms_sequence() 
 
     let received = collect(&mut listener, &identifier, 4).await;
     assert_eq!(seqs(&received), [1, 2, 3, 4]);
-    let kinds: Vec<&str> = received
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect();
+    let kinds = crate::common::payload_types(&received);
     assert_eq!(
         kinds,
         ["message", "message_edited", "message", "message_deleted"]
@@ -211,10 +208,7 @@ async fn edits_and_deletions_on_node_one_reach_node_two_in_the_rooms_sequence() 
     let late_id = late.join_room(room).await;
     late.catch_up(&late_id, 0).await;
     let replayed = collect(&mut late, &late_id, 5).await;
-    let kinds: Vec<&str> = replayed
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect();
+    let kinds = crate::common::payload_types(&replayed);
     // Each place as it is now: the post and the edit of a message deleted
     // since replay as deletions, and its text is not sent again.
     assert_eq!(

@@ -621,6 +621,14 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
 }
 
+/// The `type` of each payload, in order (`message`, `message_edited`, …).
+pub fn payload_types(payloads: &[Value]) -> Vec<&str> {
+    payloads
+        .iter()
+        .map(|payload| payload["type"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// The `Content-Type` header of an answer.
 pub fn content_type(response: &reqwest::Response) -> &str {
     response.headers()["content-type"].to_str().unwrap()
