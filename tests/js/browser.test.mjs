@@ -940,3 +940,48 @@ test(
     await page.context().close();
   },
 );
+
+test(
+  "conversations: ann writes to bob from his name, bob's sidebar shows it live, carol cannot open a private room",
+  { timeout: 90_000 },
+  async (t) => {
+    const desktop = { width: 1280, height: 800 };
+    const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: desktop });
+    const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
+    const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
+    const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
+    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close())));
+    await bob.page.locator('#connection-status[data-state="online"]').waitFor();
+
+    // From bob's name in the room's member list.
+    await annPage.reload();
+    await annPage.locator("#members > summary").click();
+    await annPage.locator(".member-list").getByRole("link", { name: "bob" }).click();
+    await annPage.waitForURL(/\/chatrooms\/\d+$/);
+    assert.equal(await annPage.locator(".room-header h1").innerText(), "@ bob");
+    await annPage.locator('#connection-status[data-state="online"]').waitFor();
+    await say({ nickname: "ann", page: annPage, frames: [] }, "lunch at noon?");
+
+    const link = bob.page.locator("#direct-list").getByRole("link", { name: "ann" });
+    await link.waitFor({ timeout: 2_000 });
+    await bob.page.screenshot({ path: path.join(ARTIFACTS, "direct-sidebar-1280x800.png") });
+    await link.click();
+    await bob.page.waitForURL(annPage.url());
+    await listed(bob.page, "lunch at noon?").waitFor();
+
+    // A private room: carol is neither shown it nor let in.
+    await annPage.goto(`${own.url}/chatrooms`);
+    await annPage.locator("summary", { hasText: "New room" }).click();
+    await annPage.locator(".create-room-form").getByLabel("Name").fill("plans");
+    await annPage.locator(".create-room-form").getByLabel(/Private/).check();
+    await annPage.locator(".create-room-form").getByRole("button", { name: "Create room" }).click();
+    await annPage.waitForURL(/\/chatrooms\/\d+$/);
+    assert.equal(await annPage.locator(".room-header h1").innerText(), "🔒 plans");
+    const privateUrl = annPage.url();
+    await carol.page.reload();
+    assert.equal(await carol.page.locator("#sidebar").getByText("plans").count(), 0, "not in carol's sidebar");
+    const response = await carol.page.goto(privateUrl);
+    assert.equal(response?.status(), 404);
+    await carol.page.screenshot({ path: path.join(ARTIFACTS, "private-room-404-390x844.png") });
+  },
+);

@@ -130,6 +130,75 @@ test("subscribing to a room that does not exist is rejected", { timeout: TEST_TI
   assert.equal(cable.sockets.length, 1);
 });
 
+/**
+ * Creates a private room as `cookie`'s user and returns its id.
+ * @param {string} cookie
+ * @param {string} name
+ */
+async function createPrivateRoom(cookie, name) {
+  const response = await fetch(`${server.url}/chatrooms`, {
+    method: "POST",
+    headers: { Cookie: cookie },
+    body: new URLSearchParams({ name, private: "1" }),
+    redirect: "manual",
+  });
+  const found = /^\/chatrooms\/(\d+)$/.exec(response.headers.get("location") ?? "");
+  assert.equal(response.status, 303);
+  assert.ok(found, "redirected to the new room");
+  return Number(found[1]);
+}
+
+test(
+  "a private room rejects a non-member's subscription, confirms a member's, and ends it when they are removed",
+  { timeout: TEST_TIMEOUT_MS },
+  async (t) => {
+    const room = { channel: "ChatroomChannel", id: await createPrivateRoom(maya, `plans-${Date.now()}`) };
+    const outsider = connect(t, theo);
+    const refused = subscribe(outsider.consumer, room);
+    await refused.events.until("the rejected callback", (events) => events.some((e) => e.kind === "rejected"));
+    assert.deepEqual(refused.events.events, [{ kind: "rejected" }]);
+
+    const member = connect(t, maya);
+    const subscription = await subscribed(member.consumer, room);
+    await postMessage(server.url, maya, room.id, "only for members");
+    const received = await subscription.events.until("the member's message", (events) =>
+      events.find((e) => e.kind === "received"),
+    );
+    assert.equal(received.data.content, "only for members");
+
+    // Invited, then removed: the package hears the end of its subscription as a rejection.
+    const invited = await fetch(`${server.url}/chatrooms/${room.id}/members`, {
+      method: "POST",
+      headers: { Cookie: maya },
+      body: new URLSearchParams({ nickname: "theo" }),
+      redirect: "manual",
+    });
+    assert.equal(invited.status, 303);
+    const theoInRoom = await subscribed(outsider.consumer, room);
+    const theoId = await userIdOf(theo);
+    const removed = await fetch(`${server.url}/chatrooms/${room.id}/members/${theoId}/remove`, {
+      method: "POST",
+      headers: { Cookie: maya },
+      redirect: "manual",
+    });
+    assert.equal(removed.status, 303);
+    await theoInRoom.events.until("the rejected callback after removal", (events) => events.some((e) => e.kind === "rejected"));
+    assert.ok(
+      !outsider.consumer.subscriptions.findAll(JSON.stringify(room)).length,
+      "the package dropped the subscription",
+    );
+  },
+);
+
+/**
+ * The user id behind a session cookie, from the JSON of a message they post in #general.
+ * @param {string} cookie
+ */
+async function userIdOf(cookie) {
+  const message = await postMessage(server.url, cookie, general.id, "who am I?");
+  return message.user_id;
+}
+
 test(
   "a consumer without a session cookie is told it is unauthorized and does not reconnect",
   { timeout: TEST_TIMEOUT_MS },

@@ -40,6 +40,10 @@ pub struct Frame {
     pub frame: Bytes,
     /// The frame's subscription, stream and offset, when it has one.
     pub position: Option<(Arc<StreamKey>, i64)>,
+    /// Set on the engine's notice that the connection's subscriptions to
+    /// this stream end ([`crate::Cable::end_subscriptions`]); such a frame
+    /// has no bytes of its own.
+    pub ends: Option<Arc<str>>,
 }
 
 impl Frame {
@@ -48,6 +52,16 @@ impl Frame {
         Self {
             frame,
             position: None,
+            ends: None,
+        }
+    }
+
+    /// The notice that a connection's subscriptions to `stream` end.
+    pub fn ending(stream: &str) -> Self {
+        Self {
+            frame: Bytes::new(),
+            position: None,
+            ends: Some(Arc::from(stream)),
         }
     }
 
@@ -315,6 +329,24 @@ impl Registry {
 
     /// Removes a subscriber, and the stream once nobody follows it.
     pub fn remove(&self, stream: &str, identifier: &str, conn: ConnId) {
+        self.prune(stream, |group| {
+            if &*group.key.identifier == identifier {
+                group.subscribers.remove(&conn);
+            }
+        });
+    }
+
+    /// Removes every subscriber of `stream` that is one of `conns`, under
+    /// any identifier: once this returns, no broadcast reaches them.
+    pub fn remove_conns(&self, stream: &str, conns: &std::collections::HashSet<ConnId>) {
+        self.prune(stream, |group| {
+            group.subscribers.retain(|conn, _| !conns.contains(conn));
+        });
+    }
+
+    /// Lets `prune` take subscribers out of each group of `stream`, then
+    /// drops the groups left empty, and the stream once nobody follows it.
+    fn prune(&self, stream: &str, mut prune: impl FnMut(&mut Group)) {
         let mut shard = self
             .shard(stream)
             .write()
@@ -323,9 +355,7 @@ impl Registry {
             return;
         };
         groups.retain_mut(|group| {
-            if &*group.key.identifier == identifier {
-                group.subscribers.remove(&conn);
-            }
+            prune(group);
             !group.subscribers.is_empty()
         });
         if groups.is_empty() {
@@ -371,7 +401,11 @@ impl Registry {
                     None,
                 ),
             };
-            let outgoing = Arc::new(Frame { frame, position });
+            let outgoing = Arc::new(Frame {
+                frame,
+                position,
+                ends: None,
+            });
             for outbox in group.subscribers.values() {
                 match outbox.offer(outgoing.clone()) {
                     Offer::Queued => delivery.queued += 1,

@@ -271,6 +271,28 @@ impl<I> Inner<I> {
         kicked.len()
     }
 
+    /// Ends the subscriptions to `stream` of every live session whose
+    /// identity matches: they are out of the registry before this returns,
+    /// and each session is sent a notice to drop them and tell its client.
+    fn end_subscriptions(&self, stream: &str, matches: impl Fn(&I) -> bool) -> usize {
+        let targets: Vec<(u64, Outbox)> = lock(&self.live)
+            .iter()
+            .filter(|(_, l)| matches(&l.identity))
+            .map(|(id, l)| (*id, l.outbox.clone()))
+            .collect();
+        if targets.is_empty() {
+            return 0;
+        }
+        let conns = targets.iter().map(|(id, _)| *id).collect();
+        self.registry.remove_conns(stream, &conns);
+        let notice = Arc::new(Frame::ending(stream));
+        for (_, outbox) in &targets {
+            // A full queue marks the session too slow: it ends anyway.
+            outbox.offer(notice.clone());
+        }
+        targets.len()
+    }
+
     /// Queues one shared ping frame for every live session.
     fn ping_all(&self) {
         let ping = Arc::new(Frame::unpositioned(ping_frame()));
@@ -577,6 +599,18 @@ impl<I: Identity> Cable<I> {
         reason: DisconnectReason,
     ) -> usize {
         self.inner.kick_where(matches, reason)
+    }
+
+    /// Ends the subscriptions to `stream` of every live session on this
+    /// node whose identity matches (e.g. a member removed from a private
+    /// room): no broadcast to `stream` reaches them once this returns, and
+    /// each such subscription ends as an unsubscribe does (the channel's
+    /// `unsubscribed` runs) and its client gets `reject_subscription`, which
+    /// Action Cable clients take as the end of that subscription. Returns
+    /// how many sessions were told. Sessions parked for a restore are not
+    /// touched: a restore asks the channel's `subscribe` again.
+    pub fn end_subscriptions(&self, stream: &str, matches: impl Fn(&I) -> bool) -> usize {
+        self.inner.end_subscriptions(stream, matches)
     }
 
     /// Sends `message` (a JSON value) to every subscriber of `stream` on this node.

@@ -21,6 +21,8 @@ pub struct CurrentUser {
     pub email: String,
     /// Display name.
     pub nickname: String,
+    /// Whether they are the instance's admin (may rename and archive any room).
+    pub admin: bool,
     /// The hash of the session token this user came with: signing out ends
     /// that session's sockets too.
     pub session: String,
@@ -47,19 +49,27 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>> {
+        // Found once per request: a room's route asks for the user to
+        // check membership, and its handler asks again.
+        if let Some(found) = parts.extensions.get::<Option<Self>>() {
+            return Ok(found.clone());
+        }
         let jar = CookieJar::from_headers(&parts.headers);
         let Some(cookie) = jar.get(SESSION_COOKIE) else {
             return Ok(None);
         };
         let token = SessionToken::from_cookie(cookie.value());
-        Ok(sessions::find_user(&state.db, &token)
+        let found = sessions::find_user(&state.db, &token)
             .await?
-            .map(|user| Self {
+            .map(|(user, admin)| Self {
                 id: user.id,
                 email: user.email,
                 nickname: user.nickname,
+                admin,
                 session: token.hash(),
-            }))
+            });
+        parts.extensions.insert(found.clone());
+        Ok(found)
     }
 }
 

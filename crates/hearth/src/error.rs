@@ -304,6 +304,7 @@ async fn signed_in(state: &AppState, session: Option<SessionToken>) -> Option<Us
         .await
         .ok()
         .flatten()
+        .map(|(user, _admin)| user)
 }
 
 /// The generic page for an answer without a form of its own.

@@ -468,6 +468,7 @@ mod tests {
             id,
             email: format!("{nickname}@example.com"),
             nickname: nickname.to_owned(),
+            admin: false,
             session: String::new(),
         }
     }

@@ -64,6 +64,17 @@ enum Input {
     },
     /// A local client subscribed to a room whose newest message is `last_seq`.
     Track { chatroom_id: i64, last_seq: i64 },
+    /// Someone may no longer read a room: end their subscriptions to it.
+    End { chatroom_id: i64, who: Who },
+}
+
+/// Whose subscriptions to a room end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// One user's: they left or were removed.
+    User(i64),
+    /// Everyone's: the room was archived.
+    Everyone,
 }
 
 /// Where the writer and the channel send what the relay must know; cheap to clone.
@@ -104,6 +115,13 @@ impl RelayHandle {
             chatroom_id,
             last_seq,
         });
+    }
+
+    /// Ends `who`'s subscriptions to `chatroom_id` on every node: on this
+    /// one at once, on the others as soon as they hear it through Redis
+    /// (on the room's channel, so only nodes with subscribers hear it).
+    pub fn end_subscriptions(&self, chatroom_id: i64, who: Who) {
+        let _ = self.inputs.send(Input::End { chatroom_id, who });
     }
 
     /// Counters.
@@ -199,6 +217,27 @@ struct Marked<'a> {
     #[serde(borrow)]
     hearth_node: Option<&'a str>,
     seq: Option<i64>,
+    /// On a node's notice that subscriptions to the room end: whose (a
+    /// user id, or 0 for everyone's).
+    hearth_end: Option<i64>,
+}
+
+impl Who {
+    /// As `hearth_end` carries it.
+    fn code(self) -> i64 {
+        match self {
+            Self::User(id) => id,
+            Self::Everyone => 0,
+        }
+    }
+
+    fn from_code(code: i64) -> Self {
+        if code == 0 {
+            Self::Everyone
+        } else {
+            Self::User(code)
+        }
+    }
 }
 
 /// `payload` (a JSON object) with this node's marker as its first key.
@@ -269,7 +308,33 @@ impl Relay {
             } => {
                 self.delivered.entry(chatroom_id).or_insert(last_seq);
             }
+            Input::End { chatroom_id, who } => {
+                if let Some(broker) = &self.broker {
+                    let notice = format!("{{\"hearth_end\":{}}}", who.code());
+                    broker.publish(
+                        &RoomStream(chatroom_id).to_string(),
+                        &marked(&notice, &self.node),
+                    );
+                }
+                self.end_here(chatroom_id, who);
+            }
         }
+    }
+
+    /// Ends `who`'s subscriptions to a room on this node.
+    fn end_here(&self, room: i64, who: Who) {
+        let ended = self
+            .cable
+            .end_subscriptions(&RoomStream(room).to_string(), |user| match who {
+                Who::User(id) => user.id == id,
+                Who::Everyone => true,
+            });
+        tracing::info!(
+            chatroom_id = room,
+            ?who,
+            sessions = ended,
+            "ended subscriptions to a room"
+        );
     }
 
     async fn on_broker(&mut self, event: BrokerEvent) {
@@ -282,9 +347,23 @@ impl Relay {
                     return;
                 }
                 let room = stream.parse::<RoomStream>().ok().map(RoomStream::room);
-                let mark = serde_json::from_str::<Marked<'_>>(&payload)
-                    .ok()
-                    .and_then(|m| Some((m.hearth_node?, m.seq?)));
+                let marked = serde_json::from_str::<Marked<'_>>(&payload).ok();
+                if let (
+                    Some(room),
+                    Some(Marked {
+                        hearth_node: Some(node),
+                        hearth_end: Some(code),
+                        ..
+                    }),
+                ) = (room, &marked)
+                {
+                    // Another node's notice (this node ended its own already).
+                    if *node != self.node {
+                        self.end_here(room, Who::from_code(*code));
+                    }
+                    return;
+                }
+                let mark = marked.and_then(|m| Some((m.hearth_node?, m.seq?)));
                 match (room, mark) {
                     // This node's own publish, heard back: delivered already.
                     (Some(_), Some((node, _))) if node == self.node => {

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use crate::db::chatrooms::{Chatroom, DirectoryRoom};
+use crate::db::chatrooms::{Chatroom, DirectoryRoom, RoomKind};
+use crate::db::memberships::Member;
 use crate::db::messages::{HistoryPage, Message};
 use crate::db::users::User;
 
@@ -41,7 +42,8 @@ pub struct SignInPage {
 #[template(path = "chatrooms/index.html")]
 pub struct ChatroomsPage {
     pub current_user: Option<User>,
-    pub rooms: Vec<Chatroom>,
+    pub sidebar: Sidebar,
+    /// The room shown, marked in the sidebar; 0 for none.
     pub current_room_id: i64,
     /// The rooms found, the part the search replaces.
     pub listing: DirectoryListing,
@@ -98,6 +100,8 @@ pub struct DirectoryRow {
     pub members: i64,
     /// Whether the reader is one of them.
     pub joined: bool,
+    /// Whether only its members may read it.
+    pub private: bool,
     /// "active 3 h ago", or "no messages yet".
     pub activity: String,
     /// When, in full (UTC), for the hover.
@@ -172,9 +176,19 @@ fn urlencode(text: &str) -> String {
 #[template(path = "chatrooms/show.html")]
 pub struct ChatroomPage {
     pub current_user: Option<User>,
-    pub rooms: Vec<Chatroom>,
+    pub sidebar: Sidebar,
+    /// The room shown, marked in the sidebar; 0 for none.
     pub current_room_id: i64,
     pub room: Chatroom,
+    /// What the room is called here: its name, or a conversation's people.
+    pub title: RoomTitle,
+    /// Whether the reader is a member (else a public room offers Join).
+    pub member: bool,
+    /// Its members, by nickname (the first 200 of them).
+    pub members: Vec<Member>,
+    pub member_count: i64,
+    /// Whether the reader may rename and archive it (its creator, an admin).
+    pub can_manage: bool,
     /// The messages shown: the newest, or the page a link asked for.
     pub page: HistoryPage,
     /// The `seq` a permalink (`?around=`) points at.
@@ -190,12 +204,99 @@ pub struct ChatroomPage {
     pub last_seq: i64,
 }
 
+/// The sidebar: the rooms the reader may read and their direct conversations.
+#[derive(Debug, Clone, Default)]
+pub struct Sidebar {
+    /// Public and private rooms, most recently active first.
+    pub rooms: Vec<Chatroom>,
+    /// Direct conversations, most recently active first.
+    pub directs: Vec<DirectLink>,
+}
+
+/// A direct conversation as the sidebar lists it.
+#[derive(Debug, Clone)]
+pub struct DirectLink {
+    pub id: i64,
+    /// The other members' nicknames, e.g. "bob, carol"; "you" alone.
+    pub names: String,
+    /// The first other member's id, for the avatar's colour.
+    pub first_other: i64,
+}
+
+impl DirectLink {
+    /// The conversation `id` as `viewer` sees it among `members`.
+    pub fn new<'a>(id: i64, viewer: i64, members: impl Iterator<Item = &'a Member>) -> Self {
+        let others: Vec<&Member> = members.filter(|m| m.user_id != viewer).collect();
+        Self {
+            id,
+            names: if others.is_empty() {
+                "you".to_owned()
+            } else {
+                others
+                    .iter()
+                    .map(|m| m.nickname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            first_other: others.first().map_or(viewer, |m| m.user_id),
+        }
+    }
+}
+
+/// What a room is called in its header and title: `# name`, `🔒 name`, or
+/// for a direct conversation the other people in it.
+#[derive(Debug, Clone)]
+pub struct RoomTitle {
+    /// "#", "🔒" or "@".
+    pub sigil: &'static str,
+    pub text: String,
+}
+
+impl RoomTitle {
+    /// The title of `room` for `viewer`, knowing its `members`.
+    pub fn of(room: &Chatroom, viewer: i64, members: &[Member]) -> Self {
+        match room.kind {
+            RoomKind::Public => Self {
+                sigil: "#",
+                text: room.name.clone(),
+            },
+            RoomKind::Private => Self {
+                sigil: "🔒",
+                text: room.name.clone(),
+            },
+            RoomKind::Direct => Self {
+                sigil: "@",
+                text: DirectLink::new(room.id, viewer, members.iter()).names,
+            },
+        }
+    }
+}
+
+/// The room list item's sigil for `room`: "#" or "🔒".
+pub fn sigil(room: &Chatroom) -> &'static str {
+    if room.kind == RoomKind::Private {
+        "🔒"
+    } else {
+        "#"
+    }
+}
+
 /// One room in the sidebar's list: the page renders it, and so does the
 /// announcement of a new room.
 #[derive(Template)]
 #[template(path = "chatrooms/_room_link.html")]
 pub struct RoomLinkPartial<'a> {
     pub room: &'a Chatroom,
+    /// The room shown, marked as current; 0 for none.
+    pub current_room_id: i64,
+}
+
+/// One direct conversation in the sidebar's list, as its announcement
+/// carries it.
+#[derive(Template)]
+#[template(path = "chatrooms/_direct_link.html")]
+pub struct DirectLinkPartial<'a> {
+    pub direct: &'a DirectLink,
     /// The room shown, marked as current; 0 for none.
     pub current_room_id: i64,
 }
@@ -257,6 +358,21 @@ pub struct SearchPage {
     pub more: bool,
     /// Whether there was anything to search for.
     pub searched: bool,
+    pub errors: Vec<String>,
+}
+
+/// The "New message" page: whom to start a conversation with.
+#[derive(Template)]
+#[template(path = "direct/new.html")]
+pub struct NewDirectPage {
+    pub current_user: Option<User>,
+    pub sidebar: Sidebar,
+    /// The room shown, marked in the sidebar; 0 for none.
+    pub current_room_id: i64,
+    /// The nicknames as typed.
+    pub to: String,
+    /// Most people besides the starter.
+    pub max_others: usize,
     pub errors: Vec<String>,
 }
 

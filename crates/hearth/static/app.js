@@ -2,7 +2,8 @@
 // live connection (js/cable.js), its message list with history paging
 // (js/messages.js), the composer (js/composer.js), each message's actions:
 // link, edit, delete (js/actions.js), and who is here and typing
-// (js/presence.js). Without JavaScript the
+// (js/presence.js), the sidebar's live lists (js/rooms.js) and nickname
+// suggestions (js/people.js). Without JavaScript the
 // page still reads, pages and posts through plain links and forms.
 
 import { startMessageActions } from "./js/actions.js";
@@ -10,6 +11,7 @@ import { connectRoom } from "./js/cable.js";
 import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
 import { startPresence } from "./js/presence.js";
+import { startNicknameSuggestions } from "./js/people.js";
 import { roomListUpdater } from "./js/rooms.js";
 import { localizeTimes } from "./js/times.js";
 
@@ -17,6 +19,7 @@ localizeTimes(document);
 const list = document.getElementById("messages");
 if (list) startRoom(list);
 startDrawer();
+startNicknameSuggestions();
 if (document.getElementById("directory")) import("./js/directory.js").then(({ startDirectory }) => startDirectory());
 
 function startRoom(list) {
@@ -56,7 +59,12 @@ function startRoom(list) {
       banner.show(state, text, retryAt);
     },
     resumeFrom: () => messages.resumeFrom(),
-    also: [{ channel: "RoomsChannel", onMessage: roomListUpdater(document.getElementById("room-list")) }],
+    also: [
+      {
+        channel: "RoomsChannel",
+        onMessage: roomListUpdater({ rooms: document.getElementById("room-list"), direct: document.getElementById("direct-list") }),
+      },
+    ],
   });
   const form = /** @type {HTMLFormElement | null} */ (document.getElementById("new-message"));
   const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("message-content"));

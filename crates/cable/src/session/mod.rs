@@ -390,11 +390,35 @@ impl<I: Identity> Session<I> {
         let mut taken = 0;
         while let Some(outgoing) = next.take() {
             taken += 1;
-            if let Some(outgoing) = self.ext.hold(outgoing) {
+            if let Some(stream) = &outgoing.ends {
+                self.end_subscriptions_to(stream).await;
+            } else if let Some(outgoing) = self.ext.hold(outgoing) {
                 self.push_queued(outgoing);
             }
             if taken < BATCH {
                 next = queue.try_recv().ok();
+            }
+        }
+    }
+
+    /// Ends every subscription following `stream`, as the server asked
+    /// ([`crate::Cable::end_subscriptions`]): each is unsubscribed, its
+    /// channel told, and its client sent `reject_subscription`.
+    async fn end_subscriptions_to(&mut self, stream: &str) {
+        let ending: Vec<Arc<str>> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, subscribed)| subscribed.streams.iter().any(|s| s == stream))
+            .map(|(identifier, _)| identifier.clone())
+            .collect();
+        for identifier in ending {
+            if let Some(ended) = self.unsubscribe(&identifier) {
+                ended
+                    .channel
+                    .unsubscribed(&self.identity, &params_of(&identifier))
+                    .await;
+                debug!(stream, "the server ended a subscription");
+                self.push_reply(reply(protocol::reject_subscription(&identifier)));
             }
         }
     }

@@ -37,10 +37,14 @@ pub struct ChatroomChannel {
     writer: MessageWriter,
     relay: RelayHandle,
     presence: PresenceHandle,
-    /// Rooms already found and handed to the relay on this node. Rooms are
-    /// never deleted and the relay keeps following a room once told, so
-    /// only a room's first subscriber here needs the database: the lookup
-    /// was half of the server's work per connection (BENCHMARKS.md).
+    /// Public rooms already found and handed to the relay on this node.
+    /// Rooms are never deleted, never stop being public, and the relay
+    /// keeps following a room once told, so only a public room's first
+    /// subscriber here needs the database: the lookup was half of the
+    /// server's work per connection (BENCHMARKS.md). A private room or a
+    /// direct conversation is never listed: each of its subscriptions, and
+    /// each `catch_up` or `history` in it, asks the database whether the
+    /// user is a member still.
     known: RwLock<HashSet<i64>>,
 }
 
@@ -104,6 +108,25 @@ impl ChatroomChannel {
                 error_reply("internal", "the message could not be stored")
             }
         }
+    }
+
+    /// Whether `user` may read `room` now: a public room known here, or
+    /// a room the database says is public or has them as a member.
+    async fn may_read(&self, user: &CurrentUser, room: i64) -> Result<bool, Rejection> {
+        if self.is_known_public(room) {
+            return Ok(true);
+        }
+        match db::chatrooms::access(&self.db, room, user.id).await {
+            Ok(access) => Ok(access.is_some_and(|access| access.may_read())),
+            Err(error) => Err(Rejection(format!("database error: {error}"))),
+        }
+    }
+
+    fn is_known_public(&self, room: i64) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&room)
     }
 
     /// Every message after `after`, then `{"type":"caught_up",…}`, read
@@ -264,36 +287,46 @@ impl Channel<CurrentUser> for ChatroomChannel {
             streams.push(PresenceStream(id).to_string());
         }
         let subscription = Subscription { streams };
-        if self
-            .known
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&id)
-        {
+        if self.is_known_public(id) {
             self.relay.subscribe_ahead(id).await;
             self.presence.join(id, user, watching).await;
             return Ok(subscription);
         }
-        match db::chatrooms::last_seq(&self.db, id).await {
-            Ok(Some(last_seq)) => {
-                self.relay.track(id, last_seq);
-                self.known
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(id);
-                self.relay.subscribe_ahead(id).await;
-                self.presence.join(id, user, watching).await;
-                Ok(subscription)
-            }
-            Ok(None) => Err(Rejection(format!("no chatroom {id}"))),
-            Err(error) => Err(Rejection(format!("database error: {error}"))),
+        // A room nobody may know of unless a member answers as a missing one.
+        let access = match db::chatrooms::access(&self.db, id, user.id).await {
+            Ok(Some(access)) if access.may_read() => access,
+            Ok(_) => return Err(Rejection(format!("no chatroom {id}"))),
+            Err(error) => return Err(Rejection(format!("database error: {error}"))),
+        };
+        self.relay.track(id, access.last_seq);
+        if !access.room.is_closed() {
+            self.known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id);
         }
+        self.relay.subscribe_ahead(id).await;
+        self.presence.join(id, user, watching).await;
+        Ok(subscription)
     }
 
     async fn perform(&self, user: &CurrentUser, params: &Params, action: ActionData) -> Vec<Reply> {
         let Some(room) = room_id(params) else {
             return Vec::new();
         };
+        // Speaking and replaying read the room as it is now: a member
+        // removed since subscribing gets nothing (their subscription is
+        // ended too, but a command may already be on its way).
+        if matches!(action.action.as_str(), "speak" | "catch_up") {
+            match self.may_read(user, room).await {
+                Ok(true) => {}
+                Ok(false) => return error_reply("not_found", "no such chatroom"),
+                Err(Rejection(error)) => {
+                    tracing::error!(error, "checking a room's members failed");
+                    return error_reply("internal", "the room could not be checked");
+                }
+            }
+        }
         match action.action.as_str() {
             "speak" => self.speak(user, room, &action).await,
             "catch_up" => self.catch_up(room, &action),
@@ -326,7 +359,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
 
     async fn history(
         &self,
-        _user: &CurrentUser,
+        user: &CurrentUser,
         stream: &str,
         from: HistoryFrom,
     ) -> Result<Box<dyn Replay>, Rejection> {
@@ -337,6 +370,9 @@ impl Channel<CurrentUser> for ChatroomChannel {
             .parse::<RoomStream>()
             .map_err(|_| Rejection(format!("{stream} is not a room")))?
             .room();
+        if !self.may_read(user, room).await? {
+            return Err(Rejection(format!("no chatroom {room}")));
+        }
         let start = match from {
             HistoryFrom::After(offset) => Start::AfterSeq(offset),
             HistoryFrom::Since(seconds) => Start::SinceMillis(seconds.saturating_mul(1000)),

@@ -1,6 +1,12 @@
-//! `RoomsChannel`: the room list, live. Every page subscribes; a room
-//! created anywhere (on any node) is announced on the `rooms` stream as
-//! `{"type":"room","id":…,"name":…,"html":<the sidebar's list item>}`.
+//! `RoomsChannel`: the room list, live, and the user's own stream. Every
+//! page subscribes; a public room created anywhere (on any node) is
+//! announced on the `rooms` stream as
+//! `{"type":"room","id":…,"name":…,"list":"rooms","html":<the sidebar's list item>}`.
+//! The same subscription follows `users:<id>`, the signed-in user's own
+//! stream, which only they hear: a private room or a direct conversation
+//! they were added to (the same `room` message, `"list":"direct"` for a
+//! conversation), and `{"type":"room_removed","id":…}` when they leave or
+//! are removed or the room is archived.
 
 use async_trait::async_trait;
 use cable::{ActionData, Channel, Params, Rejection, Reply, Subscription};
@@ -9,8 +15,9 @@ use serde_json::value::to_raw_value;
 
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::db::chatrooms::Chatroom;
-use crate::templates::RoomLinkPartial;
+use crate::db::chatrooms::{Chatroom, RoomKind};
+use crate::db::memberships::Member;
+use crate::templates::{DirectLink, DirectLinkPartial, RoomLinkPartial};
 
 /// The stream every room list follows.
 pub const ROOMS_STREAM: &str = "rooms";
@@ -22,11 +29,11 @@ pub struct RoomsChannel;
 impl Channel<CurrentUser> for RoomsChannel {
     async fn subscribe(
         &self,
-        _user: &CurrentUser,
+        user: &CurrentUser,
         _params: &Params,
     ) -> Result<Subscription, Rejection> {
         Ok(Subscription {
-            streams: vec![ROOMS_STREAM.to_owned()],
+            streams: vec![ROOMS_STREAM.to_owned(), user_stream(user.id)],
         })
     }
 
@@ -41,18 +48,23 @@ impl Channel<CurrentUser> for RoomsChannel {
     }
 }
 
+/// The stream only `user` hears, `users:<id>`.
+pub fn user_stream(user: i64) -> String {
+    format!("users:{user}")
+}
+
 #[derive(Serialize)]
 struct RoomAnnouncement<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     id: i64,
     name: &'a str,
+    /// Which sidebar list it goes in: `rooms` or `direct`.
+    list: &'static str,
     html: String,
 }
 
-/// Tells every room list, on every node, that `room` exists: through Redis
-/// when nodes share it (each node, this one too, hears it back and passes it
-/// on), else straight to this node's subscribers.
+/// Tells every room list, on every node, that public `room` exists.
 pub fn announce(state: &AppState, room: &Chatroom) {
     let html = askama::Template::render(&RoomLinkPartial {
         room,
@@ -63,15 +75,60 @@ pub fn announce(state: &AppState, room: &Chatroom) {
         kind: "room",
         id: room.id,
         name: &room.name,
+        list: "rooms",
         html,
     };
-    let Ok(payload) = to_raw_value(&announcement) else {
-        return;
+    if let Ok(payload) = to_raw_value(&announcement) {
+        publish(state, ROOMS_STREAM, &payload);
+    }
+}
+
+/// Tells `user`'s pages, on every node, that they are now in `room` (a
+/// private room or a direct conversation), with its sidebar item as they
+/// see it; `members` names a conversation.
+pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Member]) {
+    let (list, html) = if room.kind == RoomKind::Direct {
+        let direct = DirectLink::new(room.id, user, members.iter());
+        let html = askama::Template::render(&DirectLinkPartial {
+            direct: &direct,
+            current_room_id: 0,
+        });
+        ("direct", html)
+    } else {
+        let html = askama::Template::render(&RoomLinkPartial {
+            room,
+            current_room_id: 0,
+        });
+        ("rooms", html)
     };
+    let announcement = RoomAnnouncement {
+        kind: "room",
+        id: room.id,
+        name: &room.name,
+        list,
+        html: html.unwrap_or_default(),
+    };
+    if let Ok(payload) = to_raw_value(&announcement) {
+        publish(state, &user_stream(user), &payload);
+    }
+}
+
+/// Tells `user`'s pages, on every node, that they are no longer in `room`.
+pub fn tell_removed(state: &AppState, user: i64, room: i64) {
+    let message = serde_json::json!({ "type": "room_removed", "id": room });
+    if let Ok(payload) = to_raw_value(&message) {
+        publish(state, &user_stream(user), &payload);
+    }
+}
+
+/// Sends `payload` to `stream` on every node: through Redis when nodes
+/// share it (each node, this one too, hears it back and passes it on),
+/// else straight to this node's subscribers.
+fn publish(state: &AppState, stream: &str, payload: &serde_json::value::RawValue) {
     match &state.broker {
-        Some(broker) => broker.publish(ROOMS_STREAM, payload.get()),
+        Some(broker) => broker.publish(stream, payload.get()),
         None => {
-            state.cable.broadcast(ROOMS_STREAM, &payload);
+            state.cable.broadcast(stream, payload);
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The `memberships` table: who is in which room. Posting in a room or
-//! creating it makes someone a member; nothing removes one yet.
+//! The `memberships` table: who is in which room, and how far each member
+//! has read. Posting in a public room, joining it, creating a room, being
+//! invited to a private one or starting a direct conversation makes someone
+//! a member; leaving or being removed ends it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -79,4 +81,75 @@ pub async fn joined(db: &Db, user_id: i64, rooms: &[i64]) -> sqlx::Result<HashSe
         query = query.bind(*room);
     }
     Ok(query.fetch_all(db).await?.into_iter().collect())
+}
+
+/// Makes `user` a member of `room` (idempotent).
+pub async fn join(db: &Db, room: i64, user: i64) -> sqlx::Result<()> {
+    let mut conn = db.acquire().await?;
+    add(&mut conn, [(room, user)], super::now_millis()).await
+}
+
+/// Ends `user`'s membership of `room`; returns whether they were a member.
+pub async fn remove(db: &Db, room: i64, user: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM memberships WHERE chatroom_id = $1 AND user_id = $2")
+        .bind(room)
+        .bind(user)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether `user` is a member of `room`.
+pub async fn is_member(db: &Db, room: i64, user: i64) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE chatroom_id = $1 AND user_id = $2",
+    )
+    .bind(room)
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// A member as a room's member list shows them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Member {
+    pub user_id: i64,
+    pub nickname: String,
+}
+
+/// Up to `limit` members of `room`, by nickname.
+pub async fn members(db: &Db, room: i64, limit: i64) -> sqlx::Result<Vec<Member>> {
+    sqlx::query_as(
+        "SELECT u.id AS user_id, u.nickname FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.chatroom_id = $1 ORDER BY lower(u.nickname) LIMIT $2",
+    )
+    .bind(room)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The members of each of `rooms`, as `(chatroom_id, member)`: the names a
+/// direct conversation is listed under.
+pub async fn members_of(db: &Db, rooms: &[i64]) -> sqlx::Result<Vec<(i64, Member)>> {
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = (1..=rooms.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT m.chatroom_id, u.id, u.nickname FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.chatroom_id IN ({}) ORDER BY lower(u.nickname)",
+        ids.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
+    for room in rooms {
+        query = query.bind(*room);
+    }
+    Ok(query
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|(room, user_id, nickname)| (room, Member { user_id, nickname }))
+        .collect())
 }

@@ -4,8 +4,8 @@
 //! (Chinese, Japanese); words of one or two characters, which a trigram
 //! index cannot hold, are matched with `LIKE` among what the rest found.
 //!
-//! Every room is public today, so every signed-in user may read every
-//! message; the room predicate below is where membership will narrow it.
+//! Only messages the searcher may read are found: those of public rooms and
+//! of the private rooms and conversations they are a member of now.
 
 use sqlx::FromRow;
 
@@ -58,10 +58,12 @@ fn indexed(term: &str) -> bool {
     term.chars().count() >= 3
 }
 
-/// The page of messages matching `query`, best first (most recent first
-/// when nothing ranks them), skipping `offset`, at most `limit`.
+/// The page of messages `reader` may read matching `query`, best first
+/// (most recent first when nothing ranks them), skipping `offset`, at most
+/// `limit`.
 pub async fn search(
     db: &Db,
+    reader: i64,
     query: &SearchQuery,
     limit: i64,
     offset: i64,
@@ -79,7 +81,13 @@ pub async fn search(
     let mut from = String::from(
         "messages m JOIN users u ON u.id = m.user_id JOIN chatrooms c ON c.id = m.chatroom_id",
     );
-    let mut conditions = vec!["m.deleted_at IS NULL".to_owned()];
+    let mut conditions = vec![
+        "m.deleted_at IS NULL".to_owned(),
+        format!(
+            "(c.kind = 'public' OR c.id IN (SELECT chatroom_id FROM memberships WHERE user_id = {}))",
+            bind(Bind::Int(reader))
+        ),
+    ];
     let mut order = "m.id DESC".to_owned();
 
     let long: Vec<&String> = query.terms.iter().filter(|t| indexed(t)).collect();

@@ -66,17 +66,28 @@ pub async fn create(db: &Db, user_id: i64) -> sqlx::Result<SessionToken> {
     Ok(token)
 }
 
-/// The user behind an unexpired session.
-pub async fn find_user(db: &Db, token: &SessionToken) -> sqlx::Result<Option<User>> {
-    sqlx::query_as::<_, User>(
-        "SELECT users.id, users.email, users.nickname
+/// The user behind an unexpired session, and whether they are the
+/// instance's admin.
+pub async fn find_user(db: &Db, token: &SessionToken) -> sqlx::Result<Option<(User, bool)>> {
+    let row: Option<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT users.id, users.email, users.nickname, users.role
          FROM sessions JOIN users ON users.id = sessions.user_id
          WHERE sessions.token_hash = $1 AND sessions.expires_at > $2",
     )
     .bind(token.hash())
     .bind(now_millis())
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|(id, email, nickname, role)| {
+        (
+            User {
+                id,
+                email,
+                nickname,
+            },
+            role == super::users::ADMIN,
+        )
+    }))
 }
 
 /// Ends a session.

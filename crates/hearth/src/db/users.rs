@@ -27,23 +27,47 @@ pub enum InsertUserError {
     Database(#[from] sqlx::Error),
 }
 
-/// Creates a user; a taken email or nickname is reported as such.
+/// `users.role` of the instance's admin; everyone else is `member`.
+pub const ADMIN: &str = "admin";
+
+/// Creates a user, a member of "general" from the start; the first user of
+/// an instance is its admin. A taken email or nickname is reported as such.
 pub async fn insert(
     db: &Db,
     email: &Email,
     nickname: &Nickname,
     password_hash: &str,
 ) -> Result<User, InsertUserError> {
+    let now = now_millis();
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query_as::<_, User>(
-        "INSERT INTO users (email, nickname, password_hash, created_at)
-         VALUES ($1, $2, $3, $4) RETURNING id, email, nickname",
+        "INSERT INTO users (email, nickname, password_hash, created_at, role)
+         VALUES ($1, $2, $3, $4,
+                 CASE WHEN EXISTS (SELECT 1 FROM users) THEN 'member' ELSE 'admin' END)
+         RETURNING id, email, nickname",
     )
     .bind(email.as_str())
     .bind(nickname.as_str())
     .bind(password_hash)
-    .bind(now_millis())
-    .fetch_one(db)
+    .bind(now)
+    .fetch_one(&mut *tx)
     .await;
+    let inserted = match inserted {
+        Ok(user) => {
+            sqlx::query(
+                "INSERT INTO memberships (chatroom_id, user_id, joined_at, last_read_seq) \
+                 SELECT id, $1, $2, last_seq FROM chatrooms WHERE name_key = $3 AND kind = 'public'",
+            )
+            .bind(user.id)
+            .bind(now)
+            .bind(super::chatrooms::GENERAL)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(user)
+        }
+        Err(error) => Err(error),
+    };
     match inserted {
         Ok(user) => Ok(user),
         Err(error) if is_unique_violation(&error) => {
@@ -75,4 +99,40 @@ pub async fn find_by_email(db: &Db, email: &Email) -> sqlx::Result<Option<(User,
             hash,
         )
     }))
+}
+
+/// The users with these nicknames (compared ignoring case), as `(id,
+/// nickname)`; nicknames nobody has are absent.
+pub async fn find_by_nicknames(db: &Db, nicknames: &[String]) -> sqlx::Result<Vec<(i64, String)>> {
+    if nicknames.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = (1..=nicknames.len())
+        .map(|i| format!("lower(${i})"))
+        .collect();
+    let sql = format!(
+        "SELECT id, nickname FROM users WHERE lower(nickname) IN ({})",
+        ids.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
+    for nickname in nicknames {
+        query = query.bind(nickname.clone());
+    }
+    query.fetch_all(db).await
+}
+
+/// Up to `limit` nicknames starting with `prefix` (ignoring case), for
+/// autocompletion; `prefix` holds only nickname characters.
+pub async fn nicknames_starting(
+    db: &Db,
+    prefix: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT id, nickname FROM users WHERE lower(nickname) LIKE $1 ORDER BY lower(nickname) LIMIT $2",
+    )
+    .bind(format!("{}%", prefix.to_lowercase()))
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -30,6 +30,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("js/composer.js", JS),
     asset!("js/directory.js", JS),
     asset!("js/messages.js", JS),
+    asset!("js/people.js", JS),
     asset!("js/presence.js", JS),
     asset!("js/rooms.js", JS),
     asset!("js/times.js", JS),

@@ -11,11 +11,13 @@ use serde::Deserialize;
 use super::auth::CurrentUser;
 use super::messages::HistoryAt;
 use crate::AppState;
-use crate::db::{self, chatrooms::Chatroom, chatrooms::InsertChatroomError, messages::Anchor};
+use crate::db::chatrooms::{Chatroom, InsertChatroomError, RoomAccess, RoomKind};
+use crate::db::{self, messages::Anchor};
 use crate::domain::{RoomName, RoomSearch, RoomTopic};
 use crate::error::{Error, Result};
 use crate::templates::{
-    ChatroomPage, ChatroomsPage, DirectoryFragment, DirectoryListing, DirectoryRow, render,
+    ChatroomPage, ChatroomsPage, DirectLink, DirectoryFragment, DirectoryListing, DirectoryRow,
+    RoomTitle, Sidebar, render,
 };
 
 /// How many messages the room page shows.
@@ -33,27 +35,67 @@ pub fn router() -> Router<AppState> {
         .route("/chatrooms/{id}", get(show_chatroom))
 }
 
-/// A room id from the path (`/chatrooms/{id}…`); anything but a positive
-/// number is a missing room: 404.
-pub struct RoomId(pub i64);
+/// The room of the path (`/chatrooms/{id}…`) as the signed-in user may see
+/// it, read in one query with its newest `seq` and their membership. Every
+/// route under `/chatrooms/{id}` takes its room through this, so none can
+/// forget the check: a room that does not exist, a malformed id, and a
+/// private room or direct conversation the user is not a member of are
+/// alike, 404, so that nobody learns that a room they may not read exists.
+pub struct ReadableRoom(pub RoomAccess);
 
-impl<S: Send + Sync> FromRequestParts<S> for RoomId {
+impl FromRequestParts<AppState> for ReadableRoom {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        super::path_id(parts, state, "id").await.map(Self)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let id = super::path_id(parts, state, "id").await?;
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        db::chatrooms::access(&state.db, id, user.id)
+            .await?
+            .filter(RoomAccess::may_read)
+            .map(Self)
+            .ok_or(Error::NotFound)
     }
 }
 
-/// The sidebar's rooms: the most recently active, and `current` always.
-async fn sidebar(state: &AppState, current: Option<&Chatroom>) -> Result<Vec<Chatroom>> {
-    let mut rooms = db::chatrooms::recent(&state.db, LISTED_ROOMS).await?;
-    if let Some(current) = current
-        && !rooms.iter().any(|room| room.id == current.id)
-    {
-        rooms.insert(0, current.clone());
+/// How many direct conversations the sidebar lists (the most recently active).
+pub const LISTED_DIRECTS: i64 = 30;
+
+/// The sidebar of `user`: the public rooms and their private ones, most
+/// recently active first, `current` always among them; and their direct
+/// conversations, each named by its other members.
+pub async fn sidebar(
+    state: &AppState,
+    user: &CurrentUser,
+    current: Option<&Chatroom>,
+) -> Result<Sidebar> {
+    let mut rooms = db::chatrooms::recent(&state.db, user.id, LISTED_ROOMS).await?;
+    let mut directs = db::chatrooms::directs(&state.db, user.id, LISTED_DIRECTS).await?;
+    if let Some(current) = current {
+        let listed = if current.kind == RoomKind::Direct {
+            &mut directs
+        } else {
+            &mut rooms
+        };
+        if !listed.iter().any(|room| room.id == current.id) && current.archived_at.is_none() {
+            listed.insert(0, current.clone());
+        }
     }
-    Ok(rooms)
+    let ids: Vec<i64> = directs.iter().map(|room| room.id).collect();
+    let members = db::memberships::members_of(&state.db, &ids).await?;
+    let directs = directs
+        .into_iter()
+        .map(|room| {
+            DirectLink::new(
+                room.id,
+                user.id,
+                members
+                    .iter()
+                    .filter(|(r, _)| *r == room.id)
+                    .map(|(_, m)| m),
+            )
+        })
+        .collect();
+    Ok(Sidebar { rooms, directs })
 }
 
 /// The request header with which the directory's script asks `GET
@@ -86,8 +128,14 @@ async fn directory_listing(
     page: i64,
 ) -> Result<DirectoryListing> {
     let page = page.clamp(0, i64::MAX / LISTED_ROOMS - 1);
-    let mut rooms =
-        db::chatrooms::directory(&state.db, search, page * LISTED_ROOMS, LISTED_ROOMS + 1).await?;
+    let mut rooms = db::chatrooms::directory(
+        &state.db,
+        user.id,
+        search,
+        page * LISTED_ROOMS,
+        LISTED_ROOMS + 1,
+    )
+    .await?;
     let has_next = rooms.len() as i64 > LISTED_ROOMS;
     rooms.truncate(LISTED_ROOMS as usize);
     let ids: Vec<i64> = rooms.iter().map(|room| room.id).collect();
@@ -105,6 +153,7 @@ async fn directory_listing(
                 id: room.id,
                 name: room.name,
                 topic: room.topic,
+                private: room.kind == RoomKind::Private,
             })
             .collect(),
         search: search.as_str().to_owned(),
@@ -131,7 +180,7 @@ async fn directory_page(
 ) -> Result<ChatroomsPage> {
     Ok(ChatroomsPage {
         current_user: Some(user.user()),
-        rooms: sidebar(state, None).await?,
+        sidebar: sidebar(state, user, None).await?,
         current_room_id: 0,
         listing,
         errors: form.errors,
@@ -194,12 +243,14 @@ async fn list_chatrooms(
     show_directory(&state, &user, listing, fragment, StatusCode::OK).await
 }
 
-/// The new-room form's fields; the topic may be left empty.
+/// The new-room form's fields; the topic may be left empty; `private`
+/// (a checkbox) makes a room only its members may read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ChatroomForm {
     name: String,
     topic: String,
+    private: Option<String>,
 }
 
 /// Creates a room, its creator its first member, and redirects to it. Past
@@ -253,7 +304,12 @@ async fn create_chatroom(
             format!("You are creating rooms too fast; try again in {minutes} min"),
         )));
     }
-    let room = match db::chatrooms::insert(&state.db, &name, &topic, user.id).await {
+    let kind = if form.private.is_some() {
+        RoomKind::Private
+    } else {
+        RoomKind::Public
+    };
+    let room = match db::chatrooms::insert(&state.db, &name, &topic, kind, user.id).await {
         Ok(room) => room,
         Err(InsertChatroomError::Database(error)) => return Err(error.into()),
         Err(taken) => return Err(refused(Error::invalid(vec![taken.to_string()]))),
@@ -263,7 +319,11 @@ async fn create_chatroom(
         user_id = user.id,
         "created a chatroom"
     );
-    crate::channels::rooms::announce(&state, &room);
+    if kind == RoomKind::Public {
+        crate::channels::rooms::announce(&state, &room);
+    } else {
+        crate::channels::rooms::tell_added(&state, user.id, &room, &[]);
+    }
     Ok(Redirect::to(&format!("/chatrooms/{}", room.id)).into_response())
 }
 
@@ -272,15 +332,25 @@ async fn create_chatroom(
 async fn show_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
-    RoomId(id): RoomId,
+    ReadableRoom(access): ReadableRoom,
     HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    let page = room_page_at(&state, user, id, anchor, limit, Vec::new(), String::new()).await?;
+    let page = room_page_at(
+        &state,
+        user,
+        access,
+        anchor,
+        limit,
+        Vec::new(),
+        String::new(),
+    )
+    .await?;
     Ok(render(StatusCode::OK, &page))
 }
 
 /// The room page of room `id` with its newest messages, `errors` above a
-/// form holding `draft`; [`Error::NotFound`] for a missing room.
+/// form holding `draft`; [`Error::NotFound`] for a room that is missing
+/// or that `user` may not read.
 pub async fn room_page(
     state: &AppState,
     user: CurrentUser,
@@ -288,10 +358,14 @@ pub async fn room_page(
     errors: Vec<String>,
     draft: String,
 ) -> Result<ChatroomPage> {
+    let access = db::chatrooms::access(&state.db, id, user.id)
+        .await?
+        .filter(RoomAccess::may_read)
+        .ok_or(Error::NotFound)?;
     room_page_at(
         state,
         user,
-        id,
+        access,
         Anchor::Latest,
         PAGE_MESSAGES,
         errors,
@@ -300,30 +374,44 @@ pub async fn room_page(
     .await
 }
 
+/// Most members the room page lists.
+const LISTED_MEMBERS: i64 = 200;
+
 async fn room_page_at(
     state: &AppState,
     user: CurrentUser,
-    id: i64,
+    access: RoomAccess,
     anchor: Anchor,
     limit: i64,
     errors: Vec<String>,
     draft: String,
 ) -> Result<ChatroomPage> {
-    // Before the page: whatever happens between the two reads is caught up.
-    let db::chatrooms::RoomAtSeq { room, last_seq } = db::chatrooms::find_at_seq(&state.db, id)
-        .await?
-        .ok_or(Error::NotFound)?;
+    // `access` was read before the page: whatever happens between the two
+    // reads is caught up.
     let highlight = match anchor {
         Anchor::Around(seq) => Some(seq),
         _ => None,
     };
+    let member = access.is_member();
+    let RoomAccess { room, last_seq, .. } = access;
+    let members = db::memberships::members(&state.db, room.id, LISTED_MEMBERS).await?;
+    let member_count = db::memberships::counts(&state.db, &[room.id])
+        .await?
+        .get(&room.id)
+        .copied()
+        .unwrap_or(0);
     Ok(ChatroomPage {
         viewer_id: user.id,
-        current_user: Some(user.user()),
-        rooms: sidebar(state, Some(&room)).await?,
+        can_manage: user.admin || room.created_by == Some(user.id),
+        title: RoomTitle::of(&room, user.id, &members),
+        sidebar: sidebar(state, &user, Some(&room)).await?,
         current_room_id: room.id,
+        current_user: Some(user.user()),
         page: db::messages::page(&state.db, room.id, anchor, limit).await?,
         highlight,
+        member,
+        members,
+        member_count,
         room,
         errors,
         draft,

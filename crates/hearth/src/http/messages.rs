@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::auth::CurrentUser;
-use super::chatrooms::{RoomId, room_page};
+use super::chatrooms::{ReadableRoom, room_page};
 use super::{JsonOrForm, wants_json};
 use crate::AppState;
 use crate::db::{self, messages::Anchor};
@@ -134,13 +134,11 @@ async fn list_messages(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    RoomId(chatroom_id): RoomId,
+    ReadableRoom(access): ReadableRoom,
     HistoryAt { anchor, limit }: HistoryAt,
 ) -> Result<Response> {
-    let db::chatrooms::RoomAtSeq { room, last_seq } =
-        db::chatrooms::find_at_seq(&state.db, chatroom_id)
-            .await?
-            .ok_or(Error::NotFound)?;
+    let db::chatrooms::RoomAccess { room, last_seq, .. } = access;
+    let chatroom_id = room.id;
     let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
     if wants_json(&headers) {
         return Ok(Json(HistoryJson {
@@ -178,9 +176,10 @@ async fn create_message(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    RoomId(chatroom_id): RoomId,
+    ReadableRoom(access): ReadableRoom,
     Form(form): Form<MessageForm>,
 ) -> Result<Response> {
+    let chatroom_id = access.room.id;
     let refused = |error: Error| {
         let (state, user, draft) = (state.clone(), user.clone(), form.content.clone());
         error.on_form(move |errors| {
@@ -192,6 +191,9 @@ async fn create_message(
             })
         })
     };
+    if access.room.archived_at.is_some() {
+        return Err(Error::NotAllowed(ARCHIVED));
+    }
     let content = MessageContent::parse(&form.content).map_err(|invalid| {
         refused(Error::Invalid {
             code: "invalid_content",
@@ -254,11 +256,11 @@ async fn update_message(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    RoomId(room): RoomId,
+    ReadableRoom(access): ReadableRoom,
     MessageId(id): MessageId,
     JsonOrForm(form): JsonOrForm<EditForm>,
 ) -> Result<Response> {
-    change_message(&state, user, &headers, room, id, Some(form.content)).await
+    change_message(&state, user, &headers, &access, id, Some(form.content)).await
 }
 
 /// Deletes one's own message: its text is erased and the room gets a
@@ -268,10 +270,10 @@ async fn delete_message(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    RoomId(room): RoomId,
+    ReadableRoom(access): ReadableRoom,
     MessageId(id): MessageId,
 ) -> Result<Response> {
-    change_message(&state, user, &headers, room, id, None).await
+    change_message(&state, user, &headers, &access, id, None).await
 }
 
 /// `PATCH` or `DELETE` from a page without JavaScript: a form post with
@@ -280,7 +282,7 @@ async fn change_message_by_form(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    RoomId(room): RoomId,
+    ReadableRoom(access): ReadableRoom,
     MessageId(id): MessageId,
     Form(form): Form<ChangeForm>,
 ) -> Result<Response> {
@@ -293,7 +295,7 @@ async fn change_message_by_form(
             ]));
         }
     };
-    change_message(&state, user, &headers, room, id, content).await
+    change_message(&state, user, &headers, &access, id, content).await
 }
 
 /// An edit (`Some` text) or a deletion, through the writer.
@@ -301,10 +303,14 @@ async fn change_message(
     state: &AppState,
     user: CurrentUser,
     headers: &HeaderMap,
-    room: i64,
+    access: &db::chatrooms::RoomAccess,
     id: i64,
     content: Option<String>,
 ) -> Result<Response> {
+    if access.room.archived_at.is_some() {
+        return Err(Error::NotAllowed(ARCHIVED));
+    }
+    let room = access.room.id;
     let draft = content.clone().unwrap_or_default();
     let refused = |error: Error| {
         let (state, user, draft) = (state.clone(), user.clone(), draft.clone());
@@ -364,6 +370,9 @@ async fn change_message(
     Ok(Redirect::to(&to).into_response())
 }
 
+/// What someone writing to an archived room is told.
+const ARCHIVED: &str = "This room is archived: it can be read, not written to";
+
 /// What someone trying to change another's message is told.
 const NOT_YOURS: &str = "Only its author can change a message";
 
@@ -371,10 +380,10 @@ const NOT_YOURS: &str = "Only its author can change a message";
 async fn edit_message(
     State(state): State<AppState>,
     user: CurrentUser,
-    RoomId(room): RoomId,
+    ReadableRoom(access): ReadableRoom,
     MessageId(id): MessageId,
 ) -> Result<Response> {
-    let page = edit_page(&state, user, room, id, Vec::new(), None).await?;
+    let page = edit_page(&state, user, access.room.id, id, Vec::new(), None).await?;
     Ok(render(StatusCode::OK, &page))
 }
 

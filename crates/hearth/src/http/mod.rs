@@ -4,6 +4,8 @@ pub mod assets;
 pub mod auth;
 pub mod cable;
 pub mod chatrooms;
+pub mod direct;
+pub mod members;
 pub mod messages;
 pub mod ops;
 pub mod search;
@@ -29,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(show_home))
         .merge(auth::router())
         .merge(chatrooms::router())
+        .merge(members::router())
+        .merge(direct::router())
         .merge(messages::router())
         .merge(search::router())
         .merge(cable::router())

@@ -86,7 +86,14 @@ async fn search_messages(
     let mut hits = if query.is_empty() {
         Vec::new()
     } else {
-        db::search::search(&state.db, &query, PER_PAGE + 1, params.page * PER_PAGE).await?
+        db::search::search(
+            &state.db,
+            user.id,
+            &query,
+            PER_PAGE + 1,
+            params.page * PER_PAGE,
+        )
+        .await?
     };
     let more = hits.len() as i64 > PER_PAGE;
     hits.truncate(PER_PAGE as usize);

@@ -74,8 +74,11 @@ export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [],
         }
         return;
       case "reject_subscription":
+        if (frame.identifier !== identifier) return;
+        // Refused at once, or ended later: removed from a private room,
+        // left it, or it was archived. Either way nothing more will come.
         stopped = true;
-        onState("offline", "This room is not available");
+        onState("offline", "You no longer have access to this room. Reload to see where you are.");
         ws.close();
         return;
       case "disconnect":

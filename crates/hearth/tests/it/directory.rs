@@ -32,15 +32,6 @@ impl TestApp {
         room_names(&response.text().await.unwrap())
     }
 
-    /// The id of the user called `nickname`, from the database.
-    async fn user_id(&self, nickname: &str) -> i64 {
-        sqlx::query_scalar("SELECT id FROM users WHERE nickname = $1")
-            .bind(nickname)
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
-    }
-
     /// Creates a room with a topic; its id.
     async fn create_room_with_topic(&self, user: &TestUser, name: &str, topic: &str) -> i64 {
         let response = self
@@ -258,7 +249,10 @@ async fn the_creator_is_a_member_and_counts_come_from_memberships() {
     assert!(row(&as_ann, "plans").contains("✓ Joined</span> · 1 member<"));
     assert!(!row(&as_ann, "bobs-room").contains("Joined"));
     assert!(row(&as_ann, "bobs-room").contains("1 member<"));
-    assert!(row(&as_ann, "general").contains("0 members"));
+    assert!(
+        row(&as_ann, "general").contains("2 members"),
+        "everyone is in general from sign-up"
+    );
     assert!(row(&as_ann, "plans").contains("no messages yet"));
 
     // What the message writer does with each batch, twice for the same
@@ -283,7 +277,7 @@ async fn the_creator_is_a_member_and_counts_come_from_memberships() {
     .await
     .unwrap();
     assert_eq!(joined, 1000, "a later post does not move joined_at");
-    assert_eq!(app.count("memberships").await, 3);
+    assert_eq!(app.count("memberships").await, 3 + 2, "plans, and general");
 }
 
 #[tokio::test]
@@ -318,7 +312,11 @@ async fn adding_many_posters_at_once_inserts_each_member_once() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(app.count("memberships").await, 4 + 360, "creator + posters");
+    assert_eq!(
+        app.count("memberships").await,
+        4 + 360 + 1,
+        "creator + posters, and ann in general"
+    );
     let counts = hearth::db::memberships::counts(&app.db, &rooms)
         .await
         .unwrap();
@@ -468,8 +466,8 @@ async fn assert_backfilled(url: &str) {
     .unwrap();
     assert_eq!(
         members,
-        [(1, 1, 100), (1, 2, 200)],
-        "every poster, since their first post, and nobody else"
+        [(1, 1, 100), (1, 2, 200), (1, 3, 1)],
+        "every poster since their first post (0004); everyone else in general since sign-up (0006)"
     );
     let topics: Vec<(String, String)> =
         sqlx::query_as("SELECT topic, topic_key FROM chatrooms ORDER BY id")
@@ -491,7 +489,7 @@ async fn migration_0004_makes_every_poster_a_member_on_sqlite() {
     let app = TestApp::spawn_on(None, &["--database-url", &url]).await;
     let dan = app.sign_up("dan").await;
     let page = app.page("/chatrooms", &dan.cookie).await;
-    assert!(row(&page, "general").contains("2 members"));
+    assert!(row(&page, "general").contains("4 members"));
     assert!(row(&page, "quiet").contains("0 members"));
 }
 
@@ -506,7 +504,7 @@ async fn migration_0004_makes_every_poster_a_member_on_postgres() {
     let app = TestApp::spawn_on(Some(database), &[]).await;
     let dan = app.sign_up("dan").await;
     let page = app.page("/chatrooms", &dan.cookie).await;
-    assert!(row(&page, "general").contains("2 members"));
+    assert!(row(&page, "general").contains("4 members"));
 }
 
 #[tokio::test]
@@ -523,8 +521,8 @@ async fn posting_makes_the_poster_a_member_once() {
         "ann created it, bob posted twice"
     );
     assert!(
-        row(&page, "general").contains("1 member<"),
-        "bob posted, ann did not"
+        row(&page, "general").contains("2 members<"),
+        "both since sign-up, bob's post adding nothing"
     );
     assert!(row(&page, "plans").contains("active just now"));
 }

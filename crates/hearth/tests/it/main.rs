@@ -12,6 +12,7 @@ mod accounts;
 mod cable;
 mod chatrooms;
 mod connections;
+mod conversations;
 mod directory;
 mod edits;
 mod faults;

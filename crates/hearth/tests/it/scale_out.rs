@@ -928,8 +928,9 @@ async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let (mut cable, identifier) = two.follow_rooms(&bob).await;
-    // The node follows the `rooms` channel in Redis once it has a subscriber.
-    two.wait_for_metric("hearth_broker_channels", 1.0).await;
+    // The node follows the `rooms` channel, and bob's own, in Redis once
+    // it has a subscriber.
+    two.wait_for_metric("hearth_broker_channels", 2.0).await;
     let room = one.create_room(&ann, "elsewhere").await;
     let message = cable.next_message(&identifier).await;
     assert_eq!(
@@ -1031,4 +1032,35 @@ async fn a_silent_nodes_snapshot_expires_and_presence_payloads_never_reach_clien
     publish(&redis, &channel, r#"{"type":"presence","count":1000}"#).await;
     publish(&redis, &channel, "not json").await;
     ann_cable.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn a_member_removed_on_node_one_loses_the_room_on_node_two_at_once() {
+    let (one, two) = two_nodes_on_shared_services().await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let room = one.create_private_room(&ann, "secret").await;
+    assert_eq!(one.invite(&ann, room, "bob").await.status(), 303);
+    let mut cable = two.connect_cable(Some(&bob.cookie)).await;
+    let identifier = cable.join_room(room).await;
+    let (mut lists, rooms_identifier) = two.follow_rooms(&bob).await;
+    one.post_message(&ann, room, "before").await;
+    assert_eq!(cable.next_message(&identifier).await["content"], "before");
+
+    let bob_id = one.user_id("bob").await;
+    assert_eq!(one.remove_member(&ann, room, bob_id).await.status(), 303);
+    assert_eq!(
+        cable.next_frame().await,
+        json!({ "type": "reject_subscription", "identifier": identifier }),
+        "ended on the node he is connected to"
+    );
+    assert_eq!(
+        lists.next_message(&rooms_identifier).await,
+        json!({ "type": "room_removed", "id": room })
+    );
+    one.post_message(&ann, room, "after").await;
+    cable.expect_silence(Duration::from_millis(500)).await;
+    let again = cable.subscribe_raw(&identifier).await;
+    assert_eq!(again["type"], "reject_subscription");
 }

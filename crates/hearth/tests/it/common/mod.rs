@@ -225,6 +225,15 @@ impl TestApp {
         users
     }
 
+    /// The id of the user called `nickname`, from the database.
+    pub async fn user_id(&self, nickname: &str) -> i64 {
+        sqlx::query_scalar("SELECT id FROM users WHERE nickname = $1")
+            .bind(nickname)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     /// Count of rows in a table, read from the server's database.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
@@ -345,6 +354,53 @@ impl Remote {
             .strip_prefix("/chatrooms/")
             .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("/ should redirect to a room, not {location}"))
+    }
+
+    /// Creates a private room and returns its id.
+    pub async fn create_private_room(&self, user: &TestUser, name: &str) -> i64 {
+        let response = self
+            .post_form(
+                "/chatrooms",
+                Some(&user.cookie),
+                &[("name", name), ("private", "1")],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "create private room {name}");
+        redirected_room(&response)
+    }
+
+    /// `user` invites `nickname` to `room`; the answer.
+    pub async fn invite(&self, user: &TestUser, room: i64, nickname: &str) -> reqwest::Response {
+        self.post_form(
+            &format!("/chatrooms/{room}/members"),
+            Some(&user.cookie),
+            &[("nickname", nickname)],
+        )
+        .await
+    }
+
+    /// `user` removes the member with id `member` from `room`; the answer.
+    pub async fn remove_member(
+        &self,
+        user: &TestUser,
+        room: i64,
+        member: i64,
+    ) -> reqwest::Response {
+        self.post_form(
+            &format!("/chatrooms/{room}/members/{member}/remove"),
+            Some(&user.cookie),
+            &[],
+        )
+        .await
+    }
+
+    /// `user` opens `/dm/<nickname>`; the conversation's room id.
+    pub async fn open_direct(&self, user: &TestUser, nickname: &str) -> i64 {
+        let response = self
+            .get(&format!("/dm/{nickname}"), Some(&user.cookie))
+            .await;
+        assert_eq!(response.status(), 303, "/dm/{nickname}");
+        redirected_room(&response)
     }
 
     /// Creates a room and returns its id.
@@ -652,6 +708,15 @@ pub fn assert_in_order(page: &str, texts: &[&str]) {
 /// The identifier a client sends for a room.
 pub fn room_identifier(room: i64) -> String {
     json!({ "channel": "ChatroomChannel", "id": room }).to_string()
+}
+
+/// The room a 303 answer sends to (`/chatrooms/<id>`).
+pub fn redirected_room(response: &reqwest::Response) -> i64 {
+    let location = response.headers()[LOCATION].to_str().unwrap();
+    location
+        .strip_prefix("/chatrooms/")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("expected a room, got {location}"))
 }
 
 /// A test's end of a cable.
