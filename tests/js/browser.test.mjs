@@ -950,8 +950,13 @@ test(
     const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
     const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
     const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
-    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close())));
+    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close().catch(() => {}))));
     await bob.page.locator('#connection-status[data-state="online"]').waitFor();
+
+    // Bob has a second tab open too.
+    const bobsOtherTab = await bob.page.context().newPage();
+    await bobsOtherTab.goto(bob.page.url());
+    await bobsOtherTab.locator('#connection-status[data-state="online"]').waitFor();
 
     // From bob's name in the room's member list.
     await annPage.reload();
@@ -962,12 +967,19 @@ test(
     await annPage.locator('#connection-status[data-state="online"]').waitFor();
     await say({ nickname: "ann", page: annPage, frames: [] }, "lunch at noon?");
 
-    const link = bob.page.locator("#direct-list").getByRole("link", { name: "ann" });
-    await link.waitFor({ timeout: 2_000 });
+    // The conversation appears in both of bob's tabs, live, with one unread message.
+    for (const tab of [bob.page, bobsOtherTab]) {
+      const item = tab.locator("#direct-list li", { hasText: "ann" });
+      await item.locator(".badge", { hasText: "1" }).waitFor({ timeout: 2_000 });
+      assert.match(await tab.title(), /^\(1\) /, "the tab's title counts it");
+    }
     await bob.page.screenshot({ path: path.join(ARTIFACTS, "direct-sidebar-1280x800.png") });
-    await link.click();
+    await bob.page.locator("#direct-list").getByRole("link", { name: /ann/ }).click();
     await bob.page.waitForURL(annPage.url());
     await listed(bob.page, "lunch at noon?").waitFor();
+    // Read in one tab: the count clears in the other.
+    await eventually("the other tab's count to clear", async () => (await bobsOtherTab.locator("#direct-list .badge").count()) === 0);
+    assert.doesNotMatch(await bobsOtherTab.title(), /^\(/);
 
     // A private room: carol is neither shown it nor let in.
     await annPage.goto(`${own.url}/chatrooms`);

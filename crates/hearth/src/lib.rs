@@ -22,6 +22,7 @@
 //! - [`server`]: the accept loop, with header-read timeouts.
 //! - [`templates`]: page and partial types for the Askama templates.
 
+pub mod activity;
 pub mod auth;
 pub mod channels;
 pub mod config;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub relay: relay::RelayHandle,
     /// The Redis broker, when several nodes share the work.
     pub broker: Option<RedisBroker>,
+    /// Which users with a page here are in which rooms, for live unread counts.
+    pub activity: activity::Activity,
     /// Password hashing, with the decoy hash for unknown emails.
     pub passwords: Passwords,
     /// Origins allowed besides the server's own.
@@ -155,7 +158,13 @@ impl App {
             },
             broker.clone(),
         );
-        let (relay, relay_task) = relay::relay(db.clone(), broker.clone(), presence.clone());
+        let activity = activity::Activity::new(db.clone(), broker.clone());
+        let (relay, relay_task) = relay::relay(
+            db.clone(),
+            broker.clone(),
+            presence.clone(),
+            activity.clone(),
+        );
         let origins = OriginPolicy::new(config.allowed_origins.iter().cloned());
         let message_rate = (config.message_rate > 0).then(|| limits::Rate {
             burst: f64::from(config.message_rate) * 2.0,
@@ -195,7 +204,10 @@ impl App {
             "ChatroomChannel",
             channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone(), presence),
         )
-        .channel("RoomsChannel", channels::RoomsChannel)
+        .channel(
+            "RoomsChannel",
+            channels::RoomsChannel::new(activity.clone()),
+        )
         .build();
         // The broker subscribes to a room's Redis channel only while this
         // node has a subscriber in it.
@@ -231,6 +243,7 @@ impl App {
                 writer,
                 relay,
                 broker,
+                activity,
                 passwords,
                 origins,
                 limits,

@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::{Activity, ActivityStream};
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
 use crate::domain::{PresenceStream, RoomStream};
@@ -56,11 +57,13 @@ pub struct RelayStats {
 }
 
 enum Input {
-    /// Stored by this node's writer.
+    /// Stored by this node's writer; `author` for a new message (not an
+    /// edit or a deletion).
     Stored {
         chatroom_id: i64,
         seq: i64,
         payload: Box<RawValue>,
+        author: Option<i64>,
     },
     /// A local client subscribed to a room whose newest message is `last_seq`.
     Track { chatroom_id: i64, last_seq: i64 },
@@ -100,12 +103,14 @@ impl RelayHandle {
         }
     }
 
-    /// A message was committed by this node.
-    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>) {
+    /// An event of a room was committed by this node: a new message by
+    /// `author` (`Some`), or an edit or a deletion (`None`).
+    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>, author: Option<i64>) {
         let _ = self.inputs.send(Input::Stored {
             chatroom_id,
             seq,
             payload,
+            author,
         });
     }
 
@@ -135,6 +140,7 @@ pub struct RelayTask {
     db: Db,
     broker: Option<RedisBroker>,
     presence: PresenceHandle,
+    activity: Activity,
     inputs: mpsc::UnboundedReceiver<Input>,
     stats: Arc<RelayStats>,
 }
@@ -146,6 +152,8 @@ struct Relay {
     broker: Option<RedisBroker>,
     /// Told what other nodes say on presence channels.
     presence: PresenceHandle,
+    /// Told of every new message, to tell each member's pages.
+    activity: Activity,
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
@@ -162,6 +170,7 @@ pub fn relay(
     db: Db,
     broker: Option<RedisBroker>,
     presence: PresenceHandle,
+    activity: Activity,
 ) -> (RelayHandle, RelayTask) {
     let (inputs, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(RelayStats::default());
@@ -175,6 +184,7 @@ pub fn relay(
             db,
             broker,
             presence,
+            activity,
             inputs: rx,
             stats,
         },
@@ -197,6 +207,7 @@ impl RelayTask {
             cable,
             broker: self.broker,
             presence: self.presence,
+            activity: self.activity,
             inputs: self.inputs,
             delivered: HashMap::new(),
             hinted: HashMap::new(),
@@ -210,6 +221,24 @@ impl RelayTask {
 /// The key that marks a payload published by a Hearth node; a foreign
 /// publisher does not write it by accident.
 const NODE_KEY: &str = "hearth_node";
+
+/// A node's word that it stored a message, on a room's activity channel.
+#[derive(Deserialize)]
+struct Posted<'a> {
+    #[serde(borrow)]
+    hearth_node: &'a str,
+    seq: i64,
+    user_id: i64,
+}
+
+/// The fields of a user's own stream that change their rooms.
+#[derive(Deserialize)]
+struct MembershipChange {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: i64,
+}
 
 /// The fields of a received payload that tell whose it is.
 #[derive(Deserialize)]
@@ -295,12 +324,23 @@ impl Relay {
                 chatroom_id,
                 seq,
                 payload,
+                author,
             } => {
                 let stream = RoomStream(chatroom_id).to_string();
                 if let Some(broker) = &self.broker {
                     broker.publish(&stream, &marked(payload.get(), &self.node));
+                    if let Some(author) = author {
+                        let activity = format!("{{\"seq\":{seq},\"user_id\":{author}}}");
+                        broker.publish(
+                            &ActivityStream(chatroom_id).to_string(),
+                            &marked(&activity, &self.node),
+                        );
+                    }
                 }
                 self.accept(chatroom_id, seq, &payload).await;
+                if let Some(author) = author {
+                    self.activity.posted(&self.cable, chatroom_id, seq, author);
+                }
             }
             Input::Track {
                 chatroom_id,
@@ -345,6 +385,34 @@ impl Relay {
                 if let Ok(presence) = stream.parse::<PresenceStream>() {
                     self.presence.heard(presence.room(), &payload);
                     return;
+                }
+                // Another node stored a message: tell this node's members.
+                if let Ok(activity) = stream.parse::<ActivityStream>() {
+                    if let Ok(Posted {
+                        hearth_node,
+                        seq,
+                        user_id,
+                    }) = serde_json::from_str(&payload)
+                        && hearth_node != self.node
+                    {
+                        self.activity
+                            .posted(&self.cable, activity.room(), seq, user_id);
+                    }
+                    return;
+                }
+                // A user added to or removed from a room, on whichever node:
+                // this node's index follows, and the message goes on to
+                // their pages below.
+                if let Some(user) = stream
+                    .strip_prefix("users:")
+                    .and_then(|id| id.parse::<i64>().ok())
+                    && let Ok(change) = serde_json::from_str::<MembershipChange>(&payload)
+                {
+                    match change.kind.as_str() {
+                        "room" => self.activity.joined(user, change.id),
+                        "room_removed" => self.activity.left(user, change.id),
+                        _ => {}
+                    }
                 }
                 let room = stream.parse::<RoomStream>().ok().map(RoomStream::room);
                 let marked = serde_json::from_str::<Marked<'_>>(&payload).ok();

@@ -195,6 +195,11 @@ pub struct ChatroomPage {
     pub highlight: Option<i64>,
     /// Who is reading: their linked message offers Edit and Delete.
     pub viewer_id: i64,
+    /// The `seq` of the first message from others the reader had not read
+    /// when the page was made: the "New" line goes above it.
+    pub first_unread: Option<i64>,
+    /// The reader's read cursor in the room (0 for a non-member).
+    pub last_read_seq: i64,
     pub errors: Vec<String>,
     pub draft: String,
     /// The longest message, for the composer's counter.
@@ -211,6 +216,17 @@ pub struct Sidebar {
     pub rooms: Vec<Chatroom>,
     /// Direct conversations, most recently active first.
     pub directs: Vec<DirectLink>,
+    /// Messages from others the reader has not read, by room; rooms with
+    /// none are absent.
+    pub unread: std::collections::HashMap<i64, i64>,
+}
+
+impl Sidebar {
+    /// How many messages of `room` the reader has not read (by reference,
+    /// as templates pass it).
+    pub fn unread_of(&self, room: &i64) -> i64 {
+        self.unread.get(room).copied().unwrap_or(0)
+    }
 }
 
 /// A direct conversation as the sidebar lists it.
@@ -289,6 +305,8 @@ pub struct RoomLinkPartial<'a> {
     pub room: &'a Chatroom,
     /// The room shown, marked as current; 0 for none.
     pub current_room_id: i64,
+    /// Messages from others the reader has not read in it.
+    pub unread: i64,
 }
 
 /// One direct conversation in the sidebar's list, as its announcement
@@ -299,6 +317,8 @@ pub struct DirectLinkPartial<'a> {
     pub direct: &'a DirectLink,
     /// The room shown, marked as current; 0 for none.
     pub current_room_id: i64,
+    /// Messages from others the reader has not read in it.
+    pub unread: i64,
 }
 
 /// A page of a room's history as an HTML fragment: the messages, with
@@ -313,6 +333,8 @@ pub struct HistoryFragment<'a> {
     pub highlight: Option<i64>,
     /// Who is reading: their linked message offers Edit and Delete.
     pub viewer_id: i64,
+    /// Where the "New" line goes; `None` in a page of history.
+    pub first_unread: Option<i64>,
 }
 
 /// A refused request without a form of its own: what went wrong.

@@ -271,7 +271,7 @@ impl WriterTask {
                     payload,
                 }) = &result
                 {
-                    relay.stored(message.chatroom_id, *seq, payload.clone());
+                    relay.stored(message.chatroom_id, *seq, payload.clone(), None);
                 }
                 // The asker may have gone away; the change is made regardless.
                 let _ = change.reply.send(result);
@@ -296,7 +296,12 @@ impl WriterTask {
             let result = result.map(|message| {
                 let payload =
                     MessagePayload::encode_for(&message, post.message.client_id.as_deref());
-                relay.stored(message.chatroom_id, message.seq, payload.clone());
+                relay.stored(
+                    message.chatroom_id,
+                    message.seq,
+                    payload.clone(),
+                    Some(message.user_id),
+                );
                 Stored { message, payload }
             });
             // The poster may have gone away; the message is stored regardless.
@@ -432,10 +437,12 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
         seqs.push(seq);
     }
     let mut ids = messages::insert_rows(&mut tx, &rows).await?.into_iter();
-    // Posting in a room makes one a member of it (the directory counts them).
-    crate::db::memberships::add(
+    // Posting in a room makes one a member of it (the directory counts
+    // them) and reads what came before the post.
+    crate::db::memberships::add_posters(
         &mut tx,
-        rows.iter().map(|row| (row.chatroom_id, row.user_id)),
+        rows.iter()
+            .map(|row| (row.chatroom_id, row.user_id, row.seq)),
         created_at,
     )
     .await?;

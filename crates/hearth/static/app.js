@@ -2,8 +2,9 @@
 // live connection (js/cable.js), its message list with history paging
 // (js/messages.js), the composer (js/composer.js), each message's actions:
 // link, edit, delete (js/actions.js), and who is here and typing
-// (js/presence.js), the sidebar's live lists (js/rooms.js) and nickname
-// suggestions (js/people.js). Without JavaScript the
+// (js/presence.js), the sidebar's live lists (js/rooms.js), the read
+// cursor and unread badges (js/unread.js) and nickname suggestions
+// (js/people.js). Without JavaScript the
 // page still reads, pages and posts through plain links and forms.
 
 import { startMessageActions } from "./js/actions.js";
@@ -13,6 +14,7 @@ import { MessageList } from "./js/messages.js";
 import { startPresence } from "./js/presence.js";
 import { startNicknameSuggestions } from "./js/people.js";
 import { roomListUpdater } from "./js/rooms.js";
+import { applyActivity, applyRead, showTotal, startReadCursor } from "./js/unread.js";
 import { localizeTimes } from "./js/times.js";
 
 localizeTimes(document);
@@ -20,6 +22,7 @@ const list = document.getElementById("messages");
 if (list) startRoom(list);
 startDrawer();
 startNicknameSuggestions();
+showTotal();
 if (document.getElementById("directory")) import("./js/directory.js").then(({ startDirectory }) => startDirectory());
 
 function startRoom(list) {
@@ -30,6 +33,7 @@ function startRoom(list) {
     onLive: () => cable.catchUp(),
   });
   messages.open();
+  const reading = list.dataset.lastRead === undefined ? null : startReadCursor({ roomId: Number(list.dataset.chatroomId), list, messages, lastRead: Number(list.dataset.lastRead) });
   const banner = offlineBanner(() => cable.retryNow());
   const me = document.body.dataset.userId;
   const presence = startPresence({
@@ -43,6 +47,7 @@ function startRoom(list) {
     onMessage: (message) => {
       presence.spoke(message);
       messages.receive(message, { mine: isMine(message) });
+      reading?.check();
     },
     presence: true,
     // Presence and typing frames carry no seq and never reach the message list.
@@ -62,7 +67,18 @@ function startRoom(list) {
     also: [
       {
         channel: "RoomsChannel",
-        onMessage: roomListUpdater({ rooms: document.getElementById("room-list"), direct: document.getElementById("direct-list") }),
+        onMessage: (() => {
+          const update = roomListUpdater({ rooms: document.getElementById("room-list"), direct: document.getElementById("direct-list") });
+          const open = {
+            roomId: Number(list.dataset.chatroomId),
+            seeing: () => document.visibilityState === "visible" && messages.atLiveEnd(),
+          };
+          return (message) => {
+            update(message);
+            applyRead(message);
+            applyActivity(message, open);
+          };
+        })(),
       },
     ],
   });

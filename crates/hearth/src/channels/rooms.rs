@@ -5,8 +5,9 @@
 //! The same subscription follows `users:<id>`, the signed-in user's own
 //! stream, which only they hear: a private room or a direct conversation
 //! they were added to (the same `room` message, `"list":"direct"` for a
-//! conversation), and `{"type":"room_removed","id":…}` when they leave or
-//! are removed or the room is archived.
+//! conversation), `{"type":"room_removed","id":…}` when they leave or
+//! are removed or the room is archived, and `{"type":"read","id":…,"seq":…}`
+//! when one of their pages moved their read cursor.
 
 use async_trait::async_trait;
 use cable::{ActionData, Channel, Params, Rejection, Reply, Subscription};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde_json::value::to_raw_value;
 
 use crate::AppState;
+use crate::activity::Activity;
 use crate::auth::CurrentUser;
 use crate::db::chatrooms::{Chatroom, RoomKind};
 use crate::db::memberships::Member;
@@ -23,7 +25,17 @@ use crate::templates::{DirectLink, DirectLinkPartial, RoomLinkPartial};
 pub const ROOMS_STREAM: &str = "rooms";
 
 /// Identifier `{"channel":"RoomsChannel"}`.
-pub struct RoomsChannel;
+pub struct RoomsChannel {
+    /// Told of every page that opens and closes, to index its user's rooms.
+    activity: Activity,
+}
+
+impl RoomsChannel {
+    /// The channel, keeping `activity`'s index of open pages.
+    pub fn new(activity: Activity) -> Self {
+        Self { activity }
+    }
+}
 
 #[async_trait]
 impl Channel<CurrentUser> for RoomsChannel {
@@ -32,6 +44,10 @@ impl Channel<CurrentUser> for RoomsChannel {
         user: &CurrentUser,
         _params: &Params,
     ) -> Result<Subscription, Rejection> {
+        self.activity
+            .page_opened(user.id)
+            .await
+            .map_err(|error| Rejection(format!("database error: {error}")))?;
         Ok(Subscription {
             streams: vec![ROOMS_STREAM.to_owned(), user_stream(user.id)],
         })
@@ -45,6 +61,10 @@ impl Channel<CurrentUser> for RoomsChannel {
     ) -> Vec<Reply> {
         tracing::warn!(action = action.action, "RoomsChannel takes no actions");
         Vec::new()
+    }
+
+    async fn unsubscribed(&self, user: &CurrentUser, _params: &Params) {
+        self.activity.page_closed(user.id);
     }
 }
 
@@ -69,6 +89,7 @@ pub fn announce(state: &AppState, room: &Chatroom) {
     let html = askama::Template::render(&RoomLinkPartial {
         room,
         current_room_id: 0,
+        unread: 0,
     })
     .unwrap_or_default();
     let announcement = RoomAnnouncement {
@@ -87,17 +108,20 @@ pub fn announce(state: &AppState, room: &Chatroom) {
 /// private room or a direct conversation), with its sidebar item as they
 /// see it; `members` names a conversation.
 pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Member]) {
+    state.activity.joined(user, room.id);
     let (list, html) = if room.kind == RoomKind::Direct {
         let direct = DirectLink::new(room.id, user, members.iter());
         let html = askama::Template::render(&DirectLinkPartial {
             direct: &direct,
             current_room_id: 0,
+            unread: 0,
         });
         ("direct", html)
     } else {
         let html = askama::Template::render(&RoomLinkPartial {
             room,
             current_room_id: 0,
+            unread: 0,
         });
         ("rooms", html)
     };
@@ -115,7 +139,16 @@ pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Membe
 
 /// Tells `user`'s pages, on every node, that they are no longer in `room`.
 pub fn tell_removed(state: &AppState, user: i64, room: i64) {
+    state.activity.left(user, room);
     let message = serde_json::json!({ "type": "room_removed", "id": room });
+    if let Ok(payload) = to_raw_value(&message) {
+        publish(state, &user_stream(user), &payload);
+    }
+}
+
+/// Tells `user`'s pages, on every node, that they have read `room` up to `seq`.
+pub fn tell_read(state: &AppState, user: i64, room: i64, seq: i64) {
+    let message = serde_json::json!({ "type": "read", "id": room, "seq": seq });
     if let Ok(payload) = to_raw_value(&message) {
         publish(state, &user_stream(user), &payload);
     }

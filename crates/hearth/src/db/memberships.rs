@@ -14,11 +14,11 @@ use super::Db;
 const MEMBERS_PER_INSERT: usize = 300;
 
 /// Makes each `(chatroom_id, user_id)` a member since `joined_at`, unless it
-/// is one already (then its `joined_at` stays). Idempotent, so the message
-/// writer calls it for every batch of posts, inside the batch's transaction:
-/// a message is never stored without its author being a member. Pairs are
-/// deduplicated and inserted in key order, so two writers on two nodes take
-/// their row locks in the same order and cannot deadlock each other.
+/// is one already (then its `joined_at` stays), its read cursor at the
+/// room's newest `seq`: someone who joins starts with nothing unread.
+/// Idempotent. Pairs are deduplicated and inserted in key order, so two
+/// writers on two nodes take their row locks in the same order and cannot
+/// deadlock each other.
 pub async fn add(
     conn: &mut AnyConnection,
     members: impl IntoIterator<Item = (i64, i64)>,
@@ -31,10 +31,15 @@ pub async fn add(
         .collect();
     for chunk in members.chunks(MEMBERS_PER_INSERT) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .map(|i| {
+                let (room, user, at) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
+                format!(
+                    "(${room}, ${user}, ${at}, (SELECT last_seq FROM chatrooms WHERE id = ${room}))"
+                )
+            })
             .collect();
         let sql = format!(
-            "INSERT INTO memberships (chatroom_id, user_id, joined_at) VALUES {} \
+            "INSERT INTO memberships (chatroom_id, user_id, joined_at, last_read_seq) VALUES {} \
              ON CONFLICT (chatroom_id, user_id) DO NOTHING",
             values.join(", ")
         );
@@ -47,17 +52,116 @@ pub async fn add(
     Ok(())
 }
 
+/// The posters of a batch of stored messages: each `(chatroom_id,
+/// user_id, seq)` a member since `joined_at` unless one already, with their
+/// read cursor moved up to their newest post (posting reads what came
+/// before it, as in Slack). One statement per few hundred posters, in the
+/// writer's transaction: a message is never stored without its author being
+/// a member. In key order, as [`add`].
+pub async fn add_posters(
+    conn: &mut AnyConnection,
+    posters: impl IntoIterator<Item = (i64, i64, i64)>,
+    joined_at: i64,
+) -> sqlx::Result<()> {
+    let mut newest: std::collections::BTreeMap<(i64, i64), i64> = Default::default();
+    for (room, user, seq) in posters {
+        let entry = newest.entry((room, user)).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+    let posters: Vec<((i64, i64), i64)> = newest.into_iter().collect();
+    for chunk in posters.chunks(MEMBERS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO memberships (chatroom_id, user_id, joined_at, last_read_seq) VALUES {} \
+             ON CONFLICT (chatroom_id, user_id) DO UPDATE SET last_read_seq = CASE \
+             WHEN excluded.last_read_seq > memberships.last_read_seq \
+             THEN excluded.last_read_seq ELSE memberships.last_read_seq END",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for ((chatroom_id, user_id), seq) in chunk {
+            query = query
+                .bind(*chatroom_id)
+                .bind(*user_id)
+                .bind(joined_at)
+                .bind(*seq);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Moves `user`'s read cursor in `room` up to `seq` (never down, never past
+/// the room's newest event); returns where it is now, or `None` for a
+/// non-member.
+pub async fn mark_read(db: &Db, room: i64, user: i64, seq: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query(
+        "UPDATE memberships SET last_read_seq = \
+         (SELECT CASE WHEN $3 > c.last_seq THEN c.last_seq ELSE $3 END FROM chatrooms c WHERE c.id = $1) \
+         WHERE chatroom_id = $1 AND user_id = $2 AND last_read_seq < $3",
+    )
+    .bind(room)
+    .bind(user)
+    .bind(seq)
+    .execute(db)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT last_read_seq FROM memberships WHERE chatroom_id = $1 AND user_id = $2",
+    )
+    .bind(room)
+    .bind(user)
+    .fetch_optional(db)
+    .await
+}
+
+/// How many messages from others `user` has not read in each of `rooms`
+/// they are a member of: the messages after their read cursor, by `seq`
+/// (one range of the `(chatroom_id, seq)` index per room), not deleted.
+/// Rooms with none are absent.
+pub async fn unread(db: &Db, user: i64, rooms: &[i64]) -> sqlx::Result<HashMap<i64, i64>> {
+    if rooms.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids = super::placeholders(2, rooms.len());
+    let sql = format!(
+        "SELECT m.chatroom_id, (SELECT COUNT(*) FROM messages msg WHERE msg.chatroom_id = m.chatroom_id \
+         AND msg.seq > m.last_read_seq AND msg.user_id <> m.user_id AND msg.deleted_at IS NULL) \
+         FROM memberships m WHERE m.user_id = $1 AND m.chatroom_id IN ({})",
+        ids
+    );
+    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql).bind(user);
+    for room in rooms {
+        query = query.bind(*room);
+    }
+    Ok(query
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .collect())
+}
+
 /// How many members each of `rooms` has, in one grouped query over the
 /// primary key; a room without members is absent from the map.
 pub async fn counts(db: &Db, rooms: &[i64]) -> sqlx::Result<HashMap<i64, i64>> {
     if rooms.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<String> = (1..=rooms.len()).map(|i| format!("${i}")).collect();
+    let ids = super::placeholders(1, rooms.len());
     let sql = format!(
         "SELECT chatroom_id, COUNT(*) FROM memberships WHERE chatroom_id IN ({}) \
          GROUP BY chatroom_id",
-        ids.join(", ")
+        ids
     );
     let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
     for room in rooms {
@@ -71,10 +175,10 @@ pub async fn joined(db: &Db, user_id: i64, rooms: &[i64]) -> sqlx::Result<HashSe
     if rooms.is_empty() {
         return Ok(HashSet::new());
     }
-    let ids: Vec<String> = (2..=rooms.len() + 1).map(|i| format!("${i}")).collect();
+    let ids = super::placeholders(2, rooms.len());
     let sql = format!(
         "SELECT chatroom_id FROM memberships WHERE user_id = $1 AND chatroom_id IN ({})",
-        ids.join(", ")
+        ids
     );
     let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(user_id);
     for room in rooms {
@@ -136,11 +240,11 @@ pub async fn members_of(db: &Db, rooms: &[i64]) -> sqlx::Result<Vec<(i64, Member
     if rooms.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = (1..=rooms.len()).map(|i| format!("${i}")).collect();
+    let ids = super::placeholders(1, rooms.len());
     let sql = format!(
         "SELECT m.chatroom_id, u.id, u.nickname FROM memberships m JOIN users u ON u.id = m.user_id \
          WHERE m.chatroom_id IN ({}) ORDER BY lower(u.nickname)",
-        ids.join(", ")
+        ids
     );
     let mut query = sqlx::query_as::<_, (i64, i64, String)>(&sql);
     for room in rooms {
@@ -152,4 +256,17 @@ pub async fn members_of(db: &Db, rooms: &[i64]) -> sqlx::Result<Vec<(i64, Member
         .into_iter()
         .map(|(room, user_id, nickname)| (room, Member { user_id, nickname }))
         .collect())
+}
+
+/// The rooms `user` is a member of, not archived, the most recently active
+/// first, at most `limit`.
+pub async fn rooms_of(db: &Db, user: i64, limit: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT c.id FROM memberships m JOIN chatrooms c ON c.id = m.chatroom_id \
+         WHERE m.user_id = $1 AND c.archived_at IS NULL ORDER BY c.active_at DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -98,6 +98,15 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// `count` numbered placeholders from `$first`, comma-separated, for an
+/// `IN (…)` list built at run time: `placeholders(2, 3)` is `$2, $3, $4`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -42,40 +42,61 @@ impl FromStr for RoomStream {
     }
 }
 
-/// The stream of a room's presence and typing, `chatrooms:<id>:presence`:
-/// followed by the subscriptions that ask for them, and the Redis channel
-/// on which nodes tell each other who is in the room. Never part of the
-/// room's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PresenceStream(pub i64);
+/// A stream of a room other than its messages: `chatrooms:<id>` and a
+/// fixed suffix, parsed back only when it is exactly that.
+macro_rules! room_side_stream {
+    ($(#[$doc:meta])* $name:ident, $suffix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub i64);
 
-impl PresenceStream {
-    const SUFFIX: &'static str = ":presence";
+        impl $name {
+            const SUFFIX: &'static str = $suffix;
 
-    /// The room's id.
-    pub fn room(self) -> i64 {
-        self.0
-    }
+            /// The room's id.
+            pub fn room(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", RoomStream(self.0), Self::SUFFIX)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Invalid;
+
+            fn from_str(stream: &str) -> Result<Self, Invalid> {
+                stream
+                    .strip_suffix(Self::SUFFIX)
+                    .and_then(|room| room.parse::<RoomStream>().ok())
+                    .map(|room| Self(room.room()))
+                    .ok_or(Invalid($what))
+            }
+        }
+    };
 }
 
-impl fmt::Display for PresenceStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", RoomStream(self.0), Self::SUFFIX)
-    }
-}
+room_side_stream!(
+    /// The stream of a room's presence and typing, `chatrooms:<id>:presence`:
+    /// followed by the subscriptions that ask for them, and the Redis channel
+    /// on which nodes tell each other who is in the room. Never part of the
+    /// room's history.
+    PresenceStream,
+    ":presence",
+    "not a presence stream"
+);
 
-impl FromStr for PresenceStream {
-    type Err = Invalid;
-
-    /// `chatrooms:<digits>:presence`, nothing more.
-    fn from_str(stream: &str) -> Result<Self, Invalid> {
-        stream
-            .strip_suffix(Self::SUFFIX)
-            .and_then(|room| room.parse::<RoomStream>().ok())
-            .map(|room| Self(room.room()))
-            .ok_or(Invalid("not a presence stream"))
-    }
-}
+room_side_stream!(
+    /// The Redis channel on which the node storing a message tells the
+    /// others of it, `chatrooms:<id>:activity`, so they can tell the members
+    /// with a page open on them ([`crate::activity`]); never a client's stream.
+    ActivityStream,
+    ":activity",
+    "not an activity stream"
+);
 
 /// A room name: NFC, trimmed, 1–64 characters, with no control, zero-width
 /// or bidi-control characters (which make two names look alike or reorder

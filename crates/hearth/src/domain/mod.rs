@@ -7,8 +7,8 @@ mod search;
 mod user;
 
 pub use chatroom::{
-    MAX_SEARCH_CHARS, MAX_TOPIC_CHARS, PresenceStream, RoomName, RoomSearch, RoomStream, RoomTopic,
-    fold as fold_room_name,
+    ActivityStream, MAX_SEARCH_CHARS, MAX_TOPIC_CHARS, PresenceStream, RoomName, RoomSearch,
+    RoomStream, RoomTopic, fold as fold_room_name,
 };
 pub use message::{MAX_MESSAGE_CHARS, MessageContent};
 pub use search::{MAX_QUERY_CHARS, SearchQuery};

@@ -34,6 +34,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("js/presence.js", JS),
     asset!("js/rooms.js", JS),
     asset!("js/times.js", JS),
+    asset!("js/unread.js", JS),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", SVG),
 ];

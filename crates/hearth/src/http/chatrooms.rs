@@ -82,6 +82,12 @@ pub async fn sidebar(
     }
     let ids: Vec<i64> = directs.iter().map(|room| room.id).collect();
     let members = db::memberships::members_of(&state.db, &ids).await?;
+    let listed: Vec<i64> = rooms
+        .iter()
+        .map(|room| room.id)
+        .chain(ids.iter().copied())
+        .collect();
+    let unread = db::memberships::unread(&state.db, user.id, &listed).await?;
     let directs = directs
         .into_iter()
         .map(|room| {
@@ -95,7 +101,11 @@ pub async fn sidebar(
             )
         })
         .collect();
-    Ok(Sidebar { rooms, directs })
+    Ok(Sidebar {
+        rooms,
+        directs,
+        unread,
+    })
 }
 
 /// The request header with which the directory's script asks `GET
@@ -393,21 +403,37 @@ async fn room_page_at(
         _ => None,
     };
     let member = access.is_member();
-    let RoomAccess { room, last_seq, .. } = access;
+    let RoomAccess {
+        room,
+        last_seq,
+        last_read_seq,
+        ..
+    } = access;
     let members = db::memberships::members(&state.db, room.id, LISTED_MEMBERS).await?;
     let member_count = db::memberships::counts(&state.db, &[room.id])
         .await?
         .get(&room.id)
         .copied()
         .unwrap_or(0);
+    let page = db::messages::page(&state.db, room.id, anchor, limit).await?;
+    // The "New" line goes above the first message from someone else after
+    // the reader's cursor, as it was when the page was made.
+    let first_unread = last_read_seq.and_then(|read| {
+        page.messages
+            .iter()
+            .find(|m| m.seq > read && m.user_id != user.id)
+            .map(|m| m.seq)
+    });
     Ok(ChatroomPage {
         viewer_id: user.id,
+        first_unread,
+        last_read_seq: last_read_seq.unwrap_or(0),
         can_manage: user.admin || room.created_by == Some(user.id),
         title: RoomTitle::of(&room, user.id, &members),
         sidebar: sidebar(state, &user, Some(&room)).await?,
         current_room_id: room.id,
         current_user: Some(user.user()),
-        page: db::messages::page(&state.db, room.id, anchor, limit).await?,
+        page,
         highlight,
         member,
         members,

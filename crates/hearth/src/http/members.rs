@@ -1,5 +1,6 @@
 //! Who is in a room: joining a public room, leaving, inviting someone,
-//! removing a member; and a room's settings (name, topic) and archiving.
+//! removing a member, and how far each member has read; and a room's
+//! settings (name, topic) and archiving.
 //!
 //! Every route takes its room through [`ReadableRoom`], so a room the user
 //! may not read is 404 here as everywhere. Whoever may no longer read a
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
             post(remove_member),
         )
         .route("/chatrooms/{id}/settings", post(update_room))
+        .route("/chatrooms/{id}/read", post(mark_read))
         .route("/chatrooms/{id}/archive", post(archive_room))
 }
 
@@ -67,6 +69,8 @@ async fn join_room(
         return Err(Error::NotFound);
     }
     db::memberships::join(&state.db, access.room.id, user.id).await?;
+    // Their pages (on every node) follow the room's activity from now on.
+    rooms::tell_added(&state, user.id, &access.room, &[]);
     Ok(back_to(access.room.id))
 }
 
@@ -86,6 +90,7 @@ async fn leave_room(
         return Ok(Redirect::to("/").into_response());
     }
     tracing::info!(chatroom_id = room.id, user_id = user.id, "left a room");
+    state.activity.left(user.id, room.id);
     ended(&state, room, user.id).await?;
     Ok(Redirect::to("/").into_response())
 }
@@ -151,9 +156,7 @@ async fn invite_member(
         invited,
         "invited someone"
     );
-    if room.is_closed() {
-        rooms::tell_added(&state, *invited, room, &[]);
-    }
+    rooms::tell_added(&state, *invited, room, &[]);
     Ok(back_to(room.id))
 }
 
@@ -185,6 +188,34 @@ async fn remove_member(
         ended(&state, room, member).await?;
     }
     Ok(back_to(room.id))
+}
+
+/// How far the reader has read: the `seq` of the newest event they saw.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReadForm {
+    seq: i64,
+}
+
+/// `POST /chatrooms/{id}/read`: moves the member's read cursor up to `seq`
+/// (JSON or form; never down, never past the room's newest event) and tells
+/// their other tabs and devices through their own stream
+/// (`{"type":"read","id":<room>,"seq":<cursor>}`). Answers
+/// `{"last_read_seq":<cursor>}`; a non-member has no cursor: 404.
+async fn mark_read(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ReadableRoom(access): ReadableRoom,
+    super::JsonOrForm(form): super::JsonOrForm<ReadForm>,
+) -> Result<Response> {
+    let room = access.room.id;
+    let cursor = db::memberships::mark_read(&state.db, room, user.id, form.seq)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if access.last_read_seq.is_some_and(|before| before < cursor) {
+        rooms::tell_read(&state, user.id, room, cursor);
+    }
+    Ok(axum::Json(serde_json::json!({ "last_read_seq": cursor })).into_response())
 }
 
 /// The settings form: the room's name and topic.

@@ -154,6 +154,7 @@ async fn list_messages(
         page: &page,
         highlight: None,
         viewer_id: user.id,
+        first_unread: None,
     };
     Ok(render(StatusCode::OK, &fragment))
 }

@@ -204,7 +204,18 @@ async fn collect(state: &AppState) -> Vec<Metric> {
             ),
         ]);
     }
+    let (users, rooms) = state.activity.size();
     metrics.extend([
+        Metric::gauge(
+            "hearth_activity_users",
+            "Users with a page open here, whose rooms' new messages are announced to them.",
+            users as f64,
+        ),
+        Metric::gauge(
+            "hearth_activity_rooms",
+            "Rooms with a member who has a page open here.",
+            rooms as f64,
+        ),
         Metric::gauge(
             "hearth_heap_bytes",
             "Bytes allocated by the server's Rust code and not yet freed (the allocator may keep more resident).",

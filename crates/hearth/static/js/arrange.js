@@ -15,8 +15,11 @@ export function arrange(list) {
     const at = sentAt(article);
     const day = dayOf(at);
     const sameDay = previous !== null && dayOf(sentAt(previous)) === day;
+    // The "New" line above a message starts a fresh group, as a day does.
+    const afterNew = article.previousElementSibling?.classList.contains("new-divider") ?? false;
     const grouped =
       sameDay &&
+      !afterNew &&
       previous !== null &&
       previous.dataset.userId === article.dataset.userId &&
       at - sentAt(previous) < GROUP_WITHIN_MS;

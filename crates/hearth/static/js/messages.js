@@ -57,6 +57,11 @@ export class MessageList {
     return this.live ? Math.max(this.lastEvent, this.#lastSeq()) : null;
   }
 
+  /** Whether the reader sees the room's newest message: live, scrolled to the bottom. */
+  atLiveEnd() {
+    return this.live && this.#nearBottom();
+  }
+
   /** Opens at the linked message (a permalink) or at the bottom. */
   open() {
     const linked = document.getElementById("linked");

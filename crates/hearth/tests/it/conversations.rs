@@ -140,6 +140,17 @@ async fn a_private_room_answers_404_at_every_http_door_to_a_non_member() {
     assert!(directory.contains("🔒 secret"), "in her directory, marked");
 }
 
+/// The next message on a user's own stream that is not `activity` (news
+/// of a message in one of their rooms, which this test does not look at).
+async fn next_but_activity(cable: &mut CableClient, identifier: &str) -> Value {
+    loop {
+        let message = cable.next_message(identifier).await;
+        if message["type"] != "activity" {
+            return message;
+        }
+    }
+}
+
 /// Subscribes `cable` (welcomed already) to `room` and returns the answer's type.
 async fn subscribe(cable: &mut CableClient, room: i64) -> String {
     let answer = cable.subscribe_raw(&room_identifier(room)).await;
@@ -215,7 +226,7 @@ async fn a_removed_member_loses_the_room_at_once_at_every_door() {
         "his subscription ends at once"
     );
     assert_eq!(
-        lists.next_message(&rooms_identifier).await,
+        next_but_activity(&mut lists, &rooms_identifier).await,
         json!({ "type": "room_removed", "id": room })
     );
     app.post_message(&ann, room, "after").await;
@@ -547,4 +558,186 @@ async fn nickname_suggestions_answer_prefixes_and_nothing_else() {
     assert!(suggest("%").await.is_empty());
     let signed_out = app.get("/users?prefix=bo", None).await;
     assert_ne!(signed_out.status(), 200);
+}
+
+/// The unread badge of `room` in `user`'s sidebar (on the directory page),
+/// 0 for none.
+async fn badge(app: &TestApp, user: &TestUser, room: i64) -> i64 {
+    let page = app.page("/chatrooms", &user.cookie).await;
+    let item = page
+        .split("<li ")
+        .find(|item| item.starts_with(&format!("data-room-id=\"{room}\"")))
+        .and_then(|item| item.split("</li>").next())
+        .unwrap_or_else(|| panic!("room {room} is not in the sidebar"));
+    item.split("aria-label=\"")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .map_or(0, |count| count.parse().unwrap())
+}
+
+/// Moves `user`'s read cursor in `room` to `seq`; the answer.
+async fn mark_read(app: &TestApp, user: &TestUser, room: i64, seq: i64) -> reqwest::Response {
+    app.request_json(
+        user,
+        reqwest::Method::POST,
+        &format!("/chatrooms/{room}/read"),
+        Some(json!({ "seq": seq })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn unread_counts_come_from_the_read_cursor_and_reach_every_device() {
+    let app = TestApp::spawn_with(&["--message-rate", "0"]).await;
+    let ann = app.sign_up("ann").await;
+    let bob = app.sign_up("bob").await;
+    let general = app.general_room(&ann).await;
+    let (mut phone, rooms) = app.follow_rooms(&bob).await;
+
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let posted: Value = app
+            .post_message(&ann, general, text)
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(posted["id"].as_i64().unwrap());
+    }
+    assert_eq!(badge(&app, &bob, general).await, 3);
+    assert_eq!(
+        badge(&app, &ann, general).await,
+        0,
+        "her own messages are read"
+    );
+    let page = app
+        .page(&format!("/chatrooms/{general}"), &bob.cookie)
+        .await;
+    let divider = page.find("id=\"new-divider\"").expect("a New line");
+    assert!(
+        divider < page.find(">one<").unwrap(),
+        "above the first unread message"
+    );
+
+    // An edit adds nothing; a deleted message is no longer unread.
+    assert_eq!(
+        app.edit_message(&ann, general, ids[0], "one!")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.delete_message(&ann, general, ids[1]).await.status(),
+        200
+    );
+    assert_eq!(badge(&app, &bob, general).await, 2);
+
+    // Reading on one device clears it on the others, live.
+    let answer = mark_read(&app, &bob, general, 1_000_000).await;
+    assert_eq!(answer.status(), 200);
+    let cursor: Value = answer.json().await.unwrap();
+    let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM chatrooms WHERE id = $1")
+        .bind(general)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor["last_read_seq"], last_seq,
+        "never past the room's end"
+    );
+    assert_eq!(
+        next_but_activity(&mut phone, &rooms).await,
+        json!({ "type": "read", "id": general, "seq": last_seq })
+    );
+    assert_eq!(badge(&app, &bob, general).await, 0);
+    let back: Value = mark_read(&app, &bob, general, 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(back["last_read_seq"], last_seq, "never moved back");
+    phone.expect_silence(QUIET).await;
+
+    // Posting reads what came before it.
+    app.post_message(&ann, general, "four").await;
+    assert_eq!(badge(&app, &bob, general).await, 1);
+    app.post_message(&bob, general, "reading you").await;
+    assert_eq!(badge(&app, &bob, general).await, 0);
+}
+
+#[tokio::test]
+async fn a_non_member_has_no_cursor_to_move() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let carol = app.sign_up("carol").await;
+    let (room, _) = anns_secret_room(&app, &ann).await;
+    assert_eq!(mark_read(&app, &carol, room, 1).await.status(), 404);
+    let public = app.create_room(&ann, "open").await;
+    assert_eq!(
+        mark_read(&app, &carol, public, 1).await.status(),
+        404,
+        "reading a public room one has not joined moves nothing"
+    );
+    let direct = app.open_direct(&ann, "carol").await;
+    app.post_message(&ann, direct, "psst").await;
+    assert_eq!(
+        badge(&app, &carol, direct).await,
+        1,
+        "a conversation counts too"
+    );
+}
+
+#[tokio::test]
+async fn new_messages_reach_every_member_page_as_activity_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let bob = app.sign_up("bob").await;
+    let carol = app.sign_up("carol").await;
+    let general = app.general_room(&ann).await;
+    let (room, _) = anns_secret_room(&app, &ann).await;
+    let (mut anns, _) = app.follow_rooms(&ann).await;
+    let (mut bobs, bob_stream) = app.follow_rooms(&bob).await;
+    let (mut carols, carol_stream) = app.follow_rooms(&carol).await;
+
+    let posted: Value = app
+        .post_message(&ann, general, "hello all")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let activity = json!({ "type": "activity", "id": general, "seq": posted["seq"] });
+    assert_eq!(bobs.next_message(&bob_stream).await, activity);
+    assert_eq!(carols.next_message(&carol_stream).await, activity);
+    anns.expect_silence(QUIET).await;
+
+    // A private room's news reaches its members only, from the invitation on.
+    app.post_message(&ann, room, "secret 1").await;
+    assert_eq!(app.invite(&ann, room, "bob").await.status(), 303);
+    assert_eq!(bobs.next_message(&bob_stream).await["type"], "room");
+    let posted: Value = app
+        .post_message(&ann, room, "secret 2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        bobs.next_message(&bob_stream).await,
+        json!({ "type": "activity", "id": room, "seq": posted["seq"] })
+    );
+    carols.expect_silence(QUIET).await;
+
+    let bob_id = app.user_id("bob").await;
+    assert_eq!(app.remove_member(&ann, room, bob_id).await.status(), 303);
+    assert_eq!(bobs.next_message(&bob_stream).await["type"], "room_removed");
+    app.post_message(&ann, room, "secret 3").await;
+    bobs.expect_silence(QUIET).await;
+    assert_eq!(app.metric("hearth_activity_users").await, 3.0);
+    assert_eq!(
+        app.metric("hearth_activity_rooms").await,
+        2.0,
+        "general and the room"
+    );
+    drop((anns, bobs, carols));
+    app.wait_for_metric("hearth_activity_users", 0.0).await;
+    app.wait_for_metric("hearth_activity_rooms", 0.0).await;
 }

@@ -1045,8 +1045,19 @@ async fn a_member_removed_on_node_one_loses_the_room_on_node_two_at_once() {
     let mut cable = two.connect_cable(Some(&bob.cookie)).await;
     let identifier = cable.join_room(room).await;
     let (mut lists, rooms_identifier) = two.follow_rooms(&bob).await;
-    one.post_message(&ann, room, "before").await;
+    two.wait_for_metric("hearth_activity_rooms", 2.0).await;
+    let before: Value = one
+        .post_message(&ann, room, "before")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cable.next_message(&identifier).await["content"], "before");
+    assert_eq!(
+        lists.next_message(&rooms_identifier).await,
+        json!({ "type": "activity", "id": room, "seq": before["seq"] }),
+        "news of a message stored on node one reaches his page on node two"
+    );
 
     let bob_id = one.user_id("bob").await;
     assert_eq!(one.remove_member(&ann, room, bob_id).await.status(), 303);
@@ -1061,6 +1072,7 @@ async fn a_member_removed_on_node_one_loses_the_room_on_node_two_at_once() {
     );
     one.post_message(&ann, room, "after").await;
     cable.expect_silence(Duration::from_millis(500)).await;
+    lists.expect_silence(Duration::from_millis(300)).await;
     let again = cable.subscribe_raw(&identifier).await;
     assert_eq!(again["type"], "reject_subscription");
 }
