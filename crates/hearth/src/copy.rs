@@ -51,6 +51,8 @@ enum Kind {
     /// An integer that may be NULL.
     MaybeInt,
     Text,
+    /// Text that may be NULL.
+    MaybeText,
 }
 
 const USERS: Table = Table {
@@ -62,6 +64,7 @@ const USERS: Table = Table {
         ("nickname", Kind::Text),
         ("password_hash", Kind::Text),
         ("created_at", Kind::Int),
+        ("role", Kind::Text),
     ],
 };
 const CHATROOMS: Table = Table {
@@ -76,6 +79,10 @@ const CHATROOMS: Table = Table {
         ("last_seq", Kind::Int),
         ("created_at", Kind::Int),
         ("active_at", Kind::Int),
+        ("kind", Kind::Text),
+        ("created_by", Kind::MaybeInt),
+        ("archived_at", Kind::MaybeInt),
+        ("direct_key", Kind::MaybeText),
     ],
 };
 const MESSAGES: Table = Table {
@@ -111,6 +118,7 @@ const MEMBERSHIPS: Table = Table {
         ("chatroom_id", Kind::Int),
         ("user_id", Kind::Int),
         ("joined_at", Kind::Int),
+        ("last_read_seq", Kind::Int),
     ],
 };
 const SESSIONS: Table = Table {
@@ -231,7 +239,7 @@ async fn copy_table(
         .map(|(_, kind)| match kind {
             // Keys are never NULL.
             Kind::Int | Kind::MaybeInt => Value::Int(i64::MIN),
-            Kind::Text => Value::Text(String::new()),
+            Kind::Text | Kind::MaybeText => Value::Text(String::new()),
         })
         .collect();
     let mut copied = 0;
@@ -254,6 +262,7 @@ async fn copy_table(
                     Kind::Int => query.bind(row.try_get::<i64, _>(index)?),
                     Kind::MaybeInt => query.bind(row.try_get::<Option<i64>, _>(index)?),
                     Kind::Text => query.bind(row.try_get::<String, _>(index)?),
+                    Kind::MaybeText => query.bind(row.try_get::<Option<String>, _>(index)?),
                 };
             }
             query.execute(&mut *target).await?;

@@ -449,10 +449,22 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         200
     );
     assert_eq!(old.delete_message(&ann, general, 3).await.status(), 200);
+    // A private room, a conversation, and unread messages in both for ann:
+    // her sidebar shows them with their badges, so the page comparison
+    // below covers kinds, members and read cursors.
+    let secret = old.create_private_room(&bob, "secret").await;
+    assert_eq!(old.invite(&bob, secret, "ann").await.status(), 303);
+    old.post_message(&bob, secret, "for ann").await;
+    let direct = old.open_direct(&bob, "ann").await;
+    old.post_message(&bob, direct, "hello ann").await;
     let before = old
         .page(&format!("/chatrooms/{general}"), &ann.cookie)
         .await;
     assert!(before.contains("(edited)"));
+    assert!(
+        before.contains("# secret") && before.contains(r#"aria-label="1 unread""#),
+        "ann sees the private room with its unread message: {before}"
+    );
     let members = old.count("memberships").await;
     assert!(members >= 1, "bob created random");
     old.shutdown().await;
@@ -471,7 +483,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
             report.memberships,
             report.sessions
         ),
-        (2, 2, 30, 2, members, 2)
+        (2, 4, 32, 2, members, 2)
     );
 
     let new = TestApp::spawn_on(Some(target), &[]).await;
@@ -508,8 +520,15 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
     );
     let message = cable.next_message(&identifier).await;
     assert_eq!(message["seq"], 23, "the room's sequence carries on");
-    assert_eq!(message["id"], 31, "ids carry on after the copied ones");
-    new.sign_up("carol").await;
+    assert_eq!(message["id"], 33, "ids carry on after the copied ones");
+    let carol = new.sign_up("carol").await;
+    assert_eq!(
+        new.get(&format!("/chatrooms/{secret}"), Some(&carol.cookie))
+            .await
+            .status(),
+        404,
+        "the private room stayed private"
+    );
     new.create_room(&ann, "fresh").await;
     assert_eq!(new.count("users").await, 3);
 }
@@ -928,9 +947,9 @@ async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let (mut cable, identifier) = two.follow_rooms(&bob).await;
-    // The node follows the `rooms` channel, and bob's own, in Redis once
-    // it has a subscriber.
-    two.wait_for_metric("hearth_broker_channels", 2.0).await;
+    // The node follows the `rooms` channel, bob's own, and the activity of
+    // the one room bob is in (#general) in Redis once it has a subscriber.
+    two.wait_for_metric("hearth_broker_channels", 3.0).await;
     let room = one.create_room(&ann, "elsewhere").await;
     let message = cable.next_message(&identifier).await;
     assert_eq!(
