@@ -73,7 +73,8 @@ const CHATROOMS: Table = Table {
     columns: &[
         ("id", Kind::Int),
         ("name", Kind::Text),
-        ("name_key", Kind::Text),
+        // NULL for direct conversations, which have no name of their own.
+        ("name_key", Kind::MaybeText),
         ("topic", Kind::Text),
         ("topic_key", Kind::Text),
         ("last_seq", Kind::Int),

@@ -462,7 +462,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         .await;
     assert!(before.contains("(edited)"));
     assert!(
-        before.contains("# secret") && before.contains(r#"aria-label="1 unread""#),
+        before.contains("🔒 secret") && before.contains(r#"aria-label="1 unread""#),
         "ann sees the private room with its unread message: {before}"
     );
     let members = old.count("memberships").await;
