@@ -997,3 +997,117 @@ test(
     await carol.page.screenshot({ path: path.join(ARTIFACTS, "private-room-404-390x844.png") });
   },
 );
+
+/**
+ * Stands in for the browser's notifications (which a headless browser cannot
+ * show) and for a hidden tab, in every page of `context` from now on: each
+ * notification is recorded in `window.__notes`; the permission is asked and
+ * kept for the tab; `window.__hide(true)` hides the tab.
+ * @param {import("playwright-core").BrowserContext} context
+ */
+async function recordNotifications(context) {
+  await context.addInitScript(() => {
+    const notes = [];
+    Object.defineProperty(window, "__notes", { value: notes });
+    class RecordedNotification {
+      static get permission() {
+        return sessionStorage.getItem("permission") ?? "default";
+      }
+      static async requestPermission() {
+        sessionStorage.setItem("permission", "granted");
+        return "granted";
+      }
+      constructor(title, options) {
+        notes.push({ title, body: options?.body, tag: options?.tag });
+      }
+      addEventListener() {}
+      close() {}
+    }
+    Object.defineProperty(window, "Notification", { value: RecordedNotification, configurable: true, writable: true });
+    let hidden = false;
+    Object.defineProperty(document, "visibilityState", { get: () => (hidden ? "hidden" : "visible"), configurable: true });
+    window.__hide = (value) => {
+      hidden = value;
+      document.dispatchEvent(new Event("visibilitychange"));
+    };
+  });
+}
+
+test(
+  "mentions: ann picks @bob from the composer's list, bob's sidebar counts it, he is notified while away and not once he says nothing",
+  { timeout: 90_000 },
+  async (t) => {
+    const desktop = { width: 1280, height: 800 };
+    const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: desktop });
+    const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
+    const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
+    const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
+    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close().catch(() => {}))));
+    await recordNotifications(bob.page.context());
+    await bob.page.reload();
+    await annPage.reload();
+
+    // Notifications are offered with a button, and asked for only when pressed.
+    const offer = bob.page.locator("#sidebar [data-enable-notifications]");
+    await offer.waitFor();
+    assert.deepEqual(await bob.page.evaluate(() => sessionStorage.getItem("permission")), null, "not asked on load");
+    await offer.click();
+    await offer.waitFor({ state: "hidden" });
+    await bob.page.locator('#connection-status[data-state="online"]').waitFor();
+    await bob.page.evaluate(() => window.__hide(true));
+
+    // `@bo` offers bob; Enter picks him instead of sending.
+    await annPage.locator('#connection-status[data-state="online"]').waitFor();
+    const input = annPage.locator("#message-content");
+    await input.pressSequentially("@bo");
+    const option = annPage.locator("#mention-picker [role=option]", { hasText: "@bob" });
+    await option.waitFor({ timeout: 2_000 });
+    await annPage.screenshot({ path: path.join(ARTIFACTS, "mention-picker-1280x800.png") });
+    await input.press("Enter");
+    assert.equal(await input.inputValue(), "@bob ");
+    await input.pressSequentially("are you in?");
+    await input.press("Enter");
+    await composerReady(annPage);
+
+    // Bob, away: his sidebar counts the mention, and he is notified.
+    const general = bob.page.locator("#room-list li", { hasText: "general" });
+    await general.locator(".mention-badge", { hasText: "@1" }).waitFor({ timeout: 2_000 });
+    const notes = await eventually("bob's notification", async () => {
+      const notes = await bob.page.evaluate(() => window.__notes);
+      return notes.length > 0 && notes;
+    });
+    assert.deepEqual(
+      notes.map(({ title, body }) => ({ title, body })),
+      [{ title: "ann in # general", body: "@bob are you in?" }],
+    );
+    // Back, at the end of the room: read, the badges go.
+    await bob.page.evaluate(() => window.__hide(false));
+    await eventually("bob's badges to clear", async () => (await general.locator(".badge").count()) === 0);
+
+    // The mention of bob is marked more strongly for him than for carol.
+    const mentionStyle = (page) =>
+      listed(page, "@bob are you in?").locator('.mention[data-mention="bob"]').evaluate((span) => {
+        const style = getComputedStyle(span);
+        const row = getComputedStyle(/** @type {Element} */ (span.closest(".message")));
+        return { background: style.backgroundColor, weight: style.fontWeight, row: row.boxShadow };
+      });
+    await listed(carol.page, "@bob are you in?").waitFor();
+    const forBob = await mentionStyle(bob.page);
+    const forCarol = await mentionStyle(carol.page);
+    assert.notEqual(forBob.background, forCarol.background);
+    assert.equal(forBob.weight, "600");
+    assert.match(forBob.row, /inset/, "bob's message row is marked");
+    assert.doesNotMatch(forCarol.row, /inset/);
+    await bob.page.screenshot({ path: path.join(ARTIFACTS, "mention-seen-1280x800.png") });
+
+    // Bob wants nothing from general: the next mention notifies nobody.
+    await bob.page.locator("#notify-menu > summary").click();
+    await bob.page.getByLabel("Nothing").check();
+    await eventually("the setting to be saved", async () => (await bob.page.locator("#notify-form").getAttribute("data-saved")) === "yes");
+    await bob.page.evaluate(() => window.__hide(true));
+    await say({ nickname: "ann", page: annPage, frames: [] }, "@bob once more");
+    await general.locator(".mention-badge", { hasText: "@1" }).waitFor({ timeout: 2_000 });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal((await bob.page.evaluate(() => window.__notes)).length, 0 + 1, "still only the first");
+  },
+);

@@ -7,7 +7,8 @@
 //! page subscribes and kept in step with joins, invitations, removals and
 //! posts; when a message is stored (here, or on another node, heard on the
 //! room's activity channel in Redis) every indexed member but its author is
-//! sent `{"type":"activity","id":<room>,"seq":<seq>}` on their own stream.
+//! sent `{"type":"activity","id":<room>,"seq":<seq>,"mention":<bool>}` on
+//! their own stream, `mention` true for those the message mentions.
 //! Nothing is stored per message and reader: the counts themselves come
 //! from the read cursor (`db::memberships::unread`); this only says "one
 //! more".
@@ -29,6 +30,7 @@ use crate::auth::CurrentUser;
 use crate::channels::rooms::user_stream;
 use crate::db::{self, Db};
 pub use crate::domain::ActivityStream;
+use crate::relay::News;
 
 /// Most rooms of one user the index holds: a user in more rooms gets live
 /// activity for their most recently active ones only (the counts on a page
@@ -172,22 +174,33 @@ impl Activity {
         }
     }
 
-    /// Message `seq` of `room`, by `author`, was stored: tell every other
-    /// member with a page open here. Returns how many were told.
-    pub fn posted(&self, cable: &Cable<CurrentUser>, room: i64, seq: i64, author: i64) -> usize {
+    /// Message `seq` of `room` was stored, with `news` of who wrote it and
+    /// whom it mentions: tell every other member with a page open here,
+    /// `{"type":"activity","id":…,"seq":…,"mention":<whether it mentions
+    /// them>}`. Returns how many were told.
+    pub fn posted(&self, cable: &Cable<CurrentUser>, room: i64, seq: i64, news: &News) -> usize {
+        let author = news.author;
         // The author is a member now, if posting made them one.
         self.joined(author, room);
         let members: Vec<i64> = match self.lock().rooms.get(&room) {
             Some(members) => members.iter().copied().filter(|m| *m != author).collect(),
             None => return 0,
         };
-        let Ok(frame) =
-            to_raw_value(&serde_json::json!({ "type": "activity", "id": room, "seq": seq }))
-        else {
+        let frame = |mention: bool| {
+            to_raw_value(&serde_json::json!({
+                "type": "activity", "id": room, "seq": seq, "mention": mention
+            }))
+        };
+        let (Ok(plain), Ok(mention)) = (frame(false), frame(true)) else {
             return 0;
         };
         for member in &members {
-            cable.broadcast(&user_stream(*member), &frame);
+            let frame = if news.mentions(*member) {
+                &mention
+            } else {
+                &plain
+            };
+            cable.broadcast(&user_stream(*member), frame);
         }
         members.len()
     }

@@ -18,6 +18,7 @@ pub struct CopyReport {
     pub messages: i64,
     pub message_events: i64,
     pub memberships: i64,
+    pub mentions: i64,
     pub sessions: i64,
 }
 
@@ -26,12 +27,13 @@ impl std::fmt::Display for CopyReport {
         write!(
             f,
             "{} users, {} chatrooms, {} messages, {} edits and deletions, {} memberships, \
-             {} sessions",
+             {} mentions, {} sessions",
             self.users,
             self.chatrooms,
             self.messages,
             self.message_events,
             self.memberships,
+            self.mentions,
             self.sessions
         )
     }
@@ -84,6 +86,7 @@ const CHATROOMS: Table = Table {
         ("created_by", Kind::MaybeInt),
         ("archived_at", Kind::MaybeInt),
         ("direct_key", Kind::MaybeText),
+        ("room_mentions", Kind::Text),
     ],
 };
 const MESSAGES: Table = Table {
@@ -120,6 +123,17 @@ const MEMBERSHIPS: Table = Table {
         ("user_id", Kind::Int),
         ("joined_at", Kind::Int),
         ("last_read_seq", Kind::Int),
+        ("notify", Kind::Text),
+    ],
+};
+const MENTIONS: Table = Table {
+    name: "mentions",
+    key: 3,
+    columns: &[
+        ("chatroom_id", Kind::Int),
+        ("user_id", Kind::Int),
+        ("seq", Kind::Int),
+        ("author_id", Kind::Int),
     ],
 };
 const SESSIONS: Table = Table {
@@ -156,6 +170,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         messages: copy_table(&source, &mut tx, &MESSAGES).await?,
         message_events: copy_table(&source, &mut tx, &MESSAGE_EVENTS).await?,
         memberships: copy_table(&source, &mut tx, &MEMBERSHIPS).await?,
+        mentions: copy_table(&source, &mut tx, &MENTIONS).await?,
         sessions: 0,
     };
     if with_sessions {
@@ -180,6 +195,7 @@ pub async fn copy(from: &str, to: &str, with_sessions: bool) -> anyhow::Result<C
         ("messages", report.messages),
         ("message_events", report.message_events),
         ("memberships", report.memberships),
+        ("mentions", report.mentions),
     ] {
         let (there, here) = (count(&source, table).await?, count(&target, table).await?);
         if there != here || here != copied {

@@ -75,6 +75,8 @@ pub struct AppState {
     pub broker: Option<RedisBroker>,
     /// Which users with a page here are in which rooms, for live unread counts.
     pub activity: activity::Activity,
+    /// Who is in each room, for `@here`.
+    pub presence: presence::PresenceHandle,
     /// Password hashing, with the decoy hash for unknown emails.
     pub passwords: Passwords,
     /// Origins allowed besides the server's own.
@@ -202,7 +204,12 @@ impl App {
         })
         .channel(
             "ChatroomChannel",
-            channels::ChatroomChannel::new(db.clone(), writer.clone(), relay.clone(), presence),
+            channels::ChatroomChannel::new(
+                db.clone(),
+                writer.clone(),
+                relay.clone(),
+                presence.clone(),
+            ),
         )
         .channel(
             "RoomsChannel",
@@ -244,6 +251,7 @@ impl App {
                 relay,
                 broker,
                 activity,
+                presence,
                 passwords,
                 origins,
                 limits,

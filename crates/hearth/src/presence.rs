@@ -19,7 +19,7 @@
 //! `{"type":"typing","user_id":…,"nickname":…}` as it happens. Neither has a
 //! `seq`: they are not part of the room's history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -289,6 +289,24 @@ impl PresenceHandle {
         if state.idle() {
             rooms.remove(&room);
         }
+    }
+
+    /// Who is in `room` now, on this node and on the nodes this one hears
+    /// (it hears them while it has a watcher of the room), each once; at
+    /// most `limit` of them. What `@here` mentions.
+    pub fn present(&self, room: i64, limit: usize) -> Vec<i64> {
+        let rooms = lock(&self.shared.rooms);
+        let Some(state) = rooms.get(&room) else {
+            return Vec::new();
+        };
+        let mut everyone: HashSet<i64> = state.local.keys().copied().collect();
+        for snapshot in state.remote.values() {
+            everyone.extend(snapshot.members.iter().map(|(id, _)| *id));
+        }
+        let mut present: Vec<i64> = everyone.into_iter().collect();
+        present.sort_unstable();
+        present.truncate(limit);
+        present
     }
 
     /// The room's presence frame as it stands, e.g. for a client that just

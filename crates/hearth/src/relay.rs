@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cable::{BrokerEvent, Cable, RedisBroker};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,14 +56,37 @@ pub struct RelayStats {
     pub confirmed: AtomicU64,
 }
 
+/// What a new message means to the room's members beyond its payload: who
+/// wrote it and whom it mentions. Told to the activity index here, and to
+/// the other nodes' on the room's activity channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct News {
+    /// The author's id.
+    #[serde(rename = "user_id")]
+    pub author: i64,
+    /// The members it mentions by name or as present (`@here`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentioned: Vec<i64>,
+    /// Whether it mentions every member (`@channel`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub channel: bool,
+}
+
+impl News {
+    /// Whether it mentions `user`.
+    pub fn mentions(&self, user: i64) -> bool {
+        self.channel || self.mentioned.binary_search(&user).is_ok()
+    }
+}
+
 enum Input {
-    /// Stored by this node's writer; `author` for a new message (not an
-    /// edit or a deletion).
+    /// Stored by this node's writer; `news` for a new message (not an edit
+    /// or a deletion).
     Stored {
         chatroom_id: i64,
         seq: i64,
         payload: Box<RawValue>,
-        author: Option<i64>,
+        news: Option<News>,
     },
     /// A local client subscribed to a room whose newest message is `last_seq`.
     Track { chatroom_id: i64, last_seq: i64 },
@@ -103,14 +126,14 @@ impl RelayHandle {
         }
     }
 
-    /// An event of a room was committed by this node: a new message by
-    /// `author` (`Some`), or an edit or a deletion (`None`).
-    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>, author: Option<i64>) {
+    /// An event of a room was committed by this node: a new message and
+    /// its `news` (`Some`), or an edit or a deletion (`None`).
+    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>, news: Option<News>) {
         let _ = self.inputs.send(Input::Stored {
             chatroom_id,
             seq,
             payload,
-            author,
+            news,
         });
     }
 
@@ -222,13 +245,14 @@ impl RelayTask {
 /// publisher does not write it by accident.
 const NODE_KEY: &str = "hearth_node";
 
-/// A node's word that it stored a message, on a room's activity channel.
-#[derive(Deserialize)]
-struct Posted<'a> {
-    #[serde(borrow)]
-    hearth_node: &'a str,
+/// A node's word that it stored a message, on a room's activity channel:
+/// `{"hearth_node":…,"seq":…,"user_id":…,"mentioned":[…],"channel":true}`.
+#[derive(Serialize, Deserialize)]
+struct Posted {
+    hearth_node: String,
     seq: i64,
-    user_id: i64,
+    #[serde(flatten)]
+    news: News,
 }
 
 /// The fields of a user's own stream that change their rooms.
@@ -324,22 +348,25 @@ impl Relay {
                 chatroom_id,
                 seq,
                 payload,
-                author,
+                news,
             } => {
                 let stream = RoomStream(chatroom_id).to_string();
                 if let Some(broker) = &self.broker {
                     broker.publish(&stream, &marked(payload.get(), &self.node));
-                    if let Some(author) = author {
-                        let activity = format!("{{\"seq\":{seq},\"user_id\":{author}}}");
-                        broker.publish(
-                            &ActivityStream(chatroom_id).to_string(),
-                            &marked(&activity, &self.node),
-                        );
+                    if let Some(news) = &news {
+                        let posted = Posted {
+                            hearth_node: self.node.clone(),
+                            seq,
+                            news: news.clone(),
+                        };
+                        if let Ok(posted) = serde_json::to_string(&posted) {
+                            broker.publish(&ActivityStream(chatroom_id).to_string(), &posted);
+                        }
                     }
                 }
                 self.accept(chatroom_id, seq, &payload).await;
-                if let Some(author) = author {
-                    self.activity.posted(&self.cable, chatroom_id, seq, author);
+                if let Some(news) = &news {
+                    self.activity.posted(&self.cable, chatroom_id, seq, news);
                 }
             }
             Input::Track {
@@ -391,12 +418,12 @@ impl Relay {
                     if let Ok(Posted {
                         hearth_node,
                         seq,
-                        user_id,
+                        news,
                     }) = serde_json::from_str(&payload)
                         && hearth_node != self.node
                     {
                         self.activity
-                            .posted(&self.cable, activity.room(), seq, user_id);
+                            .posted(&self.cable, activity.room(), seq, &news);
                     }
                     return;
                 }

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use crate::db::chatrooms::{Chatroom, DirectoryRoom, RoomKind};
-use crate::db::memberships::Member;
+use crate::db::memberships::{Member, Unread};
 use crate::db::messages::{HistoryPage, Message};
 use crate::db::users::User;
 
@@ -216,16 +216,16 @@ pub struct Sidebar {
     pub rooms: Vec<Chatroom>,
     /// Direct conversations, most recently active first.
     pub directs: Vec<DirectLink>,
-    /// Messages from others the reader has not read, by room; rooms with
-    /// none are absent.
-    pub unread: std::collections::HashMap<i64, i64>,
+    /// What the reader has not read in each room they are a member of,
+    /// and what they are notified of there.
+    pub unread: std::collections::HashMap<i64, Unread>,
 }
 
 impl Sidebar {
-    /// How many messages of `room` the reader has not read (by reference,
-    /// as templates pass it).
-    pub fn unread_of(&self, room: &i64) -> i64 {
-        self.unread.get(room).copied().unwrap_or(0)
+    /// What the reader has not read in `room` (by reference, as templates
+    /// pass it); nothing for a room they are not a member of.
+    pub fn unread_of(&self, room: &i64) -> Unread {
+        self.unread.get(room).copied().unwrap_or_default()
     }
 }
 
@@ -305,8 +305,8 @@ pub struct RoomLinkPartial<'a> {
     pub room: &'a Chatroom,
     /// The room shown, marked as current; 0 for none.
     pub current_room_id: i64,
-    /// Messages from others the reader has not read in it.
-    pub unread: i64,
+    /// What the reader has not read in it.
+    pub unread: Unread,
 }
 
 /// One direct conversation in the sidebar's list, as its announcement
@@ -317,8 +317,8 @@ pub struct DirectLinkPartial<'a> {
     pub direct: &'a DirectLink,
     /// The room shown, marked as current; 0 for none.
     pub current_room_id: i64,
-    /// Messages from others the reader has not read in it.
-    pub unread: i64,
+    /// What the reader has not read in it.
+    pub unread: Unread,
 }
 
 /// A page of a room's history as an HTML fragment: the messages, with

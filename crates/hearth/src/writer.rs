@@ -19,12 +19,17 @@ use sqlx::Acquire;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::CurrentUser;
+use crate::db::chatrooms::Chatroom;
+use crate::db::mentions;
 use crate::db::messages::{self, EventKind, Message, RoomEvent};
 use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
 use crate::limits::{Rate, RateLimiter};
+use crate::markup::Mentions;
 use crate::payload::{self, MessagePayload};
-use crate::relay::RelayHandle;
+use crate::presence::PresenceHandle;
+use crate::relay::{News, RelayHandle};
 
 /// Most posts stored in one transaction.
 const MAX_BATCH: usize = 512;
@@ -44,6 +49,39 @@ pub struct NewMessage {
     pub content: MessageContent,
     /// The sender page's id for its pending copy ([`client_id`]), if any.
     pub client_id: Option<String>,
+    /// Whom the text mentions ([`crate::markup::mentions`]); the poster may
+    /// mention everyone if it says `@channel` or `@here` (checked before).
+    pub mentions: Mentions,
+    /// Who is present in the room, for `@here`; empty without it.
+    pub here: Vec<i64>,
+}
+
+/// What a poster who may not mention a whole room is told.
+pub const ROOM_MENTION_REFUSED: &str =
+    "Only this room's creator or an admin may use @channel or @here in it";
+
+/// Most members present one `@here` mentions.
+const MAX_HERE: usize = 1000;
+
+/// Whom `content`, posted by `user` in `room`, mentions, and who is present
+/// for its `@here` (from `presence`); `None` when it mentions the whole room
+/// and the room does not let `user` ([`Chatroom::may_mention_everyone`]).
+pub fn addressed(
+    room: &Chatroom,
+    user: &CurrentUser,
+    content: &MessageContent,
+    presence: &PresenceHandle,
+) -> Option<(Mentions, Vec<i64>)> {
+    let mentions = crate::markup::mentions(content.as_str());
+    if mentions.is_broadcast() && !room.may_mention_everyone(user.id, user.admin) {
+        return None;
+    }
+    let here = if mentions.here {
+        presence.present(room.id, MAX_HERE)
+    } else {
+        Vec::new()
+    };
+    Some((mentions, here))
 }
 
 /// A client's id for a message it shows as pending: 1 to 64 letters, digits,
@@ -97,6 +135,9 @@ pub struct MessageChange {
     pub user_id: i64,
     /// The new text; `None` deletes the message.
     pub content: Option<MessageContent>,
+    /// Whom the new text mentions: they replace whom the old one did
+    /// (silently: an edit notifies nobody).
+    pub mentions: Mentions,
 }
 
 /// Why an edit or a deletion was not made.
@@ -293,14 +334,19 @@ impl WriterTask {
         let ok = stored.iter().filter(|r| r.is_ok()).count();
         self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
         for (post, result) in batch.drain(..).zip(stored) {
-            let result = result.map(|message| {
+            let result = result.map(|(message, mentioned)| {
                 let payload =
                     MessagePayload::encode_for(&message, post.message.client_id.as_deref());
+                let news = News {
+                    author: message.user_id,
+                    mentioned,
+                    channel: post.message.mentions.channel,
+                };
                 relay.stored(
                     message.chatroom_id,
                     message.seq,
                     payload.clone(),
-                    Some(message.user_id),
+                    Some(news),
                 );
                 Stored { message, payload }
             });
@@ -372,6 +418,21 @@ async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, Change
     messages::insert_event(&mut tx, &message, seq, kind, at)
         .await
         .map_err(database)?;
+    if kind == EventKind::Edited {
+        mentions::forget(&mut tx, message.chatroom_id, message.seq)
+            .await
+            .map_err(database)?;
+        mentions::record(
+            &mut tx,
+            message.chatroom_id,
+            message.seq,
+            message.user_id,
+            &change.mentions,
+            &[],
+        )
+        .await
+        .map_err(database)?;
+    }
     tx.commit().await.map_err(database)?;
     let event = RoomEvent { seq, kind, message };
     let payload = payload::encode_event(&event);
@@ -382,8 +443,11 @@ async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, Change
     })
 }
 
+/// A stored post and the members it mentioned by name or as present.
+type StoredPost = (Message, Vec<i64>);
+
 /// Stores a batch in one transaction; one result per post, in order.
-async fn store(db: &Db, batch: &[Post]) -> Vec<Result<Message, PostError>> {
+async fn store(db: &Db, batch: &[Post]) -> Vec<Result<StoredPost, PostError>> {
     match store_all(db, batch).await {
         Ok(results) => results,
         Err(error) => {
@@ -397,7 +461,7 @@ async fn store(db: &Db, batch: &[Post]) -> Vec<Result<Message, PostError>> {
     }
 }
 
-async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, PostError>>> {
+async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<StoredPost, PostError>>> {
     let mut conn = db.acquire().await?;
     let mut tx = conn.begin().await?;
     // One sequence update for the whole batch; each post then takes the
@@ -446,13 +510,32 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
         created_at,
     )
     .await?;
+    // Whom each post mentions, once its author is a member.
+    let mut mentioned = Vec::with_capacity(batch.len());
+    for (Post { message, .. }, seq) in batch.iter().zip(&seqs) {
+        mentioned.push(match seq {
+            Some(seq) if !message.mentions.is_empty() => {
+                mentions::record(
+                    &mut tx,
+                    message.chatroom_id,
+                    *seq,
+                    message.user_id,
+                    &message.mentions,
+                    &message.here,
+                )
+                .await?
+            }
+            _ => Vec::new(),
+        });
+    }
     tx.commit().await?;
     Ok(batch
         .iter()
         .zip(seqs)
-        .map(|(Post { message, .. }, seq)| {
+        .zip(mentioned)
+        .map(|((Post { message, .. }, seq), mentioned)| {
             let seq = seq.ok_or(PostError::RoomNotFound)?;
-            Ok(Message {
+            let message = Message {
                 id: ids.next().expect("one id per stored row"),
                 chatroom_id: message.chatroom_id,
                 seq,
@@ -462,7 +545,8 @@ async fn store_all(db: &Db, batch: &[Post]) -> sqlx::Result<Vec<Result<Message, 
                 created_at,
                 edited_at: None,
                 deleted_at: None,
-            })
+            };
+            Ok((message, mentioned))
         })
         .collect())
 }

@@ -3,18 +3,22 @@
 // (js/messages.js), the composer (js/composer.js), each message's actions:
 // link, edit, delete (js/actions.js), and who is here and typing
 // (js/presence.js), the sidebar's live lists (js/rooms.js), the read
-// cursor and unread badges (js/unread.js) and nickname suggestions
-// (js/people.js). Without JavaScript the
-// page still reads, pages and posts through plain links and forms.
+// cursor and unread badges (js/unread.js), nickname suggestions
+// (js/people.js), `@` completion in the composer (js/mention-picker.js),
+// and browser notifications and mentions of the reader (js/notify.js).
+// Without JavaScript the page still reads, pages and posts through plain
+// links and forms.
 
 import { startMessageActions } from "./js/actions.js";
 import { connectRoom } from "./js/cable.js";
 import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
 import { startPresence } from "./js/presence.js";
+import { startMentionPicker } from "./js/mention-picker.js";
+import { markMentionsOf, notifyActivity, startNotificationButtons, startNotifyForm } from "./js/notify.js";
 import { startNicknameSuggestions } from "./js/people.js";
 import { roomListUpdater } from "./js/rooms.js";
-import { applyActivity, applyRead, showTotal, startReadCursor } from "./js/unread.js";
+import { applyActivity, applyNotify, applyRead, showTotal, startReadCursor } from "./js/unread.js";
 import { localizeTimes } from "./js/times.js";
 
 localizeTimes(document);
@@ -23,6 +27,8 @@ if (list) startRoom(list);
 startDrawer();
 startNicknameSuggestions();
 showTotal();
+markMentionsOf(document.body.dataset.nickname);
+startNotificationButtons();
 if (document.getElementById("directory")) import("./js/directory.js").then(({ startDirectory }) => startDirectory());
 
 function startRoom(list) {
@@ -76,7 +82,9 @@ function startRoom(list) {
           return (message) => {
             update(message);
             applyRead(message);
+            applyNotify(message);
             applyActivity(message, open);
+            notifyActivity(message);
           };
         })(),
       },
@@ -90,7 +98,9 @@ function startRoom(list) {
     userId: Number(document.body.dataset.userId),
     messages,
   });
+  startNotifyForm(/** @type {HTMLFormElement | null} */ (document.getElementById("notify-form")));
   if (form && input) {
+    startMentionPicker(input);
     startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages, editLast: actions.editLast });
     input.addEventListener("input", () => presence.typed(input.value));
   }

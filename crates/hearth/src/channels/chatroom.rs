@@ -19,7 +19,7 @@ use crate::domain::{MessageContent, PresenceStream, RoomStream};
 use crate::payload;
 use crate::presence::PresenceHandle;
 use crate::relay::RelayHandle;
-use crate::writer::{MessageWriter, NewMessage, PostError};
+use crate::writer::{MessageWriter, NewMessage, PostError, ROOM_MENTION_REFUSED, addressed};
 
 /// Most messages one `catch_up` or history request replays; a client that
 /// missed more asks again from where the answer ended.
@@ -77,6 +77,25 @@ impl ChatroomChannel {
             Ok(content) => content,
             Err(invalid) => return error_reply("invalid_content", invalid.0),
         };
+        // Only a message to the whole room needs the room, to ask whether
+        // its author may.
+        let mentions = crate::markup::mentions(content.as_str());
+        let (mentions, here) = if mentions.is_broadcast() {
+            let found = match db::chatrooms::find(&self.db, room).await {
+                Ok(Some(found)) => found,
+                Ok(None) => return error_reply("not_found", "no such room"),
+                Err(error) => {
+                    tracing::error!(%error, "speak failed");
+                    return error_reply("internal", "the message could not be stored");
+                }
+            };
+            match addressed(&found, user, &content, &self.presence) {
+                Some(addressed) => addressed,
+                None => return error_reply("room_mention_not_allowed", ROOM_MENTION_REFUSED),
+            }
+        } else {
+            (mentions, Vec::new())
+        };
         let submitted = self
             .writer
             .submit(NewMessage {
@@ -84,6 +103,8 @@ impl ChatroomChannel {
                 user_id: user.id,
                 nickname: user.nickname.clone(),
                 content,
+                mentions,
+                here,
                 client_id: action
                     .args
                     .get("client_id")

@@ -7,7 +7,11 @@
 //! they were added to (the same `room` message, `"list":"direct"` for a
 //! conversation), `{"type":"room_removed","id":…}` when they leave or
 //! are removed or the room is archived, and `{"type":"read","id":…,"seq":…}`
-//! when one of their pages moved their read cursor.
+//! when one of their pages moved their read cursor,
+//! `{"type":"notify","id":…,"notify":"all"|"mentions"|"nothing"|"default"}`
+//! when one of them changed what they are notified of in a room, and
+//! `{"type":"activity","id":…,"seq":…,"mention":…}` for each new message
+//! from others in their rooms ([`crate::activity`]).
 
 use async_trait::async_trait;
 use cable::{ActionData, Channel, Params, Rejection, Reply, Subscription};
@@ -18,7 +22,7 @@ use crate::AppState;
 use crate::activity::Activity;
 use crate::auth::CurrentUser;
 use crate::db::chatrooms::{Chatroom, RoomKind};
-use crate::db::memberships::Member;
+use crate::db::memberships::{Member, Notify, Unread};
 use crate::templates::{DirectLink, DirectLinkPartial, RoomLinkPartial};
 
 /// The stream every room list follows.
@@ -89,7 +93,7 @@ pub fn announce(state: &AppState, room: &Chatroom) {
     let html = askama::Template::render(&RoomLinkPartial {
         room,
         current_room_id: 0,
-        unread: 0,
+        unread: Unread::default(),
     })
     .unwrap_or_default();
     let announcement = RoomAnnouncement {
@@ -114,14 +118,14 @@ pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Membe
         let html = askama::Template::render(&DirectLinkPartial {
             direct: &direct,
             current_room_id: 0,
-            unread: 0,
+            unread: Unread::default(),
         });
         ("direct", html)
     } else {
         let html = askama::Template::render(&RoomLinkPartial {
             room,
             current_room_id: 0,
-            unread: 0,
+            unread: Unread::default(),
         });
         ("rooms", html)
     };
@@ -149,6 +153,15 @@ pub fn tell_removed(state: &AppState, user: i64, room: i64) {
 /// Tells `user`'s pages, on every node, that they have read `room` up to `seq`.
 pub fn tell_read(state: &AppState, user: i64, room: i64, seq: i64) {
     let message = serde_json::json!({ "type": "read", "id": room, "seq": seq });
+    if let Ok(payload) = to_raw_value(&message) {
+        publish(state, &user_stream(user), &payload);
+    }
+}
+
+/// Tells `user`'s pages, on every node, what they are now notified of in
+/// `room`.
+pub fn tell_notify(state: &AppState, user: i64, room: i64, notify: Notify) {
+    let message = serde_json::json!({ "type": "notify", "id": room, "notify": notify.as_str() });
     if let Ok(payload) = to_raw_value(&message) {
         publish(state, &user_stream(user), &payload);
     }

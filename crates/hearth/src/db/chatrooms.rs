@@ -9,7 +9,7 @@ use crate::domain::{RoomName, RoomSearch, RoomTopic};
 pub const GENERAL: &str = "general";
 
 /// The columns of a [`Chatroom`], for queries that read one.
-const ROOM: &str = "id, name, topic, kind, created_by, archived_at";
+const ROOM: &str = "id, name, topic, kind, created_by, archived_at, room_mentions";
 
 /// Who may read a room and how one joins it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +67,44 @@ pub struct Chatroom {
     pub created_by: Option<i64>,
     /// When it was archived (Unix ms): read-only and listed nowhere.
     pub archived_at: Option<i64>,
+    /// Who may mention the whole room (`@channel`, `@here`).
+    #[sqlx(try_from = "String")]
+    pub room_mentions: RoomMentions,
+}
+
+/// Who may notify a whole room with `@channel` or `@here`
+/// (`chatrooms.room_mentions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomMentions {
+    /// Any member.
+    Everyone,
+    /// The room's creator and the instance's admins.
+    Admins,
+}
+
+impl RoomMentions {
+    /// The stored and posted value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Everyone => "everyone",
+            Self::Admins => "admins",
+        }
+    }
+
+    /// Parses a stored or posted value.
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Everyone, Self::Admins]
+            .into_iter()
+            .find(|m| m.as_str() == value)
+    }
+}
+
+impl TryFrom<String> for RoomMentions {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value).ok_or_else(|| format!("unknown room_mentions {value:?}"))
+    }
 }
 
 impl Chatroom {
@@ -78,6 +116,17 @@ impl Chatroom {
     /// Whether it is "general", which everyone is in and nobody leaves.
     pub fn is_general(&self) -> bool {
         self.kind == RoomKind::Public && self.name == GENERAL
+    }
+
+    /// Whether `user` (an instance admin if `admin`) may manage it: rename,
+    /// archive, remove members, say who may mention everyone.
+    pub fn managed_by(&self, user: i64, admin: bool) -> bool {
+        admin || self.created_by == Some(user)
+    }
+
+    /// Whether `user` may use `@channel` and `@here` in it.
+    pub fn may_mention_everyone(&self, user: i64, admin: bool) -> bool {
+        self.room_mentions == RoomMentions::Everyone || self.managed_by(user, admin)
     }
 }
 
@@ -264,8 +313,8 @@ pub async fn insert(
 /// loser of that race sees a unique violation, which means "exists" too.
 pub async fn ensure_general(db: &Db) -> sqlx::Result<()> {
     let created = sqlx::query(
-        "INSERT INTO chatrooms (name, name_key, created_at, active_at) SELECT $1, $1, $2, $2
-         WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE name_key = $1)",
+        "INSERT INTO chatrooms (name, name_key, created_at, active_at, room_mentions) \
+         SELECT $1, $1, $2, $2, 'admins' WHERE NOT EXISTS (SELECT 1 FROM chatrooms WHERE name_key = $1)",
     )
     .bind(GENERAL)
     .bind(now_millis())
@@ -318,7 +367,7 @@ pub async fn last_seqs(db: &Db) -> sqlx::Result<Vec<(i64, i64)>> {
 /// is [`RoomAccess::may_read`]).
 pub async fn access(db: &Db, id: i64, user: i64) -> sqlx::Result<Option<RoomAccess>> {
     sqlx::query_as(
-        "SELECT c.id, c.name, c.topic, c.kind, c.created_by, c.archived_at, c.last_seq, \
+        "SELECT c.id, c.name, c.topic, c.kind, c.created_by, c.archived_at, c.room_mentions, c.last_seq, \
          m.user_id AS member_id, m.last_read_seq FROM chatrooms c \
          LEFT JOIN memberships m ON m.chatroom_id = c.id AND m.user_id = $2 WHERE c.id = $1",
     )
@@ -401,5 +450,15 @@ pub async fn update(
     .execute(db)
     .await
     .map_err(InsertChatroomError::from_write)?;
+    Ok(())
+}
+
+/// Sets who may mention the whole of room `id`.
+pub async fn set_room_mentions(db: &Db, id: i64, who: RoomMentions) -> sqlx::Result<()> {
+    sqlx::query("UPDATE chatrooms SET room_mentions = $1 WHERE id = $2")
+        .bind(who.as_str())
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }

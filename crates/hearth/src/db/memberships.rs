@@ -124,22 +124,86 @@ pub async fn mark_read(db: &Db, room: i64, user: i64, seq: i64) -> sqlx::Result<
     .await
 }
 
-/// How many messages from others `user` has not read in each of `rooms`
-/// they are a member of: the messages after their read cursor, by `seq`
-/// (one range of the `(chatroom_id, seq)` index per room), not deleted.
-/// Rooms with none are absent.
-pub async fn unread(db: &Db, user: i64, rooms: &[i64]) -> sqlx::Result<HashMap<i64, i64>> {
+/// What a member's pages notify them of, in a browser notification while
+/// the tab is hidden (`memberships.notify`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Notify {
+    /// Every message in a direct conversation, mentions elsewhere.
+    #[default]
+    Default,
+    /// Every message.
+    All,
+    /// Mentions of them (by name, `@here`, `@channel`) only.
+    Mentions,
+    /// Nothing.
+    Nothing,
+}
+
+impl Notify {
+    /// Every setting, for forms.
+    pub const ALL: [Self; 4] = [Self::Default, Self::All, Self::Mentions, Self::Nothing];
+
+    /// The stored and posted value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::All => "all",
+            Self::Mentions => "mentions",
+            Self::Nothing => "nothing",
+        }
+    }
+
+    /// Parses a stored or posted value.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == value)
+    }
+
+    /// What a person choosing it reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Default => "Default (every message in a conversation, mentions in a room)",
+            Self::All => "Every message",
+            Self::Mentions => "Mentions only",
+            Self::Nothing => "Nothing",
+        }
+    }
+}
+
+/// A member's state in one room: what they have not read, and what they
+/// are notified of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// Messages from others after their read cursor, not deleted.
+    pub messages: i64,
+    /// Those of them that mention the member (by name, `@here` or
+    /// `@channel`), each message once.
+    pub mentions: i64,
+    pub notify: Notify,
+}
+
+/// `user`'s [`Unread`] state in each of `rooms` they are a member of: the
+/// messages after their read cursor, by `seq` (one range of the
+/// `(chatroom_id, seq)` index per room), and the mentions after it (one
+/// range of the `mentions` key per room, for them and for `@channel`).
+/// Rooms they are not a member of are absent.
+pub async fn unread(db: &Db, user: i64, rooms: &[i64]) -> sqlx::Result<HashMap<i64, Unread>> {
     if rooms.is_empty() {
         return Ok(HashMap::new());
     }
     let ids = super::placeholders(2, rooms.len());
     let sql = format!(
-        "SELECT m.chatroom_id, (SELECT COUNT(*) FROM messages msg WHERE msg.chatroom_id = m.chatroom_id \
-         AND msg.seq > m.last_read_seq AND msg.user_id <> m.user_id AND msg.deleted_at IS NULL) \
+        "SELECT m.chatroom_id, \
+         (SELECT COUNT(*) FROM messages msg WHERE msg.chatroom_id = m.chatroom_id \
+         AND msg.seq > m.last_read_seq AND msg.user_id <> m.user_id AND msg.deleted_at IS NULL), \
+         (SELECT COUNT(DISTINCT mn.seq) FROM mentions mn JOIN messages msg \
+         ON msg.chatroom_id = mn.chatroom_id AND msg.seq = mn.seq \
+         WHERE mn.chatroom_id = m.chatroom_id AND mn.user_id IN (m.user_id, 0) \
+         AND mn.seq > m.last_read_seq AND mn.author_id <> m.user_id AND msg.deleted_at IS NULL), \
+         m.notify \
          FROM memberships m WHERE m.user_id = $1 AND m.chatroom_id IN ({})",
         ids
     );
-    let mut query = sqlx::query_as::<_, (i64, i64)>(&sql).bind(user);
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&sql).bind(user);
     for room in rooms {
         query = query.bind(*room);
     }
@@ -147,8 +211,30 @@ pub async fn unread(db: &Db, user: i64, rooms: &[i64]) -> sqlx::Result<HashMap<i
         .fetch_all(db)
         .await?
         .into_iter()
-        .filter(|(_, count)| *count > 0)
+        .map(|(room, messages, mentions, notify)| {
+            let notify = Notify::parse(&notify).unwrap_or_default();
+            (
+                room,
+                Unread {
+                    messages,
+                    mentions,
+                    notify,
+                },
+            )
+        })
         .collect())
+}
+
+/// Sets what `user` is notified of in `room`; false if they are not a member.
+pub async fn set_notify(db: &Db, room: i64, user: i64, notify: Notify) -> sqlx::Result<bool> {
+    let changed =
+        sqlx::query("UPDATE memberships SET notify = $1 WHERE chatroom_id = $2 AND user_id = $3")
+            .bind(notify.as_str())
+            .bind(room)
+            .bind(user)
+            .execute(db)
+            .await?;
+    Ok(changed.rows_affected() > 0)
 }
 
 /// How many members each of `rooms` has, in one grouped query over the

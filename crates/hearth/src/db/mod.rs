@@ -6,6 +6,7 @@
 
 pub mod chatrooms;
 pub mod memberships;
+pub mod mentions;
 pub mod messages;
 pub mod search;
 pub mod sessions;

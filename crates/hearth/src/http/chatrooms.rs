@@ -428,7 +428,7 @@ async fn room_page_at(
         viewer_id: user.id,
         first_unread,
         last_read_seq: last_read_seq.unwrap_or(0),
-        can_manage: user.admin || room.created_by == Some(user.id),
+        can_manage: room.managed_by(user.id, user.admin),
         title: RoomTitle::of(&room, user.id, &members),
         sidebar: sidebar(state, &user, Some(&room)).await?,
         current_room_id: room.id,

@@ -1,6 +1,7 @@
 //! Who is in a room: joining a public room, leaving, inviting someone,
 //! removing a member, and how far each member has read; and a room's
-//! settings (name, topic) and archiving.
+//! settings (name, topic, who may mention everyone), archiving, and what
+//! each member is notified of.
 //!
 //! Every route takes its room through [`ReadableRoom`], so a room the user
 //! may not read is 404 here as everywhere. Whoever may no longer read a
@@ -19,7 +20,8 @@ use super::chatrooms::ReadableRoom;
 use crate::AppState;
 use crate::channels::rooms;
 use crate::db;
-use crate::db::chatrooms::{Chatroom, InsertChatroomError, RoomAccess, RoomKind};
+use crate::db::chatrooms::{Chatroom, InsertChatroomError, RoomAccess, RoomKind, RoomMentions};
+use crate::db::memberships::Notify;
 use crate::domain::{Nickname, RoomName, RoomTopic};
 use crate::error::{Error, Result};
 use crate::relay::Who;
@@ -37,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/chatrooms/{id}/settings", post(update_room))
         .route("/chatrooms/{id}/read", post(mark_read))
         .route("/chatrooms/{id}/archive", post(archive_room))
+        .route("/chatrooms/{id}/notify", post(set_notify))
+        .route("/chatrooms/{id}/room_mentions", post(set_room_mentions))
 }
 
 fn back_to(room: i64) -> Response {
@@ -54,7 +58,7 @@ fn writable(access: &RoomAccess) -> Result<()> {
 /// Whether `user` may rename, archive and remove members of `room`: its
 /// creator, or the instance's admin.
 fn manages(user: &CurrentUser, room: &Chatroom) -> bool {
-    user.admin || room.created_by == Some(user.id)
+    room.managed_by(user.id, user.admin)
 }
 
 /// `POST /chatrooms/{id}/join`: joins a public room (a first post does too).
@@ -280,5 +284,73 @@ async fn archive_room(
         tracing::info!(chatroom_id = room.id, user_id = user.id, "archived a room");
         state.relay.end_subscriptions(room.id, Who::Everyone);
     }
+    Ok(back_to(room.id))
+}
+
+/// The notification form: `notify`, one of [`Notify::as_str`]'s values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NotifyForm {
+    notify: String,
+}
+
+/// `POST /chatrooms/{id}/notify`: sets what the member is notified of in
+/// the room (JSON or form) and tells their other tabs and devices
+/// (`{"type":"notify",…}`). A browser goes back to the room; JSON gets
+/// `{"notify":…}`. An unknown value is 422; a non-member has nothing to
+/// set: 404.
+async fn set_notify(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: axum::http::HeaderMap,
+    ReadableRoom(access): ReadableRoom,
+    super::JsonOrForm(form): super::JsonOrForm<NotifyForm>,
+) -> Result<Response> {
+    let notify = Notify::parse(&form.notify).ok_or_else(|| Error::Invalid {
+        code: "invalid_notify",
+        messages: vec!["Notify of all, mentions, nothing or default".to_owned()],
+        form: Default::default(),
+    })?;
+    let room = access.room.id;
+    if !db::memberships::set_notify(&state.db, room, user.id, notify).await? {
+        return Err(Error::NotFound);
+    }
+    rooms::tell_notify(&state, user.id, room, notify);
+    if super::wants_json(&headers) {
+        Ok(axum::Json(serde_json::json!({ "notify": notify.as_str() })).into_response())
+    } else {
+        Ok(back_to(room))
+    }
+}
+
+/// The form saying who may mention everyone in a room.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RoomMentionsForm {
+    room_mentions: String,
+}
+
+/// `POST /chatrooms/{id}/room_mentions`: its creator or an admin says who
+/// may use `@channel` and `@here` in the room (`everyone` or `admins`);
+/// the admin alone for "general". Not in a conversation (403).
+async fn set_room_mentions(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ReadableRoom(access): ReadableRoom,
+    Form(form): Form<RoomMentionsForm>,
+) -> Result<Response> {
+    writable(&access)?;
+    let room = &access.room;
+    if !manages(&user, room) || room.kind == RoomKind::Direct {
+        return Err(Error::NotAllowed(
+            "Only the room's creator or an admin can change it",
+        ));
+    }
+    let who = RoomMentions::parse(&form.room_mentions).ok_or_else(|| Error::Invalid {
+        code: "invalid_room_mentions",
+        messages: vec!["Say everyone or admins".to_owned()],
+        form: Default::default(),
+    })?;
+    db::chatrooms::set_room_mentions(&state.db, room.id, who).await?;
     Ok(back_to(room.id))
 }

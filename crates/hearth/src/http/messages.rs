@@ -22,7 +22,9 @@ use crate::domain::MessageContent;
 use crate::error::{Error, Result};
 use crate::payload::MessagePayload;
 use crate::templates::{EditMessagePage, HistoryFragment, render};
-use crate::writer::{ChangeError, MessageChange, NewMessage, PostError};
+use crate::writer::{
+    ChangeError, MessageChange, NewMessage, PostError, ROOM_MENTION_REFUSED, addressed,
+};
 
 /// The message routes.
 pub fn router() -> Router<AppState> {
@@ -202,6 +204,13 @@ async fn create_message(
             form: Default::default(),
         })
     })?;
+    let Some((mentions, here)) = addressed(&access.room, &user, &content, &state.presence) else {
+        return Err(refused(Error::Invalid {
+            code: "room_mention_not_allowed",
+            messages: vec![ROOM_MENTION_REFUSED.to_owned()],
+            form: Default::default(),
+        }));
+    };
     let posted = state
         .writer
         .post(NewMessage {
@@ -210,6 +219,8 @@ async fn create_message(
             nickname: user.nickname.clone(),
             content,
             client_id: crate::writer::client_id(&form.client_id),
+            mentions,
+            here,
         })
         .await;
     let stored = match posted {
@@ -334,6 +345,19 @@ async fn change_message(
         })?),
         None => None,
     };
+    let mentions = match &content {
+        Some(content) => match addressed(&access.room, &user, content, &state.presence) {
+            Some((mentions, _)) => mentions,
+            None => {
+                return Err(refused(Error::Invalid {
+                    code: "room_mention_not_allowed",
+                    messages: vec![ROOM_MENTION_REFUSED.to_owned()],
+                    form: Default::default(),
+                }));
+            }
+        },
+        None => Default::default(),
+    };
     let changed = state
         .writer
         .change(MessageChange {
@@ -341,6 +365,7 @@ async fn change_message(
             message_id: id,
             user_id: user.id,
             content,
+            mentions,
         })
         .await
         .map_err(|error| match error {

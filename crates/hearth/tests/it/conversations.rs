@@ -560,9 +560,9 @@ async fn nickname_suggestions_answer_prefixes_and_nothing_else() {
     assert_ne!(signed_out.status(), 200);
 }
 
-/// The unread badge of `room` in `user`'s sidebar (on the directory page),
-/// 0 for none.
-async fn badge(app: &TestApp, user: &TestUser, room: i64) -> i64 {
+/// The badge of `room` in `user`'s sidebar (on the directory page) whose
+/// label ends in `what` ("unread", "mention", "mentions"), 0 for none.
+pub async fn sidebar_count(app: &TestApp, user: &TestUser, room: i64, what: &[&str]) -> i64 {
     let page = app.page("/chatrooms", &user.cookie).await;
     let item = page
         .split("<li ")
@@ -570,13 +570,20 @@ async fn badge(app: &TestApp, user: &TestUser, room: i64) -> i64 {
         .and_then(|item| item.split("</li>").next())
         .unwrap_or_else(|| panic!("room {room} is not in the sidebar"));
     item.split("aria-label=\"")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .map_or(0, |count| count.parse().unwrap())
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter_map(|label| label.split_once(' '))
+        .find(|(_, kind)| what.contains(kind))
+        .map_or(0, |(count, _)| count.parse().unwrap())
+}
+
+/// The unread badge of `room` in `user`'s sidebar, 0 for none.
+pub async fn badge(app: &TestApp, user: &TestUser, room: i64) -> i64 {
+    sidebar_count(app, user, room, &["unread"]).await
 }
 
 /// Moves `user`'s read cursor in `room` to `seq`; the answer.
-async fn mark_read(app: &TestApp, user: &TestUser, room: i64, seq: i64) -> reqwest::Response {
+pub async fn mark_read(app: &TestApp, user: &TestUser, room: i64, seq: i64) -> reqwest::Response {
     app.request_json(
         user,
         reqwest::Method::POST,
@@ -705,7 +712,8 @@ async fn new_messages_reach_every_member_page_as_activity_and_nobody_elses() {
         .json()
         .await
         .unwrap();
-    let activity = json!({ "type": "activity", "id": general, "seq": posted["seq"] });
+    let activity =
+        json!({ "type": "activity", "id": general, "seq": posted["seq"], "mention": false });
     assert_eq!(bobs.next_message(&bob_stream).await, activity);
     assert_eq!(carols.next_message(&carol_stream).await, activity);
     anns.expect_silence(QUIET).await;
@@ -722,7 +730,7 @@ async fn new_messages_reach_every_member_page_as_activity_and_nobody_elses() {
         .unwrap();
     assert_eq!(
         bobs.next_message(&bob_stream).await,
-        json!({ "type": "activity", "id": room, "seq": posted["seq"] })
+        json!({ "type": "activity", "id": room, "seq": posted["seq"], "mention": false })
     );
     carols.expect_silence(QUIET).await;
 

@@ -454,7 +454,7 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
     // below covers kinds, members and read cursors.
     let secret = old.create_private_room(&bob, "secret").await;
     assert_eq!(old.invite(&bob, secret, "ann").await.status(), 303);
-    old.post_message(&bob, secret, "for ann").await;
+    old.post_message(&bob, secret, "for @ann").await;
     let direct = old.open_direct(&bob, "ann").await;
     old.post_message(&bob, direct, "hello ann").await;
     let before = old
@@ -462,7 +462,9 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
         .await;
     assert!(before.contains("(edited)"));
     assert!(
-        before.contains("🔒 secret") && before.contains(r#"aria-label="1 unread""#),
+        before.contains("🔒 secret")
+            && before.contains(r#"aria-label="1 unread""#)
+            && before.contains(r#"aria-label="1 mention""#),
         "ann sees the private room with its unread message: {before}"
     );
     let members = old.count("memberships").await;
@@ -481,9 +483,10 @@ async fn hearth_copy_moves_a_sqlite_instance_to_postgres_that_behaves_the_same()
             report.messages,
             report.message_events,
             report.memberships,
+            report.mentions,
             report.sessions
         ),
-        (2, 4, 32, 2, members, 2)
+        (2, 4, 32, 2, members, 1, 2)
     );
 
     let new = TestApp::spawn_on(Some(target), &[]).await;
@@ -1074,8 +1077,23 @@ async fn a_member_removed_on_node_one_loses_the_room_on_node_two_at_once() {
     assert_eq!(cable.next_message(&identifier).await["content"], "before");
     assert_eq!(
         lists.next_message(&rooms_identifier).await,
-        json!({ "type": "activity", "id": room, "seq": before["seq"] }),
+        json!({ "type": "activity", "id": room, "seq": before["seq"], "mention": false }),
         "news of a message stored on node one reaches his page on node two"
+    );
+    // A mention of him, stored on node one, says so on node two.
+    let mention: Value = one
+        .post_message(&ann, room, "@bob look")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cable.next_message(&identifier).await["content"],
+        "@bob look"
+    );
+    assert_eq!(
+        lists.next_message(&rooms_identifier).await,
+        json!({ "type": "activity", "id": room, "seq": mention["seq"], "mention": true })
     );
 
     let bob_id = one.user_id("bob").await;
