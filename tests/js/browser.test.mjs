@@ -1111,3 +1111,63 @@ test(
     assert.equal((await bob.page.evaluate(() => window.__notes)).length, 0 + 1, "still only the first");
   },
 );
+
+test(
+  "search: ann finds a message from the header by part of a word and it opens marked in its room; carol never finds a private room's",
+  { timeout: 90_000 },
+  async (t) => {
+    const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: { width: 1280, height: 800 } });
+    const carol = await signUpInBrowser(
+      { email: "carol@example.com", nickname: "carol", password: "correct horse carol" },
+      { viewport: { width: 390, height: 844 } },
+      own.url,
+    );
+    t.after(() => Promise.all([annPage, carol.page].map((p) => p.context().close().catch(() => {}))));
+    await annPage.locator('#connection-status[data-state="online"]').waitFor();
+    const ann = { nickname: "ann", page: annPage, frames: [] };
+    await say(ann, "the deployment went fine");
+    // Enough after it that the message is far from the end of the room.
+    for (let n = 0; n < 60; n += 1) {
+      const response = await annPage.request.post(`${annPage.url()}/messages`, { form: { content: `filler ${n}` }, headers: { Accept: "application/json" } });
+      assert.equal(response.status(), 201);
+    }
+    // A private room with a word of its own.
+    await annPage.goto(`${own.url}/chatrooms`);
+    await annPage.locator("summary", { hasText: "New room" }).click();
+    await annPage.locator(".create-room-form").getByLabel("Name").fill("vault");
+    await annPage.locator(".create-room-form").getByLabel(/Private/).check();
+    await annPage.locator(".create-room-form").getByRole("button", { name: "Create room" }).click();
+    await annPage.waitForURL(/\/chatrooms\/\d+$/);
+    await annPage.locator('#connection-status[data-state="online"]').waitFor();
+    await say(ann, "the deployment key is in the vault");
+
+    const header = annPage.locator(".navbar-search input");
+    await header.fill("DEPLOY");
+    await header.press("Enter");
+    await annPage.waitForURL(/\/search\?q=DEPLOY/);
+    const results = annPage.locator(".search-result");
+    assert.equal(await results.count(), 2, "both rooms, for a member of both");
+    assert.equal(await annPage.locator(".search-result mark").first().innerText(), "deploy");
+    await annPage.screenshot({ path: path.join(ARTIFACTS, "search-results-1280x800.png") });
+    await results.filter({ hasText: "went fine" }).getByRole("link").click();
+    await annPage.waitForURL(/\/chatrooms\/\d+\?around=\d+/);
+    const linked = annPage.locator("#linked");
+    await linked.getByText("the deployment went fine").waitFor();
+    await eventually("the linked message to be in view", () =>
+      linked.evaluate((element) => {
+        const box = element.getBoundingClientRect();
+        const list = /** @type {Element} */ (document.getElementById("messages")).getBoundingClientRect();
+        return box.top >= list.top && box.bottom <= list.bottom;
+      }),
+    );
+
+    // Carol, in #general but not in the vault, finds only the public one.
+    await carol.page.goto(`${own.url}/search?q=deploy`);
+    const hers = carol.page.locator(".search-result");
+    assert.equal(await hers.count(), 1);
+    assert.match(await hers.innerText(), /went fine/);
+    await carol.page.goto(`${own.url}/search?q=vault`);
+    assert.equal(await carol.page.locator(".search-result").count(), 0);
+    await carol.page.locator(".no-results").waitFor();
+  },
+);
