@@ -1,6 +1,7 @@
 // The README's screenshots: a real server, a team's morning in #general
-// (grouped messages, Markdown, code, links, an edit), three people present
-// and one typing, taken in Chromium on a desktop and a phone, light and dark.
+// (grouped messages, Markdown, code, links, an edit, mentions), three people
+// present and one typing, unread news elsewhere (a mention in #releases, a
+// direct message), taken in Chromium on a desktop and a phone, light and dark.
 //
 //   HEARTH_BIN=target/debug/hearth node tests/js/screenshots.mjs [out dir]
 //
@@ -30,8 +31,8 @@ const CONVERSATION = [
   ["raj", "Flaky test is mine, looking now. It only fails at 390 px wide, so probably the drawer."],
   ["raj", "Found it:\n\n```js\nawait page.locator(\"#rooms-toggle\").click();\n// the drawer animates; wait for it before clicking a room\nawait page.locator(\".sidebar\").waitFor();\n```"],
   ["theo", "> It only fails at 390 px wide\n\nClassic. Nice catch."],
-  ["ines", "Review done, left two small comments. Otherwise ✅"],
-  ["theo", "Fixed both, merging."],
+  ["ines", "Review done @theo, left two small comments. Otherwise ✅"],
+  ["theo", "Fixed both, merging. @maya all yours!"],
   ["maya", "Great, then we're on track for 11:00. I'll post in #releases when it's out.", "Great, then we're on track for **11:00**. I'll post in #releases when it's out."],
 ];
 
@@ -52,18 +53,28 @@ try {
     });
   }
   const room = await roomIdOf(server.url, cookies.maya);
+  /** Room ids by name. @type {Record<string, number>} */
+  const created = {};
   for (const [name, topic] of [
     ["releases", "What shipped and when"],
     ["design-reviews", "Mockups and prototypes, Thursdays"],
     ["random", ""],
   ]) {
-    await fetch(`${server.url}/chatrooms`, {
+    const response = await fetch(`${server.url}/chatrooms`, {
       method: "POST",
       headers: { Cookie: cookies.theo },
       body: new URLSearchParams({ name, topic }),
       redirect: "manual",
     });
+    created[name] = Number(/\/chatrooms\/(\d+)/.exec(response.headers.get("location") ?? "")?.[1]);
   }
+  // News for maya elsewhere: a mention in #releases, a direct message.
+  const releases = created.releases;
+  await fetch(`${server.url}/chatrooms/${releases}/join`, { method: "POST", headers: { Cookie: cookies.maya }, redirect: "manual" });
+  if (releases) await postMessage(server.url, cookies.theo, releases, "v2.3 is tagged, @maya the notes are yours");
+  const direct = await fetch(`${server.url}/dm/maya`, { headers: { Cookie: cookies.ines }, redirect: "manual" })
+    .then((response) => Number(/\/chatrooms\/(\d+)/.exec(response.headers.get("location") ?? "")?.[1]));
+  if (direct) await postMessage(server.url, cookies.ines, direct, "Lunch after the release?");
   for (const [nickname, content, edited] of CONVERSATION) {
     const message = await postMessage(server.url, cookies[nickname], room, content);
     if (edited) {
