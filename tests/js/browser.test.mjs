@@ -1100,6 +1100,15 @@ test(
     assert.doesNotMatch(forCarol.row, /inset/);
     await bob.page.screenshot({ path: path.join(ARTIFACTS, "mention-seen-1280x800.png") });
 
+    // ann's name on her message offers to mention her, or to write to her.
+    await bob.page.locator("#messages article", { hasText: "@bob are you in?" }).locator(".nickname").click();
+    await bob.page.getByRole("menuitem", { name: "Mention @ann" }).click();
+    assert.equal(await bob.page.locator("#message-content").inputValue(), "@ann ");
+    await bob.page.locator("#message-content").fill("");
+    await bob.page.locator("#messages article", { hasText: "@bob are you in?" }).locator(".nickname").click();
+    assert.equal(await bob.page.getByRole("menuitem", { name: "Message ann" }).getAttribute("href"), "/dm/ann");
+    await bob.page.keyboard.press("Escape");
+
     // Bob wants nothing from general: the next mention notifies nobody.
     await bob.page.locator("#notify-menu > summary").click();
     await bob.page.getByLabel("Nothing").check();

@@ -16,7 +16,7 @@ import { MessageList } from "./js/messages.js";
 import { startPresence } from "./js/presence.js";
 import { startMentionPicker } from "./js/mention-picker.js";
 import { markMentionsOf, notifyActivity, startNotificationButtons, startNotifyForm } from "./js/notify.js";
-import { startNicknameSuggestions } from "./js/people.js";
+import { startNicknameSuggestions, startPersonMenu } from "./js/people.js";
 import { roomListUpdater } from "./js/rooms.js";
 import { applyActivity, applyNotify, applyRead, showTotal, startReadCursor } from "./js/unread.js";
 import { localizeTimes } from "./js/times.js";
@@ -99,6 +99,7 @@ function startRoom(list) {
     messages,
   });
   startNotifyForm(/** @type {HTMLFormElement | null} */ (document.getElementById("notify-form")));
+  startPersonMenu(list, input);
   if (form && input) {
     startMentionPicker(input);
     startComposer({ form, input, roomId: Number(list.dataset.chatroomId), messages, editLast: actions.editLast });
