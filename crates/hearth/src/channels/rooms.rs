@@ -150,6 +150,49 @@ pub fn tell_removed(state: &AppState, user: i64, room: i64) {
     }
 }
 
+/// What changed about a room, for every page that lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomChange {
+    /// Its name or topic: `{"type":"room_renamed","id":…,"name":…,"topic":…,"sigil":"#"|"🔒"}`.
+    Renamed,
+    /// Archived, so listed nowhere: `{"type":"room_removed","id":…}`.
+    Archived,
+}
+
+/// Tells every page that lists `room`, on every node, what changed: every
+/// page (the `rooms` stream) for a public room, its members' own streams
+/// for a private one.
+pub async fn tell_changed(
+    state: &AppState,
+    room: &Chatroom,
+    change: RoomChange,
+) -> sqlx::Result<()> {
+    let message = match change {
+        RoomChange::Renamed => serde_json::json!({
+            "type": "room_renamed",
+            "id": room.id,
+            "name": room.name,
+            "topic": room.topic,
+            "sigil": crate::templates::sigil(room),
+        }),
+        RoomChange::Archived => serde_json::json!({ "type": "room_removed", "id": room.id }),
+    };
+    let Ok(payload) = to_raw_value(&message) else {
+        return Ok(());
+    };
+    if room.kind == RoomKind::Public {
+        publish(state, ROOMS_STREAM, &payload);
+        return Ok(());
+    }
+    for member in crate::db::memberships::members(&state.db, room.id, i64::MAX).await? {
+        if change == RoomChange::Archived {
+            state.activity.left(member.user_id, room.id);
+        }
+        publish(state, &user_stream(member.user_id), &payload);
+    }
+    Ok(())
+}
+
 /// Tells `user`'s pages, on every node, that they have read `room` up to `seq`.
 pub fn tell_read(state: &AppState, user: i64, room: i64, seq: i64) {
     let message = serde_json::json!({ "type": "read", "id": room, "seq": seq });

@@ -260,7 +260,15 @@ async fn update_room(
         }
     };
     match db::chatrooms::update(&state.db, room.id, &name, &topic).await {
-        Ok(()) => Ok(back_to(room.id)),
+        Ok(()) => {
+            let renamed = Chatroom {
+                name: name.as_str().to_owned(),
+                topic: topic.as_str().to_owned(),
+                ..room.clone()
+            };
+            rooms::tell_changed(&state, &renamed, rooms::RoomChange::Renamed).await?;
+            Ok(back_to(room.id))
+        }
         Err(InsertChatroomError::Database(error)) => Err(error.into()),
         Err(taken) => Err(Error::invalid(vec![taken.to_string()])),
     }
@@ -283,6 +291,7 @@ async fn archive_room(
     if db::chatrooms::archive(&state.db, room.id).await? {
         tracing::info!(chatroom_id = room.id, user_id = user.id, "archived a room");
         state.relay.end_subscriptions(room.id, Who::Everyone);
+        rooms::tell_changed(&state, room, rooms::RoomChange::Archived).await?;
     }
     Ok(back_to(room.id))
 }

@@ -1,7 +1,9 @@
 // The sidebar's lists, live: a public room created anywhere appears at the
 // top of the rooms; a private room or a conversation someone added you to
-// appears in its list; one you left or were removed from disappears. The
-// server renders each list item; this only places or removes it.
+// appears in its list; one you left or were removed from, or that was
+// archived, disappears; a renamed one changes its name (and, if it is the
+// open room, its header and the tab's title). The server renders each new
+// list item; this only places, renames or removes it.
 
 /**
  * What to do with a message of the `RoomsChannel` (the `rooms` stream and
@@ -17,6 +19,10 @@ export function roomListUpdater(lists) {
       for (const list of [lists.rooms, lists.direct]) list?.querySelector(`[data-room-id="${id}"]`)?.remove();
       return;
     }
+    if (message.type === "room_renamed") {
+      renamed(lists, id, /** @type {{ name: string, topic: string, sigil: string }} */ (/** @type {unknown} */ (message)));
+      return;
+    }
     const list = message.list === "direct" ? lists.direct : lists.rooms;
     if (!list || message.type !== "room" || !message.html) return;
     if (list.querySelector(`[data-room-id="${id}"]`)) return;
@@ -25,4 +31,42 @@ export function roomListUpdater(lists) {
     const item = template.content.firstElementChild;
     if (item) list.prepend(item);
   };
+}
+
+/**
+ * Shows room `id`'s new name and topic wherever the page shows them.
+ * @param {{ rooms: HTMLElement | null }} lists
+ * @param {number} id
+ * @param {{ name: string, topic: string, sigil: string }} room
+ */
+function renamed(lists, id, room) {
+  const title = `${room.sigil} ${room.name}`;
+  const item = lists.rooms?.querySelector(`[data-room-id="${id}"]`);
+  const name = item?.querySelector(".room-name");
+  if (name) name.textContent = title;
+  item?.querySelector("a")?.setAttribute("title", title);
+  const open = document.getElementById("messages");
+  if (Number(open?.dataset.chatroomId) !== id) return;
+  if (open) open.dataset.roomName = room.name;
+  const heading = document.querySelector(".room-header h1");
+  const old = heading?.textContent ?? "";
+  if (heading) {
+    heading.textContent = title;
+    heading.setAttribute("title", title);
+  }
+  document.title = document.title.replace(old, title);
+  const input = document.getElementById("message-content");
+  input?.setAttribute("placeholder", `Message ${title}`);
+  let topic = document.querySelector(".room-topic");
+  if (!room.topic) {
+    topic?.remove();
+    return;
+  }
+  if (!topic) {
+    topic = document.createElement("p");
+    topic.className = "room-topic";
+    heading?.after(topic);
+  }
+  topic.textContent = room.topic;
+  topic.setAttribute("title", room.topic);
 }

@@ -418,6 +418,80 @@ async fn an_archived_room_is_read_only_and_ends_every_subscription() {
 }
 
 #[tokio::test]
+async fn renames_and_archives_reach_every_page_that_lists_the_room_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let bob = app.sign_up("bob").await;
+    let carol = app.sign_up("carol").await;
+    let (mut bobs, bob_stream) = app.follow_rooms(&bob).await;
+    let (mut carols, carol_stream) = app.follow_rooms(&carol).await;
+    let settings = |room: i64, name: &str, topic: &str| {
+        let (path, name, topic) = (
+            format!("/chatrooms/{room}/settings"),
+            name.to_owned(),
+            topic.to_owned(),
+        );
+        let app = &app;
+        let cookie = ann.cookie.clone();
+        async move {
+            app.post_form(&path, Some(&cookie), &[("name", &name), ("topic", &topic)])
+                .await
+                .status()
+        }
+    };
+
+    // A private room: its members hear it, carol does not.
+    let (room, _) = anns_secret_room(&app, &ann).await;
+    assert_eq!(app.invite(&ann, room, "bob").await.status(), 303);
+    assert_eq!(bobs.next_message(&bob_stream).await["type"], "room");
+    assert_eq!(settings(room, "plans", "Q3 only").await, 303);
+    assert_eq!(
+        bobs.next_message(&bob_stream).await,
+        json!({ "type": "room_renamed", "id": room, "name": "plans", "topic": "Q3 only", "sigil": "🔒" })
+    );
+    let archived = app
+        .post_form(
+            &format!("/chatrooms/{room}/archive"),
+            Some(&ann.cookie),
+            &[],
+        )
+        .await;
+    assert_eq!(archived.status(), 303);
+    assert_eq!(
+        bobs.next_message(&bob_stream).await,
+        json!({ "type": "room_removed", "id": room })
+    );
+    carols.expect_silence(QUIET).await;
+
+    // A public room: every page lists it, so every page hears it.
+    let open = app.create_room(&ann, "lobby").await;
+    for (cable, stream) in [(&mut bobs, &bob_stream), (&mut carols, &carol_stream)] {
+        assert_eq!(cable.next_message(stream).await["type"], "room");
+    }
+    assert_eq!(settings(open, "hall", "").await, 303);
+    for (cable, stream) in [(&mut bobs, &bob_stream), (&mut carols, &carol_stream)] {
+        assert_eq!(
+            cable.next_message(stream).await,
+            json!({ "type": "room_renamed", "id": open, "name": "hall", "topic": "", "sigil": "#" })
+        );
+    }
+    let archived = app
+        .post_form(
+            &format!("/chatrooms/{open}/archive"),
+            Some(&ann.cookie),
+            &[],
+        )
+        .await;
+    assert_eq!(archived.status(), 303);
+    for (cable, stream) in [(&mut bobs, &bob_stream), (&mut carols, &carol_stream)] {
+        assert_eq!(
+            cable.next_message(stream).await,
+            json!({ "type": "room_removed", "id": open })
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_invitation_reaches_the_invited_users_own_stream_and_nobody_elses() {
     let app = TestApp::spawn().await;
     let ann = app.sign_up("ann").await;
