@@ -66,6 +66,12 @@ pub enum Command {
     /// a line, for `--cookies-file` (so a server can be restarted between
     /// sign-up and measurement).
     Users(UsersArgs),
+    /// Fill an empty database (SQLite file or PostgreSQL URL) with users,
+    /// rooms, memberships and messages as Hearth would have stored them.
+    Seed(SeedArgs),
+    /// Start Hearth on a seeded database and time searches, history pages,
+    /// room pages and unread counts over HTTP, and the start itself.
+    Reads(ReadsArgs),
     /// Draw latency and memory against client count from result JSON lines.
     Chart(ChartArgs),
     /// Print the side-by-side table and ratios of a `bench/run.sh` results file.
@@ -399,6 +405,47 @@ pub struct UsersArgs {
     /// Where to write the cookies.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `seed` options.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// A SQLite file (created if missing) or a `postgres://` URL; it must
+    /// hold no users or messages yet.
+    #[arg(long)]
+    pub database: String,
+    /// Messages to store.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Rooms, `general` included: about 70 % public, 20 % private, 10 % direct.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Users (`ada1@seed.test`, `bob1@seed.test`, …, password `bench-password-1`).
+    #[arg(long, default_value_t = 1_000)]
+    pub users: usize,
+    /// Seed of the random choices: the same seed gives the same database.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `reads` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReadsArgs {
+    /// The seeded database: a SQLite file or a `postgres://` URL.
+    #[arg(long)]
+    pub database: String,
+    /// The `hearth` binary to start.
+    #[arg(long, default_value = "target/release/hearth")]
+    pub hearth: PathBuf,
+    /// Timed requests of each kind (after 5 untimed ones).
+    #[arg(long, default_value_t = 200)]
+    pub repeat: usize,
+    /// Server starts timed (the last one stays up for the requests).
+    #[arg(long, default_value_t = 3)]
+    pub starts: usize,
+    /// Also write each figure as a JSON line to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `chart` options.

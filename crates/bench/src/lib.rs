@@ -19,6 +19,8 @@
 //! - [`chart`]: latency and memory against clients, or a soak's memory and
 //!   open files against time, as SVG or PNG.
 //! - [`summary`]: the side-by-side table and ratios of a results file.
+//! - [`seed`]: a database of a million messages, as Hearth would have stored them.
+//! - [`reads`]: search, history, room page and unread-count latency on it.
 
 pub mod cable;
 pub mod chart;
@@ -29,9 +31,11 @@ pub mod net;
 pub mod peer;
 pub mod procfs;
 pub mod protocol;
+pub mod reads;
 pub mod report;
 pub mod run;
 pub mod scenarios;
+pub mod seed;
 pub mod stats;
 pub mod summary;
 pub mod workers;
@@ -77,6 +81,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Seed(args) => seed::run(&args).await,
+        Command::Reads(args) => reads::run(&args).await,
         Command::Chart(args) => chart::draw(&args),
         Command::Summary(args) => summary::print(&args),
     }
@@ -91,6 +97,10 @@ pub fn threads(cli: &Cli) -> usize {
         | Command::Rtt { common, .. }
         | Command::Post { common, .. }
         | Command::Soak { common, .. } => common.threads.max(1),
-        Command::Users(_) | Command::Chart(_) | Command::Summary(_) => 1,
+        Command::Users(_)
+        | Command::Seed(_)
+        | Command::Reads(_)
+        | Command::Chart(_)
+        | Command::Summary(_) => 1,
     }
 }

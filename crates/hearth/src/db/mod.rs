@@ -42,6 +42,16 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
                     sqlx::query("PRAGMA synchronous = FULL")
                         .execute(&mut *conn)
                         .await?;
+                } else {
+                    // Every query here reads a few rows through an index, but
+                    // PostgreSQL's estimates can be far above what it reads,
+                    // and past `jit_above_cost` it compiles the query first,
+                    // on every run: at the seeded million messages the room
+                    // page took 109 ms with JIT and 12 ms without, and the
+                    // admin's unread counts over 86 rooms 380-430 ms against
+                    // 6-23 ms (BENCHMARKS.md, "History, search and unread
+                    // counts at 1,000,000 messages").
+                    sqlx::query("SET jit = off").execute(&mut *conn).await?;
                 }
                 Ok(())
             })

@@ -6,6 +6,16 @@
 //!
 //! Only messages the searcher may read are found: those of public rooms and
 //! of the private rooms and conversations they are a member of now.
+//!
+//! Ranking is bounded: the newest [`RANKED`] matches (after every filter)
+//! are ranked, by bm25 on SQLite and `word_similarity` on PostgreSQL, and
+//! come first. Ranking every match cost a common word 0.1–0.3 s on SQLite
+//! and 0.7–1.1 s on PostgreSQL at a million messages (BENCHMARKS.md,
+//! "History, search and unread counts at 1,000,000 messages"). Taken
+//! newest first, the matches come in id order (SQLite's index hands them
+//! over so; PostgreSQL walks the primary key back and checks each message,
+//! or sorts what the trigram index found, whichever it estimates cheaper)
+//! and the scan stops at the page's end.
 
 use sqlx::FromRow;
 
@@ -58,9 +68,16 @@ fn indexed(term: &str) -> bool {
     term.chars().count() >= 3
 }
 
-/// The page of messages `reader` may read matching `query`, best first
-/// (most recent first when nothing ranks them), skipping `offset`, at most
-/// `limit`.
+/// How many of the newest matches are ranked: they come first, best
+/// first, and the older ones after them, newest first. The same for every
+/// page, so paging neither repeats nor skips a result; a page past them
+/// costs a scan to its end, as a newest-first search would.
+pub const RANKED: i64 = 100;
+
+/// The page of messages `reader` may read matching `query`, skipping
+/// `offset`, at most `limit`: the newest [`RANKED`] matches best first,
+/// then the older ones newest first (all newest first when nothing ranks
+/// them).
 pub async fn search(
     db: &Db,
     reader: i64,
@@ -78,9 +95,7 @@ pub async fn search(
         binds.push(value);
         format!("${}", binds.len())
     };
-    let mut from = String::from(
-        "messages m JOIN users u ON u.id = m.user_id JOIN chatrooms c ON c.id = m.chatroom_id",
-    );
+    let mut from = "messages m";
     let mut conditions = vec![
         "m.deleted_at IS NULL".to_owned(),
         format!(
@@ -88,17 +103,27 @@ pub async fn search(
             bind(Bind::Int(reader))
         ),
     ];
-    let mut order = "m.id DESC".to_owned();
+    // The window is taken newest first, then ranked by `rank` (computed in
+    // the outer query from the window's columns, `score` among them), higher
+    // first. Without terms to rank by, newest first is the order itself.
+    let mut newest = "m.id DESC";
+    let mut score = "0";
+    let mut rank = "score".to_owned();
+    let mut ranked = false;
 
     let long: Vec<&String> = query.terms.iter().filter(|t| indexed(t)).collect();
     if !postgres && !long.is_empty() {
         let phrases: Vec<String> = long.iter().map(|t| fts_phrase(t)).collect();
-        from.push_str(" JOIN message_search s ON s.rowid = m.id");
+        // The index drives the scan, in its rowid order (the message id),
+        // so the window's end stops it; bm25 is computed for those rows only.
+        from = "message_search s JOIN messages m ON m.id = s.rowid";
         conditions.push(format!(
             "message_search MATCH {}",
             bind(Bind::Text(phrases.join(" ")))
         ));
-        order = "s.rank, m.id DESC".to_owned();
+        newest = "s.rowid DESC";
+        score = "-bm25(message_search)";
+        ranked = true;
     }
     for term in &query.terms {
         if postgres || !indexed(term) {
@@ -109,7 +134,8 @@ pub async fn search(
     }
     if postgres && !query.terms.is_empty() {
         let all = bind(Bind::Text(query.terms.join(" ")));
-        order = format!("word_similarity({all}, m.content) DESC, m.id DESC");
+        rank = format!("word_similarity({all}, content)");
+        ranked = true;
     }
     if let Some(room) = &query.room {
         conditions.push(format!(
@@ -129,11 +155,28 @@ pub async fn search(
     if let Some(after) = query.after {
         conditions.push(format!("m.created_at >= {}", bind(Bind::Int(after))));
     }
+    let page_end = offset.saturating_add(limit);
+    let window = bind(Bind::Int(if ranked {
+        page_end.max(RANKED)
+    } else {
+        page_end
+    }));
+    let ranked_places = bind(Bind::Int(if ranked { RANKED } else { 0 }));
     let limit = bind(Bind::Int(limit));
     let offset = bind(Bind::Int(offset));
+    // `place` counts the window from its newest match; the first RANKED
+    // places are ordered by rank, the rest (and every place when unranked)
+    // by id. NULLs sort differently on the two engines, so the CASEs give 0.
     let sql = format!(
-        "SELECT m.id, m.chatroom_id, c.name AS room_name, m.seq, m.user_id, u.nickname, \
-         m.content, m.created_at FROM {from} WHERE {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+        "SELECT id, chatroom_id, room_name, seq, user_id, nickname, content, created_at FROM \
+         (SELECT hits.*, row_number() OVER (ORDER BY id DESC) AS place FROM \
+         (SELECT m.id, m.chatroom_id, c.name AS room_name, m.seq, m.user_id, u.nickname, \
+         m.content, m.created_at, {score} AS score FROM {from} \
+         JOIN users u ON u.id = m.user_id JOIN chatrooms c ON c.id = m.chatroom_id WHERE {} \
+         ORDER BY {newest} LIMIT {window}) hits) placed \
+         ORDER BY CASE WHEN place <= {ranked_places} THEN 0 ELSE 1 END, \
+         CASE WHEN place <= {ranked_places} THEN {rank} ELSE 0 END DESC, id DESC \
+         LIMIT {limit} OFFSET {offset}",
         conditions.join(" AND ")
     );
     let mut select = sqlx::query_as::<_, Hit>(&sql);

@@ -177,6 +177,70 @@ async fn results_come_a_page_at_a_time() {
     assert_eq!(all.len(), 25, "each result once over the pages");
 }
 
+/// The result ids of page `page` of `query`, and whether more follow.
+async fn page_ids(app: &TestApp, user: &TestUser, query: &str, page: i64) -> (Vec<i64>, bool) {
+    let response = app
+        .client()
+        .get(app.url("/search"))
+        .query(&[("q", query), ("page", &page.to_string())])
+        .header("cookie", &user.cookie)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let ids = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    (ids, body["more"] == true)
+}
+
+#[tokio::test]
+async fn the_newest_hundred_matches_come_ranked_first_then_the_older_ones_newest_first() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
+    let mut posted = Vec::new();
+    for n in 0..130 {
+        // Some mention the word twice, so ranking has something to do.
+        let text = if n % 7 == 0 {
+            format!("ledger {n}: the ledger balances")
+        } else {
+            format!("ledger entry number {n} of the quarter")
+        };
+        posted.push(post(&app, &ann, room, &text).await["id"].as_i64().unwrap());
+    }
+    let mut pages = Vec::new();
+    for page in 0..7 {
+        let (ids, more) = page_ids(&app, &ann, "ledger", page).await;
+        assert_eq!(more, page < 6, "page {page}");
+        pages.push(ids);
+    }
+    let all: Vec<i64> = pages.concat();
+    assert_eq!(all.len(), 130);
+    let mut unique = all.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 130, "each match once over the pages");
+
+    let mut newest: Vec<i64> = posted.clone();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    let mut first: Vec<i64> = all[..100].to_vec();
+    first.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(
+        first,
+        newest[..100],
+        "the first 100 results are the 100 newest matches"
+    );
+    assert_eq!(
+        all[100..],
+        newest[100..],
+        "the older ones follow, newest first"
+    );
+}
+
 #[tokio::test]
 async fn bad_queries_get_a_clear_answer_and_strangers_are_sent_to_sign_in() {
     let (app, ann, room) = TestApp::with_ann_in_general(&[]).await;
