@@ -8,12 +8,23 @@ use tracing_subscriber::EnvFilter;
 /// idle connections smaller and gives back the 19 MiB each password hash
 /// borrows, where glibc kept every one of them. Counted, for
 /// `hearth_heap_bytes` in `/metrics`.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: hearth::heap::Counting<mimalloc::MiMalloc> =
     hearth::heap::Counting(mimalloc::MiMalloc);
 
+/// With `--features dhat-heap`, dhat's allocator records where every live
+/// byte was allocated (`hearth_heap_bytes` then reads 0).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written to `dhat-heap.json` when dropped, at the end of `main`: the
+    // allocations live at the heap's peak (`t-gmax`) by call stack.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Serve(config)) => *config,
