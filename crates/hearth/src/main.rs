@@ -25,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
     // allocations live at the heap's peak (`t-gmax`) by call stack.
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
+    // Before anything grows the heap: see `heap::refuse_huge_pages`.
+    let small_pages = hearth::heap::refuse_huge_pages();
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Serve(config)) => *config,
@@ -49,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(config.log_format);
+    if !small_pages {
+        tracing::debug!("transparent huge pages could not be refused");
+    }
     if let Some(limit) = hearth::fds::raise_limit() {
         tracing::info!(open_file_limit = limit, "raised the open-file limit");
     }
