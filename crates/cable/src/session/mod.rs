@@ -28,7 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
 use tungstenite::Message;
@@ -36,7 +36,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::channel::{Channel, HistoryItem, Params, Replay, Reply};
 use crate::protocol::{self, ActionData, Command, Dialect, DisconnectReason, Identifier};
-use crate::registry::{Budget, ConnId, Frame, Outbox, Outgoing};
+use crate::registry::{Budget, ConnId, Frame, Inbox, Outbox, Outgoing};
 use crate::server::{Admission, Identity, Inner};
 use crate::wire::{self, Pending};
 
@@ -240,7 +240,7 @@ async fn run<I: Identity>(
                 }
                 reason = &mut session.kicked => break kicked(reason),
                 // Pings come through the queue too (`Inner::ping_all`).
-                Some(first) = queue.recv() => {
+                first = queue.recv() => {
                     session.take_queued(first, &mut queue).await;
                     if let Err(end) = session.send(socket).await {
                         break end;
@@ -450,7 +450,7 @@ impl<I: Identity> Session<I> {
 
     /// Moves `first` and whatever else is queued (up to [`BATCH`] frames)
     /// to the pending frames, for one vectored write.
-    async fn take_queued(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
+    async fn take_queued(&mut self, first: Outgoing, queue: &mut Inbox) {
         // Let the broadcaster finish its burst first: one yield turned many
         // one-frame writes into one write of many frames (BENCHMARKS.md).
         tokio::task::yield_now().await;
@@ -464,7 +464,7 @@ impl<I: Identity> Session<I> {
                 self.push_queued(outgoing);
             }
             if taken < BATCH {
-                next = queue.try_recv().ok();
+                next = queue.try_recv();
             }
         }
     }
