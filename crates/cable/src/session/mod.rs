@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -400,6 +400,39 @@ impl<I: Identity> Session<I> {
             return Ok(());
         }
         let before = self.pending.unwritten();
+        // Most writes finish at once: the race is armed only for one that
+        // has to wait. Arming it at every write registered a timer and a
+        // budget waiter, each behind a lock, once per write of the fan-out.
+        let result = match self.write_now(socket) {
+            Some(result) => result,
+            None => self.write_racing(socket).await,
+        };
+        self.budget.release(before - self.pending.unwritten());
+        result
+    }
+
+    /// The write, if the socket takes it without waiting, after the checks
+    /// the race makes first (a spent budget, a kick); `None` if it would
+    /// wait. What was written stays written either way.
+    fn write_now(&mut self, socket: &mut Socket) -> Option<Result<(), End>> {
+        if self.budget.exceeded() {
+            return Some(Err(too_slow()));
+        }
+        match self.kicked.try_recv() {
+            Ok(reason) => return Some(Err(End::Disconnect(reason))),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Some(Err(End::Disconnect(DisconnectReason::ServerRestart)));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        self.pending
+            .write_to(socket.get_mut())
+            .now_or_never()
+            .map(|written| written.map_err(|_| End::Gone))
+    }
+
+    /// The write raced against the budget, the kick and the write timeout.
+    async fn write_racing(&mut self, socket: &mut Socket) -> Result<(), End> {
         let timeout = self.inner.config.write_timeout;
         let Self {
             pending,
@@ -407,15 +440,13 @@ impl<I: Identity> Session<I> {
             kicked: kick,
             ..
         } = self;
-        let result = tokio::select! {
+        tokio::select! {
             biased;
             _ = budget.wait() => Err(too_slow()),
             reason = kick => Err(kicked(reason)),
             _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
             written = pending.write_to(socket.get_mut()) => written.map_err(|_| End::Gone),
-        };
-        self.budget.release(before - self.pending.unwritten());
-        result
+        }
     }
 
     /// Writes what tungstenite queued itself (a pong), with the same race as
