@@ -346,8 +346,8 @@ pub async fn run(args: &ReadsArgs) -> anyhow::Result<()> {
         samples,
         format!(
             "{} rooms unread, {} messages",
-            unread.len(),
-            unread.values().sum::<i64>()
+            unread.values().filter(|u| u.messages > 0).count(),
+            unread.values().map(|u| u.messages).sum::<i64>()
         ),
     ));
     db.close().await;

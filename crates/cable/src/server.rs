@@ -10,14 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::channel::Channel;
 use crate::origin::OriginPolicy;
@@ -515,31 +513,23 @@ impl<I: Identity> Cable<I> {
             .write_buffer_size(0)
             .max_message_size(Some(config.max_frame_bytes))
             .max_frame_size(Some(config.max_frame_bytes));
-        let inner = self.inner.clone();
-        let on_upgrade = upgrade.on_upgrade;
         let id: ConnId = self.inner.next_conn_id();
         // Every line a session logs names its connection and user.
         let span = tracing::info_span!("cable", conn = id, user);
-        let session = self.inner.sessions.track_future(
-            async move {
-                let upgraded = match on_upgrade.await {
-                    Ok(upgraded) => upgraded,
-                    Err(error) => {
-                        tracing::debug!(%error, "the cable handshake did not complete");
-                        return;
-                    }
-                };
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                session::run(inner, id, socket, dialect, identity, restore).await;
-                drop(admission);
-            }
-            .instrument(span),
-        );
+        let start = session::Start {
+            inner: self.inner.clone(),
+            id,
+            on_upgrade: upgrade.on_upgrade,
+            ws_config,
+            dialect,
+            identity,
+            restore,
+            admission,
+        };
+        let session = self
+            .inner
+            .sessions
+            .track_future(session::connection(Box::new(start)).instrument(span));
         // One task per connection, from the handshake to the goodbye;
         // tracked so shutdown can wait for it, bounded by `max_connections`.
         tokio::spawn(session);

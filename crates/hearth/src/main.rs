@@ -8,12 +8,25 @@ use tracing_subscriber::EnvFilter;
 /// idle connections smaller and gives back the 19 MiB each password hash
 /// borrows, where glibc kept every one of them. Counted, for
 /// `hearth_heap_bytes` in `/metrics`.
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: hearth::heap::Counting<mimalloc::MiMalloc> =
     hearth::heap::Counting(mimalloc::MiMalloc);
 
+/// With `--features dhat-heap`, dhat's allocator records where every live
+/// byte was allocated (`hearth_heap_bytes` then reads 0).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written to `dhat-heap.json` when dropped, at the end of `main`: the
+    // allocations live at the heap's peak (`t-gmax`) by call stack.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
+    // Before anything grows the heap: see `heap::refuse_huge_pages`.
+    let small_pages = hearth::heap::refuse_huge_pages();
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Serve(config)) => *config,
@@ -38,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(config.log_format);
+    if !small_pages {
+        tracing::debug!("transparent huge pages could not be refused");
+    }
     if let Some(limit) = hearth::fds::raise_limit() {
         tracing::info!(open_file_limit = limit, "raised the open-file limit");
     }

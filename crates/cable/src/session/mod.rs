@@ -24,19 +24,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
 use tungstenite::Message;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::channel::{Channel, HistoryItem, Params, Replay, Reply};
 use crate::protocol::{self, ActionData, Command, Dialect, DisconnectReason, Identifier};
-use crate::registry::{Budget, ConnId, Frame, Outbox, Outgoing};
-use crate::server::{Identity, Inner};
+use crate::registry::{Budget, ConnId, Frame, Inbox, Outbox, Outgoing};
+use crate::server::{Admission, Identity, Inner};
 use crate::wire::{self, Pending};
 
 pub(crate) use extended::Restorable;
@@ -119,24 +120,83 @@ fn transmit_json(identifier: &str, message: &serde_json::Value) -> Outgoing {
     reply(protocol::to_subscription(identifier, &message))
 }
 
-pub(crate) async fn run<I: Identity>(
+/// What a connection's task starts with, handed to it in one box and
+/// unpacked into its locals, so that the task holds each of them once.
+///
+/// An async fn keeps each argument twice while its body runs, as the
+/// argument and as the local it is moved into (rust-lang/rust#62958), and
+/// an `async move` block keeps every capture after moving it on. The task
+/// used to be such a block calling `run(.., socket, .., identity, ..)`: it
+/// held the socket twice and the identity three times: over 2,200 bytes
+/// per connection, where it now takes 1,464 (the test below; BENCHMARKS.md,
+/// run 6).
+pub(crate) struct Start<I> {
+    pub(crate) inner: Arc<Inner<I>>,
+    pub(crate) id: ConnId,
+    /// Resolves to the connection once the `101` has been written.
+    pub(crate) on_upgrade: OnUpgrade,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) dialect: Dialect,
+    /// `None`: the client is told `unauthorized`.
+    pub(crate) identity: Option<I>,
+    /// The extended-protocol session the client asks to restore.
+    pub(crate) restore: Option<String>,
+    /// The connection's place under the connection limits, until the task ends.
+    pub(crate) admission: Admission<I>,
+}
+
+/// A connection's task, from the end of the handshake to the goodbye.
+pub(crate) async fn connection<I: Identity>(start: Box<Start<I>>) {
+    // Unpacked in a block of its own, so that the emptied box is freed
+    // here, not when the task ends.
+    let Start {
+        inner,
+        id,
+        on_upgrade,
+        ws_config,
+        dialect,
+        identity,
+        restore,
+        admission,
+    } = {
+        let start = start;
+        *start
+    };
+    // Shared from here on (the session and the live map hold it), and the
+    // one copy the task keeps across its awaits.
+    let identity = identity.map(Arc::new);
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            debug!(%error, "the cable handshake did not complete");
+            return;
+        }
+    };
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+            .await;
+    run(inner, id, &mut socket, dialect, identity, restore).await;
+    drop(admission);
+}
+
+/// The session itself, on a socket its caller holds (an async fn argument
+/// is kept twice: see [`Start`]).
+async fn run<I: Identity>(
     inner: Arc<Inner<I>>,
     id: ConnId,
-    mut socket: Socket,
+    socket: &mut Socket,
     dialect: Dialect,
-    identity: Option<I>,
+    identity: Option<Arc<I>>,
     restore: Option<String>,
 ) {
     let Some(identity) = identity else {
         let unauthorized = End::Disconnect(DisconnectReason::Unauthorized);
-        let _ = tokio::time::timeout(
-            GOODBYE_TIMEOUT,
-            goodbye(&mut socket, Pending::default(), unauthorized),
-        )
-        .await;
+        // Boxed, as every path an idle connection is not waiting in: the
+        // task is as large as its largest await.
+        let goodbye = goodbye(socket, Pending::default(), unauthorized);
+        let _ = Box::pin(tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)).await;
         return;
     };
-    let identity = Arc::new(identity);
     inner.stats.connections.fetch_add(1, Ordering::Relaxed);
     let config = &inner.config;
     let (outbox, mut queue, budget) = Outbox::new(config.outbox_capacity, config.send_budget_bytes);
@@ -159,14 +219,14 @@ pub(crate) async fn run<I: Identity>(
         Dialect::V1 => protocol::welcome(),
         Dialect::Extended => {
             let restored = match restore {
-                Some(sid) => session.restore(&sid).await,
+                Some(sid) => Box::pin(session.restore(&sid)).await,
                 None => None,
             };
             protocol::welcome_extended(session.ext.sid(), restored.as_deref())
         }
     };
     session.push_reply(reply(welcome));
-    let end = match session.send(&mut socket).await {
+    let end = match session.send(socket).await {
         Err(end) => end,
         Ok(()) => loop {
             let hold_expired = session.ext.hold_expired();
@@ -174,15 +234,15 @@ pub(crate) async fn run<I: Identity>(
                 _ = hold_expired => {
                     warn!("no history request after a restore: releasing live frames");
                     session.release_all_held();
-                    if let Err(end) = session.send(&mut socket).await {
+                    if let Err(end) = session.send(socket).await {
                         break end;
                     }
                 }
                 reason = &mut session.kicked => break kicked(reason),
                 // Pings come through the queue too (`Inner::ping_all`).
-                Some(first) = queue.recv() => {
+                first = queue.recv() => {
                     session.take_queued(first, &mut queue).await;
-                    if let Err(end) = session.send(&mut socket).await {
+                    if let Err(end) = session.send(socket).await {
                         break end;
                     }
                 }
@@ -193,7 +253,7 @@ pub(crate) async fn run<I: Identity>(
                         // Boxed: commands are rare next to idle time, and their
                         // state (channel calls, replays) would otherwise
                         // widen every idle connection's task.
-                        if let Err(end) = Box::pin(session.handle(&mut socket, &text)).await {
+                        if let Err(end) = Box::pin(session.handle(socket, &text)).await {
                             break end;
                         }
                     }
@@ -201,7 +261,7 @@ pub(crate) async fn run<I: Identity>(
                         // tungstenite has queued the pong (one at most: a newer
                         // ping replaces it); send it now, whole, so it never
                         // interleaves with frames written by hand.
-                        if let Err(end) = session.flush_control(&mut socket).await {
+                        if let Err(end) = session.flush_control(socket).await {
                             break end;
                         }
                     }
@@ -213,9 +273,17 @@ pub(crate) async fn run<I: Identity>(
             }
         },
     };
+    Box::pin(finish(session, socket, end)).await;
+}
+
+/// Ends a session: out of the live map, its subscriptions ended (parked
+/// for a restore when an extended client merely lost its socket), then
+/// the goodbye, bounded in time.
+async fn finish<I: Identity>(mut session: Session<I>, socket: &mut Socket, end: End) {
+    let inner = session.inner.clone();
     inner.leave(session.id);
     // An extended client that merely lost its socket may come back with its sid.
-    let restorable = matches!(end, End::Gone) && dialect == Dialect::Extended;
+    let restorable = matches!(end, End::Gone) && session.dialect == Dialect::Extended;
     session.close(restorable).await;
     inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
     let mut pending = std::mem::take(&mut session.pending);
@@ -230,7 +298,7 @@ pub(crate) async fn run<I: Identity>(
     // The session's buffers are dropped with it; only the goodbye remains.
     drop(session);
     tokio::select! {
-        _ = tokio::time::timeout(linger, goodbye(&mut socket, pending, end)) => {}
+        _ = tokio::time::timeout(linger, goodbye(socket, pending, end)) => {}
         // A shutdown gives every client the same short goodbye.
         _ = async {
             inner.shutdown.cancelled().await;
@@ -332,6 +400,39 @@ impl<I: Identity> Session<I> {
             return Ok(());
         }
         let before = self.pending.unwritten();
+        // Most writes finish at once: the race is armed only for one that
+        // has to wait. Arming it at every write registered a timer and a
+        // budget waiter, each behind a lock, once per write of the fan-out.
+        let result = match self.write_now(socket) {
+            Some(result) => result,
+            None => self.write_racing(socket).await,
+        };
+        self.budget.release(before - self.pending.unwritten());
+        result
+    }
+
+    /// The write, if the socket takes it without waiting, after the checks
+    /// the race makes first (a spent budget, a kick); `None` if it would
+    /// wait. What was written stays written either way.
+    fn write_now(&mut self, socket: &mut Socket) -> Option<Result<(), End>> {
+        if self.budget.exceeded() {
+            return Some(Err(too_slow()));
+        }
+        match self.kicked.try_recv() {
+            Ok(reason) => return Some(Err(End::Disconnect(reason))),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Some(Err(End::Disconnect(DisconnectReason::ServerRestart)));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        self.pending
+            .write_to(socket.get_mut())
+            .now_or_never()
+            .map(|written| written.map_err(|_| End::Gone))
+    }
+
+    /// The write raced against the budget, the kick and the write timeout.
+    async fn write_racing(&mut self, socket: &mut Socket) -> Result<(), End> {
         let timeout = self.inner.config.write_timeout;
         let Self {
             pending,
@@ -339,15 +440,13 @@ impl<I: Identity> Session<I> {
             kicked: kick,
             ..
         } = self;
-        let result = tokio::select! {
+        tokio::select! {
             biased;
             _ = budget.wait() => Err(too_slow()),
             reason = kick => Err(kicked(reason)),
             _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
             written = pending.write_to(socket.get_mut()) => written.map_err(|_| End::Gone),
-        };
-        self.budget.release(before - self.pending.unwritten());
-        result
+        }
     }
 
     /// Writes what tungstenite queued itself (a pong), with the same race as
@@ -382,7 +481,7 @@ impl<I: Identity> Session<I> {
 
     /// Moves `first` and whatever else is queued (up to [`BATCH`] frames)
     /// to the pending frames, for one vectored write.
-    async fn take_queued(&mut self, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>) {
+    async fn take_queued(&mut self, first: Outgoing, queue: &mut Inbox) {
         // Let the broadcaster finish its burst first: one yield turned many
         // one-frame writes into one write of many frames (BENCHMARKS.md).
         tokio::task::yield_now().await;
@@ -396,7 +495,7 @@ impl<I: Identity> Session<I> {
                 self.push_queued(outgoing);
             }
             if taken < BATCH {
-                next = queue.try_recv().ok();
+                next = queue.try_recv();
             }
         }
     }
@@ -659,5 +758,41 @@ impl<I: Identity> Session<I> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn of one argument returns: what
+    /// its task keeps for as long as it runs.
+    fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// As large as Hearth's identity: an id, three strings and a flag.
+    #[derive(PartialEq)]
+    struct User {
+        id: u64,
+        _strings: [String; 3],
+        _admin: bool,
+    }
+
+    impl Identity for User {
+        fn user_key(&self) -> u64 {
+            self.id
+        }
+    }
+
+    #[test]
+    fn a_connections_task_keeps_its_socket_and_identity_once() {
+        let task = future_size(connection::<User>);
+        // The socket and the session once each, and the largest await an
+        // idle connection reaches (a write racing the budget, the kick and
+        // the write timeout). The task that held the socket twice and the
+        // identity three times took over 2,200 bytes.
+        let once = size_of::<Socket>() + size_of::<Session<User>>() + size_of::<Option<User>>();
+        assert!(task < once + 800, "{task} bytes");
     }
 }
