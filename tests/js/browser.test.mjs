@@ -1157,6 +1157,7 @@ test(
     const results = annPage.locator(".search-result");
     assert.equal(await results.count(), 2, "both rooms, for a member of both");
     assert.equal(await annPage.locator(".search-result mark").first().innerText(), "deploy");
+    assert.equal(await results.filter({ hasText: "the vault" }).locator(".result-room").innerText(), "🔒 vault");
     await annPage.screenshot({ path: path.join(ARTIFACTS, "search-results-1280x800.png") });
     await results.filter({ hasText: "went fine" }).getByRole("link").click();
     await annPage.waitForURL(/\/chatrooms\/\d+\?around=\d+/);

@@ -404,6 +404,11 @@ pub struct SearchResult {
     pub id: i64,
     pub chatroom_id: i64,
     pub room_name: String,
+    /// `public`, `private` or `direct`.
+    pub room_kind: String,
+    /// "#", "🔒" or "@", shown before the room's name.
+    #[serde(skip)]
+    pub sigil: &'static str,
     pub seq: i64,
     pub user_id: i64,
     pub nickname: String,

@@ -28,6 +28,8 @@ pub struct Hit {
     pub id: i64,
     pub chatroom_id: i64,
     pub room_name: String,
+    /// `public`, `private` or `direct`.
+    pub room_kind: String,
     pub seq: i64,
     pub user_id: i64,
     pub nickname: String,
@@ -168,9 +170,9 @@ pub async fn search(
     // places are ordered by rank, the rest (and every place when unranked)
     // by id. NULLs sort differently on the two engines, so the CASEs give 0.
     let sql = format!(
-        "SELECT id, chatroom_id, room_name, seq, user_id, nickname, content, created_at FROM \
+        "SELECT id, chatroom_id, room_name, room_kind, seq, user_id, nickname, content, created_at FROM \
          (SELECT hits.*, row_number() OVER (ORDER BY id DESC) AS place FROM \
-         (SELECT m.id, m.chatroom_id, c.name AS room_name, m.seq, m.user_id, u.nickname, \
+         (SELECT m.id, m.chatroom_id, c.name AS room_name, c.kind AS room_kind, m.seq, m.user_id, u.nickname, \
          m.content, m.created_at, {score} AS score FROM {from} \
          JOIN users u ON u.id = m.user_id JOIN chatrooms c ON c.id = m.chatroom_id WHERE {} \
          ORDER BY {newest} LIMIT {window}) hits) placed \

@@ -110,6 +110,12 @@ async fn search_messages(
             id: hit.id,
             chatroom_id: hit.chatroom_id,
             room_name: hit.room_name,
+            sigil: match hit.room_kind.as_str() {
+                "private" => "🔒",
+                "direct" => "@",
+                _ => "#",
+            },
+            room_kind: hit.room_kind,
             seq: hit.seq,
             user_id: hit.user_id,
             nickname: hit.nickname,

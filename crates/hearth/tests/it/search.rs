@@ -69,6 +69,7 @@ async fn search_finds_parts_of_words_in_any_case_and_marks_them() {
         "The <mark>Deploy</mark>ment finished at noon"
     );
     assert_eq!(result["room_name"], "general");
+    assert_eq!(result["room_kind"], "public");
     assert_eq!(result["nickname"], "ann");
     let url = format!("/chatrooms/{room}?around=1#message_{}", result["id"]);
     assert_eq!(result["url"], url.as_str(), "a permalink into the room");
