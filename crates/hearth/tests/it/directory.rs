@@ -1,7 +1,6 @@
 //! The room directory: search, paging, topics and member counts, and the
 //! migration that brought topics and memberships to existing instances.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use reqwest::header::{LOCATION, VARY};
@@ -416,22 +415,7 @@ async fn a_bad_topic_gets_422_with_the_form_kept_and_nothing_created() {
 /// an instance, and fills it as that release would have: ann and bob posted
 /// in general, ann twice; carol posted nowhere; "quiet" has no messages.
 async fn an_instance_from_before_0004(url: &str, engine: &str) {
-    sqlx::any::install_default_drivers();
-    let folder = tempfile::tempdir().unwrap();
-    let all = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(engine);
-    for entry in std::fs::read_dir(&all).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0004" {
-            std::fs::copy(&path, folder.path().join(name)).unwrap();
-        }
-    }
-    let old = sqlx::migrate::Migrator::new(folder.path()).await.unwrap();
-    assert!(old.iter().all(|m| m.version < 4) && old.iter().count() >= 2);
-    let db = sqlx::AnyPool::connect(url).await.unwrap();
-    old.run(&db).await.unwrap();
+    let db = crate::common::migrate_before(url, engine, "0004").await;
     for statement in [
         "INSERT INTO users (id, email, nickname, password_hash, created_at) VALUES \
          (1, 'ann@example.com', 'ann', 'x', 1), (2, 'bob@example.com', 'bob', 'x', 1), \

@@ -4,7 +4,6 @@
 //! #general, make the first user the admin, start nobody with a backlog of
 //! unread messages, and the upgraded instance serves them.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::common::{TestApp, TestDatabase};
@@ -13,22 +12,7 @@ use crate::common::{TestApp, TestDatabase};
 /// would have: ann (the first user) and bob posted in general and in
 /// "plans", carol signed up and posted nowhere; bob edited a message.
 async fn an_instance_of_the_release_before(url: &str, engine: &str) {
-    sqlx::any::install_default_drivers();
-    let folder = tempfile::tempdir().unwrap();
-    let all = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(engine);
-    for entry in std::fs::read_dir(&all).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0006" {
-            std::fs::copy(&path, folder.path().join(name)).unwrap();
-        }
-    }
-    let old = sqlx::migrate::Migrator::new(folder.path()).await.unwrap();
-    assert_eq!(old.iter().map(|m| m.version).max(), Some(5));
-    let db = sqlx::AnyPool::connect(url).await.unwrap();
-    old.run(&db).await.unwrap();
+    let db = crate::common::migrate_before(url, engine, "0006").await;
     for statement in [
         "INSERT INTO users (id, email, nickname, password_hash, created_at) VALUES \
          (1, 'ann@example.com', 'ann', 'x', 1), (2, 'bob@example.com', 'bob', 'x', 2), \

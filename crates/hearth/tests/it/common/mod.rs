@@ -17,6 +17,30 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The variable naming the PostgreSQL server tests may create databases on.
 pub const POSTGRES: &str = "HEARTH_TEST_POSTGRES_URL";
+
+/// Runs on `url` the migrations of `engine` ("sqlite" or "postgres") whose
+/// file names sort before `before` (e.g. "0006"), as an earlier release
+/// left an instance; returns the pool, for the caller to fill.
+pub async fn migrate_before(url: &str, engine: &str, before: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let folder = tempfile::tempdir().unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(engine);
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < before {
+            std::fs::copy(&path, folder.path().join(name)).unwrap();
+        }
+    }
+    let old = sqlx::migrate::Migrator::new(folder.path()).await.unwrap();
+    let newest: i64 = before.parse().unwrap();
+    assert!(old.iter().all(|m| m.version < newest) && old.iter().count() >= 2);
+    let db = sqlx::AnyPool::connect(url).await.unwrap();
+    old.run(&db).await.unwrap();
+    db
+}
 /// The variable naming the Redis server tests may use (each with its own prefix).
 pub const REDIS: &str = "HEARTH_TEST_REDIS_URL";
 
