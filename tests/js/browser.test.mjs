@@ -107,6 +107,21 @@ async function ownServerWith(t, nickname, options) {
 }
 
 /**
+ * A server of the test's own with ann and bob on desktops and carol on a
+ * phone, each signed up in a browser of their own, closed when the test ends.
+ * @param {import("node:test").TestContext} t
+ */
+async function threeOnOwnServer(t) {
+  const desktop = { width: 1280, height: 800 };
+  const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: desktop });
+  const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
+  const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
+  const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
+  t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close().catch(() => {}))));
+  return { own, annPage, bob, carol };
+}
+
+/**
  * Resolves once `check` returns something truthy; polls, and fails after `timeoutMs`.
  * @template T
  * @param {string} what
@@ -946,12 +961,7 @@ test(
   "conversations: ann writes to bob from his name, bob's sidebar shows it live, carol cannot open a private room",
   { timeout: 90_000 },
   async (t) => {
-    const desktop = { width: 1280, height: 800 };
-    const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: desktop });
-    const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
-    const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
-    const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
-    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close().catch(() => {}))));
+    const { own, annPage, bob, carol } = await threeOnOwnServer(t);
     await bob.page.locator('#connection-status[data-state="online"]').waitFor();
 
     // Bob has a second tab open too.
@@ -1038,12 +1048,7 @@ test(
   "mentions: ann picks @bob from the composer's list, bob's sidebar counts it, he is notified while away and not once he says nothing",
   { timeout: 90_000 },
   async (t) => {
-    const desktop = { width: 1280, height: 800 };
-    const { own, page: annPage } = await ownServerWith(t, "ann", { viewport: desktop });
-    const account = (nickname) => ({ email: `${nickname}@example.com`, nickname, password: `correct horse ${nickname}` });
-    const bob = await signUpInBrowser(account("bob"), { viewport: desktop }, own.url);
-    const carol = await signUpInBrowser(account("carol"), { viewport: { width: 390, height: 844 } }, own.url);
-    t.after(() => Promise.all([annPage, bob.page, carol.page].map((p) => p.context().close().catch(() => {}))));
+    const { own, annPage, bob, carol } = await threeOnOwnServer(t);
     await recordNotifications(bob.page.context());
     await bob.page.reload();
     await annPage.reload();
