@@ -190,17 +190,22 @@ impl Activity {
             to_raw_value(&serde_json::json!({
                 "type": "activity", "id": room, "seq": seq, "mention": mention
             }))
+            .ok()
         };
-        let (Ok(plain), Ok(mention)) = (frame(false), frame(true)) else {
-            return 0;
-        };
+        // Most messages mention nobody: their one frame is all there is to encode.
+        let plain = frame(false);
+        let mention = (news.channel || !news.mentioned.is_empty())
+            .then(|| frame(true))
+            .flatten();
         for member in &members {
-            let frame = if news.mentions(*member) {
+            let chosen = if news.mentions(*member) {
                 &mention
             } else {
                 &plain
             };
-            cable.broadcast(&user_stream(*member), frame);
+            if let Some(chosen) = chosen {
+                cable.broadcast(&user_stream(*member), chosen);
+            }
         }
         members.len()
     }

@@ -63,25 +63,23 @@ pub const ROOM_MENTION_REFUSED: &str =
 /// Most members present one `@here` mentions.
 const MAX_HERE: usize = 1000;
 
-/// Whom `content`, posted by `user` in `room`, mentions, and who is present
-/// for its `@here` (from `presence`); `None` when it mentions the whole room
-/// and the room does not let `user` ([`Chatroom::may_mention_everyone`]).
+/// Who is present in `room` for the `mentions` a post by `user` makes
+/// (empty without `@here`); `None` when they mention the whole room and the
+/// room does not let `user` ([`Chatroom::may_mention_everyone`]).
 pub fn addressed(
     room: &Chatroom,
     user: &CurrentUser,
-    content: &MessageContent,
+    mentions: &Mentions,
     presence: &PresenceHandle,
-) -> Option<(Mentions, Vec<i64>)> {
-    let mentions = crate::markup::mentions(content.as_str());
+) -> Option<Vec<i64>> {
     if mentions.is_broadcast() && !room.may_mention_everyone(user.id, user.admin) {
         return None;
     }
-    let here = if mentions.here {
+    Some(if mentions.here {
         presence.present(room.id, MAX_HERE)
     } else {
         Vec::new()
-    };
-    Some((mentions, here))
+    })
 }
 
 /// A client's id for a message it shows as pending: 1 to 64 letters, digits,

@@ -89,8 +89,8 @@ impl ChatroomChannel {
                     return error_reply("internal", "the message could not be stored");
                 }
             };
-            match addressed(&found, user, &content, &self.presence) {
-                Some(addressed) => addressed,
+            match addressed(&found, user, &mentions, &self.presence) {
+                Some(here) => (mentions, here),
                 None => return error_reply("room_mention_not_allowed", ROOM_MENTION_REFUSED),
             }
         } else {

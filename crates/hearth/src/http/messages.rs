@@ -204,12 +204,9 @@ async fn create_message(
             form: Default::default(),
         })
     })?;
-    let Some((mentions, here)) = addressed(&access.room, &user, &content, &state.presence) else {
-        return Err(refused(Error::Invalid {
-            code: "room_mention_not_allowed",
-            messages: vec![ROOM_MENTION_REFUSED.to_owned()],
-            form: Default::default(),
-        }));
+    let mentions = crate::markup::mentions(content.as_str());
+    let Some(here) = addressed(&access.room, &user, &mentions, &state.presence) else {
+        return Err(refused(room_mention_refused()));
     };
     let posted = state
         .writer
@@ -345,19 +342,16 @@ async fn change_message(
         })?),
         None => None,
     };
-    let mentions = match &content {
-        Some(content) => match addressed(&access.room, &user, content, &state.presence) {
-            Some((mentions, _)) => mentions,
-            None => {
-                return Err(refused(Error::Invalid {
-                    code: "room_mention_not_allowed",
-                    messages: vec![ROOM_MENTION_REFUSED.to_owned()],
-                    form: Default::default(),
-                }));
-            }
-        },
-        None => Default::default(),
-    };
+    // Whom the new text mentions; an edit notifies nobody, so `@here`
+    // needs no one present, but it may not mention the whole room where the
+    // post could not have.
+    let mentions = content
+        .as_ref()
+        .map(|content| crate::markup::mentions(content.as_str()))
+        .unwrap_or_default();
+    if mentions.is_broadcast() && !access.room.may_mention_everyone(user.id, user.admin) {
+        return Err(refused(room_mention_refused()));
+    }
     let changed = state
         .writer
         .change(MessageChange {
@@ -438,4 +432,13 @@ async fn edit_page(
         room_name: room.name,
         errors,
     })
+}
+
+/// A post or edit mentioning the whole room where its author may not: 422.
+fn room_mention_refused() -> Error {
+    Error::Invalid {
+        code: "room_mention_not_allowed",
+        messages: vec![ROOM_MENTION_REFUSED.to_owned()],
+        form: Default::default(),
+    }
 }

@@ -98,6 +98,18 @@ async fn search_rooms(app: &TestApp, user: &TestUser, q: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Archives `room` as `user`; the status.
+async fn archive(app: &TestApp, user: &TestUser, room: i64) -> u16 {
+    app.post_form(
+        &format!("/chatrooms/{room}/archive"),
+        Some(&user.cookie),
+        &[],
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
 /// Ann's private room "secret" with one message of hers; its id and the message's.
 async fn anns_secret_room(app: &TestApp, ann: &TestUser) -> (i64, i64) {
     let room = app.create_private_room(ann, "secret").await;
@@ -398,14 +410,7 @@ async fn an_archived_room_is_read_only_and_ends_every_subscription() {
     let bob = app.sign_up("bob").await;
     let room = app.create_room(&ann, "old-project").await;
     let (mut cable, identifier) = app.join(&bob, room).await;
-    let archived = app
-        .post_form(
-            &format!("/chatrooms/{room}/archive"),
-            Some(&ann.cookie),
-            &[],
-        )
-        .await;
-    assert_eq!(archived.status(), 303);
+    assert_eq!(archive(&app, &ann, room).await, 303);
     assert_eq!(
         cable.next_frame().await,
         json!({ "type": "reject_subscription", "identifier": identifier })
@@ -449,14 +454,7 @@ async fn renames_and_archives_reach_every_page_that_lists_the_room_and_nobody_el
         bobs.next_message(&bob_stream).await,
         json!({ "type": "room_renamed", "id": room, "name": "plans", "topic": "Q3 only", "sigil": "🔒" })
     );
-    let archived = app
-        .post_form(
-            &format!("/chatrooms/{room}/archive"),
-            Some(&ann.cookie),
-            &[],
-        )
-        .await;
-    assert_eq!(archived.status(), 303);
+    assert_eq!(archive(&app, &ann, room).await, 303);
     assert_eq!(
         bobs.next_message(&bob_stream).await,
         json!({ "type": "room_removed", "id": room })
@@ -475,14 +473,7 @@ async fn renames_and_archives_reach_every_page_that_lists_the_room_and_nobody_el
             json!({ "type": "room_renamed", "id": open, "name": "hall", "topic": "", "sigil": "#" })
         );
     }
-    let archived = app
-        .post_form(
-            &format!("/chatrooms/{open}/archive"),
-            Some(&ann.cookie),
-            &[],
-        )
-        .await;
-    assert_eq!(archived.status(), 303);
+    assert_eq!(archive(&app, &ann, open).await, 303);
     for (cable, stream) in [(&mut bobs, &bob_stream), (&mut carols, &carol_stream)] {
         assert_eq!(
             cable.next_message(stream).await,
