@@ -380,9 +380,12 @@ impl Registry {
         }
     }
 
+    fn shard_index(&self, stream: &str) -> usize {
+        self.hasher.hash_one(stream) as usize % self.shards.len()
+    }
+
     fn shard(&self, stream: &str) -> &RwLock<Shard> {
-        let index = self.hasher.hash_one(stream) as usize % self.shards.len();
-        &self.shards[index]
+        &self.shards[self.shard_index(stream)]
     }
 
     /// Adds a subscriber; adding the same one twice keeps one entry.
@@ -475,43 +478,51 @@ impl Registry {
             .shard(stream)
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut delivery = Delivery::default();
-        let Some(groups) = shard.get(stream) else {
-            return delivery;
-        };
-        for group in groups {
-            let identifier = &group.key.identifier;
-            let (frame, position) = match (group.dialect, offset) {
-                (Dialect::Extended, Some(offset)) => {
-                    let at = Position {
-                        stream,
-                        epoch,
-                        offset,
-                    };
-                    let frame = protocol::to_subscription_at(identifier, message, at);
-                    (
-                        wire::text(frame.as_str()),
-                        Some((group.key.clone(), offset)),
-                    )
-                }
-                _ => (
-                    wire::text(protocol::to_subscription(identifier, message).as_str()),
-                    None,
-                ),
-            };
-            let outgoing = Arc::new(Frame {
-                frame,
-                position,
-                ends: None,
-            });
-            for outbox in group.subscribers.values() {
-                match outbox.offer(outgoing.clone()) {
-                    Offer::Queued => delivery.queued += 1,
-                    Offer::Full | Offer::Closed => delivery.dropped += 1,
-                }
-            }
+        match shard.get(stream) {
+            Some(groups) => deliver_to(groups, stream, message, offset, epoch, |_| false),
+            None => Delivery::default(),
         }
-        delivery
+    }
+
+    /// Queues `message` (without a stream position) for every subscriber of
+    /// `stream` that does not also follow `unless`: e.g. a note on a user's
+    /// own stream that a room has news, which a connection following the
+    /// room itself hears there already.
+    pub fn deliver_unless_following(
+        &self,
+        stream: &str,
+        message: &RawValue,
+        unless: &str,
+    ) -> Delivery {
+        let (ours, theirs) = (self.shard_index(stream), self.shard_index(unless));
+        let read = |index: usize| {
+            self.shards[index]
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        // Two read locks at once are taken in shard order, so two such
+        // deliveries cannot each hold the lock the other waits for while a
+        // writer queues behind both.
+        let (mine, others) = if ours == theirs {
+            (read(ours), None)
+        } else if ours < theirs {
+            let mine = read(ours);
+            (mine, Some(read(theirs)))
+        } else {
+            let others = read(theirs);
+            (read(ours), Some(others))
+        };
+        let shard = &mine;
+        let other = others.as_deref().unwrap_or(&mine);
+        let Some(groups) = shard.get(stream) else {
+            return Delivery::default();
+        };
+        let followers = other.get(unless).map(Vec::as_slice).unwrap_or_default();
+        deliver_to(groups, stream, message, None, "", |conn| {
+            followers
+                .iter()
+                .any(|group| group.subscribers.contains_key(&conn))
+        })
     }
 
     /// How many subscribers `stream` has on this node.
@@ -524,6 +535,69 @@ impl Registry {
             .get(stream)
             .map(|groups| groups.iter().map(|g| g.subscribers.len()).sum())
             .unwrap_or(0)
+    }
+}
+
+/// Queues `message` for every subscriber in `groups` (those of `stream`)
+/// but those `skip` names, encoding each group's frame once, and only if
+/// one of its subscribers takes it.
+fn deliver_to(
+    groups: &[Group],
+    stream: &str,
+    message: &RawValue,
+    offset: Option<i64>,
+    epoch: &str,
+    skip: impl Fn(ConnId) -> bool,
+) -> Delivery {
+    let mut delivery = Delivery::default();
+    for group in groups {
+        let mut outgoing: Option<Arc<Frame>> = None;
+        for (conn, outbox) in &group.subscribers {
+            if skip(*conn) {
+                continue;
+            }
+            let frame = outgoing
+                .get_or_insert_with(|| Arc::new(encode(group, stream, message, offset, epoch)));
+            match outbox.offer(frame.clone()) {
+                Offer::Queued => delivery.queued += 1,
+                Offer::Full | Offer::Closed => delivery.dropped += 1,
+            }
+        }
+    }
+    delivery
+}
+
+/// `message` as `group`'s subscribers get it on the wire.
+fn encode(
+    group: &Group,
+    stream: &str,
+    message: &RawValue,
+    offset: Option<i64>,
+    epoch: &str,
+) -> Frame {
+    let identifier = &group.key.identifier;
+    let (frame, position) = match (group.dialect, offset) {
+        (Dialect::Extended, Some(offset)) => {
+            let at = Position {
+                stream,
+                epoch,
+                offset,
+            };
+            let frame = protocol::to_subscription_at(identifier, message, at);
+            (
+                wire::text(frame.as_str()),
+                Some((group.key.clone(), offset)),
+            )
+        }
+        _ => (
+            wire::text(protocol::to_subscription(identifier, message).as_str()),
+            None,
+        ),
+    };
+    Frame {
+        frame,
+        position,
+        ends: None,
     }
 }
 
@@ -576,6 +650,29 @@ mod tests {
         assert!(
             b_rx.try_recv().is_none(),
             "a duplicate add must not deliver twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_can_pass_over_the_followers_of_another_stream() {
+        let registry = Registry::default();
+        let (both, mut both_rx, _) = Outbox::new(8, 1 << 20);
+        let (one, mut one_rx, _) = Outbox::new(8, 1 << 20);
+        let id: Arc<str> = Arc::from("x");
+        registry.add("user:1", &id, Dialect::V1, 1, &both);
+        registry.add("room:1", &id, Dialect::V1, 1, &both);
+        registry.add("user:1", &id, Dialect::V1, 2, &one);
+        // Every pair of shards, in both orders, and the same shard twice.
+        for room in (0..64).map(|n| format!("room:{n}")) {
+            let delivery = registry.deliver_unless_following("user:1", &raw("1"), &room);
+            let skipped = room == "room:1";
+            assert_eq!(delivery.queued, if skipped { 1 } else { 2 }, "{room}");
+            assert_eq!(both_rx.try_recv().is_some(), !skipped, "{room}");
+            assert!(one_rx.try_recv().is_some(), "{room}");
+        }
+        assert_eq!(
+            registry.deliver_unless_following("nobody", &raw("1"), "room:1"),
+            Delivery::default()
         );
     }
 

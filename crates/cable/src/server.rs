@@ -615,6 +615,11 @@ impl<I: Identity> Cable<I> {
             self.inner
                 .registry
                 .deliver(stream, message, offset, &self.inner.config.epoch);
+        self.count(delivery);
+        delivery
+    }
+
+    fn count(&self, delivery: Delivery) {
         let stats = &self.inner.stats;
         stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         stats
@@ -623,6 +628,22 @@ impl<I: Identity> Cable<I> {
         stats
             .dropped
             .fetch_add(delivery.dropped as u64, Ordering::Relaxed);
+    }
+
+    /// Sends `message` to every subscriber of `stream` on this node that
+    /// does not also follow `unless` there (see
+    /// [`crate::registry::Registry::deliver_unless_following`]).
+    pub fn broadcast_unless_following(
+        &self,
+        stream: &str,
+        message: &RawValue,
+        unless: &str,
+    ) -> Delivery {
+        let delivery = self
+            .inner
+            .registry
+            .deliver_unless_following(stream, message, unless);
+        self.count(delivery);
         delivery
     }
 

@@ -8,7 +8,10 @@
 //! posts; when a message is stored (here, or on another node, heard on the
 //! room's activity channel in Redis) every indexed member but its author is
 //! sent `{"type":"activity","id":<room>,"seq":<seq>,"mention":<bool>}` on
-//! their own stream, `mention` true for those the message mentions.
+//! their own stream, `mention` true for those the message mentions, by
+//! every connection of theirs but those following the room's own stream:
+//! a page showing the room hears the message itself and counts it from
+//! that (so a room page's connection gets one frame a message, not two).
 //! Nothing is stored per message and reader: the counts themselves come
 //! from the read cursor (`db::memberships::unread`); this only says "one
 //! more".
@@ -30,6 +33,7 @@ use crate::auth::CurrentUser;
 use crate::channels::rooms::user_stream;
 use crate::db::{self, Db};
 pub use crate::domain::ActivityStream;
+use crate::domain::RoomStream;
 use crate::relay::News;
 
 /// Most rooms of one user the index holds: a user in more rooms gets live
@@ -192,6 +196,8 @@ impl Activity {
             }))
             .ok()
         };
+        // A page showing the room hears the message itself there.
+        let room_stream = RoomStream(room).to_string();
         // Most messages mention nobody: their one frame is all there is to encode.
         let plain = frame(false);
         let mention = (news.channel || !news.mentioned.is_empty())
@@ -204,7 +210,7 @@ impl Activity {
                 &plain
             };
             if let Some(chosen) = chosen {
-                cable.broadcast(&user_stream(*member), chosen);
+                cable.broadcast_unless_following(&user_stream(*member), chosen, &room_stream);
             }
         }
         members.len()
@@ -220,7 +226,6 @@ impl Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::RoomStream;
 
     #[test]
     fn activity_streams_round_trip_and_are_not_rooms() {

@@ -15,7 +15,7 @@ import { startComposer } from "./js/composer.js";
 import { MessageList } from "./js/messages.js";
 import { startPresence } from "./js/presence.js";
 import { startMentionPicker } from "./js/mention-picker.js";
-import { markMentionsOf, notifyActivity, startNotificationButtons, startNotifyForm } from "./js/notify.js";
+import { markMentionsOf, mentionsReader, notifyActivity, startNotificationButtons, startNotifyForm } from "./js/notify.js";
 import { startNicknameSuggestions, startPersonMenu } from "./js/people.js";
 import { roomListUpdater } from "./js/rooms.js";
 import { applyActivity, applyNotify, applyRead, showTotal, startReadCursor } from "./js/unread.js";
@@ -48,12 +48,24 @@ function startRoom(list) {
     me: me === undefined ? null : Number(me),
     sendTyping: () => cable.perform("typing"),
   });
+  const open = {
+    roomId: Number(list.dataset.chatroomId),
+    seeing: () => document.visibilityState === "visible" && messages.atLiveEnd(),
+  };
   const cable = connectRoom({
     roomId: Number(list.dataset.chatroomId),
     onMessage: (message) => {
+      // The server sends no `activity` for the open room to this page: its
+      // messages count as unread, and notify, from here.
+      const fresh = message.type === "message" && !isMine(message) && !document.getElementById(`message_${message.id}`);
       presence.spoke(message);
       messages.receive(message, { mine: isMine(message) });
       reading?.check();
+      if (fresh) {
+        const activity = { type: "activity", id: open.roomId, seq: message.seq, mention: mentionsReader(message.html) };
+        applyActivity(activity, open);
+        notifyActivity(activity);
+      }
     },
     presence: true,
     // Presence and typing frames carry no seq and never reach the message list.
@@ -75,10 +87,6 @@ function startRoom(list) {
         channel: "RoomsChannel",
         onMessage: (() => {
           const update = roomListUpdater({ rooms: document.getElementById("room-list"), direct: document.getElementById("direct-list") });
-          const open = {
-            roomId: Number(list.dataset.chatroomId),
-            seeing: () => document.visibilityState === "visible" && messages.atLiveEnd(),
-          };
           return (message) => {
             update(message);
             applyRead(message);

@@ -11,7 +11,8 @@
 //! `{"type":"notify","id":…,"notify":"all"|"mentions"|"nothing"|"default"}`
 //! when one of them changed what they are notified of in a room, and
 //! `{"type":"activity","id":…,"seq":…,"mention":…}` for each new message
-//! from others in their rooms ([`crate::activity`]).
+//! from others in their rooms, except on a connection that follows that
+//! room's own stream and so hears the message itself ([`crate::activity`]).
 
 use async_trait::async_trait;
 use cable::{ActionData, Channel, Params, Rejection, Reply, Subscription};

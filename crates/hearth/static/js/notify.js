@@ -107,6 +107,18 @@ export function startNotifyForm(form) {
 }
 
 /**
+ * Whether a message's rendered `html` mentions the reader, by nickname or
+ * as one of the room (the reader, with the room open, is present).
+ * @param {string | undefined} html
+ * @param {string | undefined} [nickname] the reader's, lower-cased
+ */
+export function mentionsReader(html, nickname = document.body.dataset.nickname) {
+  const mine = new Set([nickname, "here", "channel", "everyone"]);
+  for (const [, name] of (html ?? "").matchAll(/data-mention="([^"]*)"/g)) if (mine.has(name)) return true;
+  return false;
+}
+
+/**
  * Marks mentions of the reader: a style sheet naming their nickname (the
  * page's styles cannot know it, and inline styles are not allowed).
  * @param {string | undefined} nickname the reader's, lower-cased

@@ -814,3 +814,49 @@ async fn new_messages_reach_every_member_page_as_activity_and_nobody_elses() {
     app.wait_for_metric("hearth_activity_users", 0.0).await;
     app.wait_for_metric("hearth_activity_rooms", 0.0).await;
 }
+
+#[tokio::test]
+async fn a_page_showing_the_room_hears_its_message_once_and_not_as_activity() {
+    let app = TestApp::spawn().await;
+    let ann = app.sign_up("ann").await;
+    let bob = app.sign_up("bob").await;
+    let general = app.general_room(&ann).await;
+    let other = app.create_room(&ann, "other").await;
+    app.post_message(&bob, other, "bob is in").await;
+
+    // Bob's room page: the room list and #general on one connection.
+    let (mut page, rooms) = app.follow_rooms(&bob).await;
+    let room = room_identifier(general);
+    let answer = page.subscribe_raw(&room).await;
+    assert_eq!(answer["type"], "confirm_subscription", "{answer}");
+    // His other tab shows only the room list (say, the directory).
+    let (mut tab, tab_rooms) = app.follow_rooms(&bob).await;
+
+    let posted: Value = app
+        .post_message(&ann, general, "hello @bob")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let frame = page.next_frame().await;
+    assert_eq!(frame["identifier"], room, "{frame}");
+    assert_eq!(frame["message"]["seq"], posted["seq"]);
+    assert_eq!(
+        tab.next_message(&tab_rooms).await,
+        json!({ "type": "activity", "id": general, "seq": posted["seq"], "mention": true }),
+        "the tab not showing the room is told"
+    );
+    page.expect_silence(QUIET).await;
+
+    // News of another room still reaches the page that shows #general.
+    let posted: Value = app
+        .post_message(&ann, other, "over here")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let activity =
+        json!({ "type": "activity", "id": other, "seq": posted["seq"], "mention": false });
+    assert_eq!(page.next_message(&rooms).await, activity);
+    assert_eq!(tab.next_message(&tab_rooms).await, activity);
+}
