@@ -992,6 +992,19 @@ test(
     await eventually("the other tab's count to clear", async () => (await bobsOtherTab.locator("#direct-list .badge").count()) === 0);
     assert.doesNotMatch(await bobsOtherTab.title(), /^\(/);
 
+    // Bob has pages open: the dot of his conversation in ann's sidebar is
+    // filled, and empties once he closes the last of them.
+    const bobsItem = annPage.locator("#direct-list li", { hasText: "bob" });
+    await eventually("bob's dot to fill", async () => (await bobsItem.getAttribute("data-online")) !== "");
+    const dotColour = () => bobsItem.locator(".dot").evaluate((dot) => getComputedStyle(dot).backgroundColor);
+    const filled = await dotColour();
+    assert.equal(await bobsItem.locator(".presence-label").textContent(), " (online)");
+    await annPage.screenshot({ path: path.join(ARTIFACTS, "direct-online-1280x800.png") });
+    await bob.page.context().close();
+    await eventually("bob's dot to empty", async () => (await bobsItem.getAttribute("data-online")) === "", 5_000);
+    assert.notEqual(await dotColour(), filled);
+    assert.equal(await bobsItem.locator(".presence-label").textContent(), "");
+
     // A private room: carol is neither shown it nor let in.
     await annPage.goto(`${own.url}/chatrooms`);
     await annPage.locator("summary", { hasText: "New room" }).click();

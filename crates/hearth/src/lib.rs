@@ -13,6 +13,7 @@
 //! - [`limits`]: rate limits (token buckets).
 //! - [`markup`]: user text (Markdown, links) to safe HTML.
 //! - [`payload`]: what subscribers receive for a message.
+//! - [`online`]: who has a page open anywhere, for the conversations' dots.
 //! - [`presence`]: who is in each room and who is typing, across nodes.
 //! - [`heap`]: live heap bytes, counted at the allocator.
 //! - [`expiry`]: closes the sockets of sessions that ended elsewhere.
@@ -36,6 +37,7 @@ pub mod heap;
 pub mod http;
 pub mod limits;
 pub mod markup;
+pub mod online;
 pub mod payload;
 pub mod presence;
 pub mod relay;
@@ -75,6 +77,8 @@ pub struct AppState {
     pub broker: Option<RedisBroker>,
     /// Which users with a page here are in which rooms, for live unread counts.
     pub activity: activity::Activity,
+    /// Who has a page open, on any node.
+    pub online: online::Online,
     /// Who is in each room, for `@here`.
     pub presence: presence::PresenceHandle,
     /// Password hashing, with the decoy hash for unknown emails.
@@ -161,11 +165,18 @@ impl App {
             broker.clone(),
         );
         let activity = activity::Activity::new(db.clone(), broker.clone());
+        let online = online::Online::new(
+            db.clone(),
+            broker.clone(),
+            config.presence_interval,
+            config.presence_ttl,
+        );
         let (relay, relay_task) = relay::relay(
             db.clone(),
             broker.clone(),
             presence.clone(),
             activity.clone(),
+            online.clone(),
         );
         let origins = OriginPolicy::new(config.allowed_origins.iter().cloned());
         let message_rate = (config.message_rate > 0).then(|| limits::Rate {
@@ -213,7 +224,7 @@ impl App {
         )
         .channel(
             "RoomsChannel",
-            channels::RoomsChannel::new(activity.clone()),
+            channels::RoomsChannel::new(activity.clone(), online.clone()),
         )
         .build();
         // The broker subscribes to a room's Redis channel only while this
@@ -232,6 +243,8 @@ impl App {
         // members; stops with the relay, after the cable has ended every
         // subscription.
         tokio::spawn(presence_task.run(cable.clone(), stop_relay.clone()));
+        // Tells pages who came online or went, and publishes who is here.
+        tokio::spawn(online.clone().run(cable.clone(), stop_relay.clone()));
         // Stops with the relay at shutdown; holds only a timer between sweeps.
         tokio::spawn(expiry::run(
             cable.clone(),
@@ -251,6 +264,7 @@ impl App {
                 relay,
                 broker,
                 activity,
+                online,
                 presence,
                 passwords,
                 origins,

@@ -147,13 +147,13 @@ struct TypingFrame<'a> {
     nickname: &'a str,
 }
 
-/// What nodes tell each other on a presence channel, marked with the
-/// sender's id as every Hearth publish is.
+/// What nodes tell each other (here on a presence channel; `online` too),
+/// marked with the sender's id as every Hearth publish is.
 #[derive(Serialize, Deserialize)]
-struct Envelope {
-    hearth_node: String,
+pub(crate) struct Envelope<E> {
+    pub hearth_node: String,
     #[serde(flatten)]
-    event: NodeEvent,
+    pub event: E,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -340,7 +340,7 @@ impl PresenceHandle {
 
     /// Something another node published on `room`'s presence channel.
     pub fn heard(&self, room: i64, payload: &str) {
-        let Ok(envelope) = serde_json::from_str::<Envelope>(payload) else {
+        let Ok(envelope) = serde_json::from_str::<Envelope<NodeEvent>>(payload) else {
             tracing::warn!(room, "ignoring a presence payload that is not Hearth's");
             return;
         };

@@ -34,6 +34,7 @@ use crate::activity::{Activity, ActivityStream};
 use crate::auth::CurrentUser;
 use crate::db::{self, Db};
 use crate::domain::{PresenceStream, RoomStream};
+use crate::online::{ONLINE_STREAM, Online};
 use crate::payload;
 use crate::presence::PresenceHandle;
 
@@ -164,6 +165,7 @@ pub struct RelayTask {
     broker: Option<RedisBroker>,
     presence: PresenceHandle,
     activity: Activity,
+    online: Online,
     inputs: mpsc::UnboundedReceiver<Input>,
     stats: Arc<RelayStats>,
 }
@@ -177,6 +179,8 @@ struct Relay {
     presence: PresenceHandle,
     /// Told of every new message, to tell each member's pages.
     activity: Activity,
+    /// Told what other nodes say of who is online, and of new conversations.
+    online: Online,
     inputs: mpsc::UnboundedReceiver<Input>,
     /// The last `seq` delivered here, per room.
     delivered: HashMap<i64, i64>,
@@ -194,6 +198,7 @@ pub fn relay(
     broker: Option<RedisBroker>,
     presence: PresenceHandle,
     activity: Activity,
+    online: Online,
 ) -> (RelayHandle, RelayTask) {
     let (inputs, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(RelayStats::default());
@@ -208,6 +213,7 @@ pub fn relay(
             broker,
             presence,
             activity,
+            online,
             inputs: rx,
             stats,
         },
@@ -231,6 +237,7 @@ impl RelayTask {
             broker: self.broker,
             presence: self.presence,
             activity: self.activity,
+            online: self.online,
             inputs: self.inputs,
             delivered: HashMap::new(),
             hinted: HashMap::new(),
@@ -262,6 +269,9 @@ struct MembershipChange {
     kind: String,
     #[serde(default)]
     id: i64,
+    /// A new conversation's other members.
+    #[serde(default)]
+    members: Vec<i64>,
 }
 
 /// The fields of a received payload that tell whose it is.
@@ -413,6 +423,11 @@ impl Relay {
                     self.presence.heard(presence.room(), &payload);
                     return;
                 }
+                // Nodes telling each other who has a page open.
+                if stream == ONLINE_STREAM {
+                    self.online.heard(&payload);
+                    return;
+                }
                 // Another node stored a message: tell this node's members.
                 if let Ok(activity) = stream.parse::<ActivityStream>() {
                     if let Ok(Posted {
@@ -436,7 +451,14 @@ impl Relay {
                     && let Ok(change) = serde_json::from_str::<MembershipChange>(&payload)
                 {
                     match change.kind.as_str() {
-                        "room" => self.activity.joined(user, change.id),
+                        "room" => {
+                            self.activity.joined(user, change.id);
+                            if !change.members.is_empty() {
+                                let mut people = change.members;
+                                people.push(user);
+                                self.online.partnered(&people);
+                            }
+                        }
                         "room_removed" => self.activity.left(user, change.id),
                         _ => {}
                     }

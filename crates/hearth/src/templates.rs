@@ -235,8 +235,11 @@ pub struct DirectLink {
     pub id: i64,
     /// The other members' nicknames, e.g. "bob, carol"; "you" alone.
     pub names: String,
-    /// The first other member's id, for the avatar's colour.
-    pub first_other: i64,
+    /// The other members' ids, separated by spaces.
+    pub members: String,
+    /// Those of them online, separated by spaces: the item shows a
+    /// presence dot while there is one.
+    pub online: String,
 }
 
 impl DirectLink {
@@ -254,9 +257,24 @@ impl DirectLink {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
-            first_other: others.first().map_or(viewer, |m| m.user_id),
+            members: ids(others.iter().map(|m| m.user_id)),
+            online: String::new(),
         }
     }
+
+    /// The same, saying which of the other members are online.
+    pub fn online(mut self, is_online: impl Fn(i64) -> bool) -> Self {
+        self.online = ids(self
+            .members
+            .split(' ')
+            .filter_map(|id| id.parse().ok())
+            .filter(|id| is_online(*id)));
+        self
+    }
+}
+
+fn ids(ids: impl Iterator<Item = i64>) -> String {
+    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(" ")
 }
 
 /// What a room is called in its header and title: `# name`, `🔒 name`, or

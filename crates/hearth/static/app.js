@@ -17,7 +17,7 @@ import { startPresence } from "./js/presence.js";
 import { startMentionPicker } from "./js/mention-picker.js";
 import { markMentionsOf, mentionsReader, notifyActivity, startNotificationButtons, startNotifyForm } from "./js/notify.js";
 import { startNicknameSuggestions, startPersonMenu } from "./js/people.js";
-import { roomListUpdater } from "./js/rooms.js";
+import { applyOnline, roomListUpdater } from "./js/rooms.js";
 import { applyActivity, applyNotify, applyRead, showTotal, startReadCursor } from "./js/unread.js";
 import { localizeTimes } from "./js/times.js";
 
@@ -89,6 +89,7 @@ function startRoom(list) {
           const update = roomListUpdater({ rooms: document.getElementById("room-list"), direct: document.getElementById("direct-list") });
           return (message) => {
             update(message);
+            applyOnline(message);
             applyRead(message);
             applyNotify(message);
             applyActivity(message, open);

@@ -4,12 +4,15 @@
 //! `{"type":"room","id":…,"name":…,"list":"rooms","html":<the sidebar's list item>}`.
 //! The same subscription follows `users:<id>`, the signed-in user's own
 //! stream, which only they hear: a private room or a direct conversation
-//! they were added to (the same `room` message, `"list":"direct"` for a
-//! conversation), `{"type":"room_removed","id":…}` when they leave or
+//! they were added to (the same `room` message, `"list":"direct"` and
+//! `"members":[<the other members' ids>]` for a conversation), `{"type":"room_removed","id":…}` when they leave or
 //! are removed or the room is archived, and `{"type":"read","id":…,"seq":…}`
 //! when one of their pages moved their read cursor,
 //! `{"type":"notify","id":…,"notify":"all"|"mentions"|"nothing"|"default"}`
 //! when one of them changed what they are notified of in a room, and
+//! `{"type":"online","user":…,"online":true|false}` when someone they share
+//! a conversation with opens their first page or closes their last
+//! ([`crate::online`]), and
 //! `{"type":"activity","id":…,"seq":…,"mention":…}` for each new message
 //! from others in their rooms, except on a connection that follows that
 //! room's own stream and so hears the message itself ([`crate::activity`]).
@@ -24,6 +27,7 @@ use crate::activity::Activity;
 use crate::auth::CurrentUser;
 use crate::db::chatrooms::{Chatroom, RoomKind};
 use crate::db::memberships::{Member, Notify, Unread};
+use crate::online::Online;
 use crate::templates::{DirectLink, DirectLinkPartial, RoomLinkPartial};
 
 /// The stream every room list follows.
@@ -33,12 +37,15 @@ pub const ROOMS_STREAM: &str = "rooms";
 pub struct RoomsChannel {
     /// Told of every page that opens and closes, to index its user's rooms.
     activity: Activity,
+    /// Told the same, for who is online.
+    online: Online,
 }
 
 impl RoomsChannel {
-    /// The channel, keeping `activity`'s index of open pages.
-    pub fn new(activity: Activity) -> Self {
-        Self { activity }
+    /// The channel, keeping `activity`'s index of open pages and `online`'s
+    /// count of them.
+    pub fn new(activity: Activity, online: Online) -> Self {
+        Self { activity, online }
     }
 }
 
@@ -49,10 +56,13 @@ impl Channel<CurrentUser> for RoomsChannel {
         user: &CurrentUser,
         _params: &Params,
     ) -> Result<Subscription, Rejection> {
-        self.activity
-            .page_opened(user.id)
-            .await
-            .map_err(|error| Rejection(format!("database error: {error}")))?;
+        let database = |error: sqlx::Error| Rejection(format!("database error: {error}"));
+        self.activity.page_opened(user.id).await.map_err(database)?;
+        if let Err(error) = self.online.page_opened(user.id).await {
+            self.activity.page_closed(user.id);
+            self.online.page_closed(user.id);
+            return Err(database(error));
+        }
         Ok(Subscription {
             streams: vec![ROOMS_STREAM.to_owned(), user_stream(user.id)],
         })
@@ -70,6 +80,7 @@ impl Channel<CurrentUser> for RoomsChannel {
 
     async fn unsubscribed(&self, user: &CurrentUser, _params: &Params) {
         self.activity.page_closed(user.id);
+        self.online.page_closed(user.id);
     }
 }
 
@@ -87,6 +98,9 @@ struct RoomAnnouncement<'a> {
     /// Which sidebar list it goes in: `rooms` or `direct`.
     list: &'static str,
     html: String,
+    /// A conversation's other members' ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<i64>,
 }
 
 /// Tells every room list, on every node, that public `room` exists.
@@ -103,6 +117,7 @@ pub fn announce(state: &AppState, room: &Chatroom) {
         name: &room.name,
         list: "rooms",
         html,
+        members: Vec::new(),
     };
     if let Ok(payload) = to_raw_value(&announcement) {
         publish(state, ROOMS_STREAM, &payload);
@@ -114,8 +129,13 @@ pub fn announce(state: &AppState, room: &Chatroom) {
 /// see it; `members` names a conversation.
 pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Member]) {
     state.activity.joined(user, room.id);
+    let mut others = Vec::new();
     let (list, html) = if room.kind == RoomKind::Direct {
-        let direct = DirectLink::new(room.id, user, members.iter());
+        let ids: Vec<i64> = members.iter().map(|m| m.user_id).collect();
+        state.online.partnered(&ids);
+        others.extend(ids.iter().copied().filter(|id| *id != user));
+        let direct =
+            DirectLink::new(room.id, user, members.iter()).online(|id| state.online.is_online(id));
         let html = askama::Template::render(&DirectLinkPartial {
             direct: &direct,
             current_room_id: 0,
@@ -136,6 +156,7 @@ pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Membe
         name: &room.name,
         list,
         html: html.unwrap_or_default(),
+        members: others,
     };
     if let Ok(payload) = to_raw_value(&announcement) {
         publish(state, &user_stream(user), &payload);

@@ -356,3 +356,18 @@ pub async fn rooms_of(db: &Db, user: i64, limit: i64) -> sqlx::Result<Vec<i64>> 
     .fetch_all(db)
     .await
 }
+
+/// The people `user` shares a direct conversation with (not archived),
+/// those of the most recently active conversations first, at most `limit`.
+pub async fn direct_partners(db: &Db, user: i64, limit: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT o.user_id FROM memberships m \
+         JOIN chatrooms c ON c.id = m.chatroom_id AND c.kind = 'direct' AND c.archived_at IS NULL \
+         JOIN memberships o ON o.chatroom_id = c.id AND o.user_id <> m.user_id \
+         WHERE m.user_id = $1 GROUP BY o.user_id ORDER BY MAX(c.active_at) DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -99,6 +99,7 @@ pub async fn sidebar(
                     .filter(|(r, _)| *r == room.id)
                     .map(|(_, m)| m),
             )
+            .online(|id| state.online.is_online(id))
         })
         .collect();
     Ok(Sidebar {

@@ -205,7 +205,18 @@ async fn collect(state: &AppState) -> Vec<Metric> {
         ]);
     }
     let (users, rooms) = state.activity.size();
+    let (online, watched) = state.online.size();
     metrics.extend([
+        Metric::gauge(
+            "hearth_online_users",
+            "Users with a page open on this node.",
+            online as f64,
+        ),
+        Metric::gauge(
+            "hearth_online_watched",
+            "People whose coming and going is told to a conversation partner with a page open here.",
+            watched as f64,
+        ),
         Metric::gauge(
             "hearth_activity_users",
             "Users with a page open here, whose rooms' new messages are announced to them.",

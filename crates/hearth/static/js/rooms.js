@@ -70,3 +70,23 @@ function renamed(lists, id, room) {
   topic.textContent = room.topic;
   topic.setAttribute("title", room.topic);
 }
+
+/**
+ * What to do with the reader's own stream's `online` messages: someone they
+ * share a conversation with opened their first page or closed their last.
+ * Each conversation's item keeps which of its other members are online
+ * (`data-online`); its dot is filled while one is.
+ * @param {{ type?: string, user?: number, online?: boolean }} message
+ */
+export function applyOnline(message) {
+  if (message.type !== "online") return;
+  const user = String(Number(message.user));
+  for (const item of document.querySelectorAll(`#direct-list li[data-members~="${user}"]`)) {
+    const online = new Set((/** @type {HTMLElement} */ (item).dataset.online ?? "").split(" ").filter(Boolean));
+    if (message.online) online.add(user);
+    else online.delete(user);
+    /** @type {HTMLElement} */ (item).dataset.online = [...online].join(" ");
+    const label = item.querySelector(".presence-label");
+    if (label) label.textContent = online.size > 0 ? " (online)" : "";
+  }
+}

@@ -19,6 +19,7 @@ mod faults;
 mod history;
 mod mentions;
 mod messages;
+mod online;
 mod ops;
 mod presence;
 mod reliability;

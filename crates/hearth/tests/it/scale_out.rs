@@ -950,9 +950,10 @@ async fn a_room_created_on_one_node_appears_in_room_lists_on_the_other() {
     let ann = one.sign_up("ann").await;
     let bob = two.sign_up("bob").await;
     let (mut cable, identifier) = two.follow_rooms(&bob).await;
-    // The node follows the `rooms` channel, bob's own, and the activity of
-    // the one room bob is in (#general) in Redis once it has a subscriber.
-    two.wait_for_metric("hearth_broker_channels", 3.0).await;
+    // The node follows the `rooms` channel, bob's own, the activity of the
+    // one room bob is in (#general), and who is online on other nodes, in
+    // Redis, once it has a subscriber.
+    two.wait_for_metric("hearth_broker_channels", 4.0).await;
     let room = one.create_room(&ann, "elsewhere").await;
     let message = cable.next_message(&identifier).await;
     assert_eq!(
@@ -1112,4 +1113,39 @@ async fn a_member_removed_on_node_one_loses_the_room_on_node_two_at_once() {
     lists.expect_silence(Duration::from_millis(300)).await;
     let again = cable.subscribe_raw(&identifier).await;
     assert_eq!(again["type"], "reject_subscription");
+}
+
+#[ignore = "needs PostgreSQL and Redis (HEARTH_TEST_POSTGRES_URL, HEARTH_TEST_REDIS_URL)"]
+#[tokio::test]
+async fn who_is_online_crosses_nodes_and_a_stopped_nodes_users_go_offline_within_the_ttl() {
+    use crate::online::{drawn_online, next_online};
+    let (mut one, two) = two_nodes_on_shared_services_with(&["--presence-ttl", "3"]).await;
+    let ann = one.sign_up("ann").await;
+    let bob = two.sign_up("bob").await;
+    let ann_id = one.user_id("ann").await;
+    let direct = two.open_direct(&bob, "ann").await;
+    let (mut bobs, bob_stream) = two.follow_rooms(&bob).await;
+
+    // Ann opens a page on node one: bob, on node two, hears it, and node
+    // two draws her online.
+    let (_anns, _) = one.follow_rooms(&ann).await;
+    assert_eq!(
+        next_online(&mut bobs, &bob_stream).await,
+        json!({ "type": "online", "user": ann_id, "online": true })
+    );
+    assert_eq!(drawn_online(&two, &bob, direct).await, ann_id.to_string());
+
+    // Node one stops: ann is offline for bob within the TTL at the latest
+    // (3 s here; `next_message` waits while pings come, so bound it).
+    one.shutdown().await;
+    let offline = tokio::time::timeout(
+        Duration::from_secs(3 + 5),
+        next_online(&mut bobs, &bob_stream),
+    )
+    .await
+    .expect("ann goes offline within the TTL");
+    assert_eq!(
+        offline,
+        json!({ "type": "online", "user": ann_id, "online": false })
+    );
 }
