@@ -15,7 +15,9 @@
 //! newest first, the matches come in id order (SQLite's index hands them
 //! over so; PostgreSQL walks the primary key back and checks each message,
 //! or sorts what the trigram index found, whichever it estimates cheaper)
-//! and the scan stops at the page's end.
+//! and the scan stops at the page's end. With `in:#room` the room's own
+//! `(chatroom_id, seq)` index drives the scan instead, each message looked
+//! up among the trigram index's matches.
 
 use sqlx::FromRow;
 
@@ -76,6 +78,14 @@ fn indexed(term: &str) -> bool {
 /// costs a scan to its end, as a newest-first search would.
 pub const RANKED: i64 = 100;
 
+/// The room whose folded name is `key`, if there is one.
+async fn room_named(db: &Db, key: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM chatrooms WHERE name_key = $1")
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
 /// The page of messages `reader` may read matching `query`, skipping
 /// `offset`, at most `limit`: the newest [`RANKED`] matches best first,
 /// then the older ones newest first (all newest first when nothing ranks
@@ -92,6 +102,15 @@ pub async fn search(
         .database_url
         .scheme()
         .starts_with("postgres");
+    // `in:#room` names one room (names are unique): its id lets its own
+    // `(chatroom_id, seq)` index drive the scan.
+    let room = match &query.room {
+        Some(name) => match room_named(db, &fold_room_name(name)).await? {
+            Some(id) => Some(id),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
     let mut binds = Vec::new();
     let mut bind = |value: Bind| {
         binds.push(value);
@@ -108,23 +127,46 @@ pub async fn search(
     // The window is taken newest first, then ranked by `rank` (computed in
     // the outer query from the window's columns, `score` among them), higher
     // first. Without terms to rank by, newest first is the order itself.
-    let mut newest = "m.id DESC";
-    let mut score = "0";
+    // Within one room, `seq` order is id order.
+    let mut newest = if room.is_some() {
+        "m.seq DESC"
+    } else {
+        "m.id DESC"
+    };
+    let mut score = "0".to_owned();
     let mut rank = "score".to_owned();
     let mut ranked = false;
+    if let Some(room) = room {
+        conditions.push(format!("m.chatroom_id = {}", bind(Bind::Int(room))));
+    }
 
     let long: Vec<&String> = query.terms.iter().filter(|t| indexed(t)).collect();
     if !postgres && !long.is_empty() {
         let phrases: Vec<String> = long.iter().map(|t| fts_phrase(t)).collect();
-        // The index drives the scan, in its rowid order (the message id),
-        // so the window's end stops it; bm25 is computed for those rows only.
-        from = "message_search s JOIN messages m ON m.id = s.rowid";
-        conditions.push(format!(
-            "message_search MATCH {}",
-            bind(Bind::Text(phrases.join(" ")))
-        ));
-        newest = "s.rowid DESC";
-        score = "-bm25(message_search)";
+        let phrases = bind(Bind::Text(phrases.join(" ")));
+        if room.is_some() {
+            // The room's messages newest first, each looked up among the
+            // index's matches (found once); bm25 for the window's rows only.
+            // Driving from the index instead scanned every match in every
+            // room until the window filled: a common word in a quiet room
+            // took 381 ms at p95 (BENCHMARKS.md, "History, search and
+            // unread counts at 1,000,000 messages").
+            conditions.push(format!(
+                "m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH {phrases})"
+            ));
+            score = format!(
+                "(SELECT -bm25(message_search) FROM message_search \
+                 WHERE message_search MATCH {phrases} AND rowid = m.id)"
+            );
+        } else {
+            // The index drives the scan, in its rowid order (the message
+            // id), so the window's end stops it; bm25 is computed for those
+            // rows only.
+            from = "message_search s JOIN messages m ON m.id = s.rowid";
+            conditions.push(format!("message_search MATCH {phrases}"));
+            newest = "s.rowid DESC";
+            score = "-bm25(message_search)".to_owned();
+        }
         ranked = true;
     }
     for term in &query.terms {
@@ -138,12 +180,6 @@ pub async fn search(
         let all = bind(Bind::Text(query.terms.join(" ")));
         rank = format!("word_similarity({all}, content)");
         ranked = true;
-    }
-    if let Some(room) = &query.room {
-        conditions.push(format!(
-            "c.name_key = {}",
-            bind(Bind::Text(fold_room_name(room)))
-        ));
     }
     if let Some(nickname) = &query.from {
         conditions.push(format!(

@@ -240,6 +240,13 @@ async fn the_newest_hundred_matches_come_ranked_first_then_the_older_ones_newest
         newest[100..],
         "the older ones follow, newest first"
     );
+
+    // `in:#room` takes the room's own index, and orders the same.
+    let mut in_room = Vec::new();
+    for page in 0..7 {
+        in_room.extend(page_ids(&app, &ann, "ledger in:#general", page).await.0);
+    }
+    assert_eq!(in_room, all);
 }
 
 #[tokio::test]
