@@ -122,16 +122,22 @@ pub async fn find_by_nicknames(db: &Db, nicknames: &[String]) -> sqlx::Result<Ve
 }
 
 /// Up to `limit` nicknames starting with `prefix` (ignoring case), for
-/// autocompletion; `prefix` holds only nickname characters.
+/// autocompletion, the members of room `first` (0 for none) before the
+/// rest; `prefix` holds only nickname characters.
 pub async fn nicknames_starting(
     db: &Db,
     prefix: &str,
+    first: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<(i64, String)>> {
     sqlx::query_as(
-        "SELECT id, nickname FROM users WHERE lower(nickname) LIKE $1 ORDER BY lower(nickname) LIMIT $2",
+        "SELECT u.id, u.nickname FROM users u \
+         LEFT JOIN memberships m ON m.user_id = u.id AND m.chatroom_id = $2 \
+         WHERE lower(u.nickname) LIKE $1 \
+         ORDER BY CASE WHEN m.user_id IS NULL THEN 1 ELSE 0 END, lower(u.nickname) LIMIT $3",
     )
     .bind(format!("{}%", prefix.to_lowercase()))
+    .bind(first)
     .bind(limit)
     .fetch_all(db)
     .await

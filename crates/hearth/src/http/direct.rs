@@ -147,11 +147,13 @@ async fn start(state: &AppState, user: &CurrentUser, nicknames: &[String]) -> Re
     Ok(room.id)
 }
 
-/// `?prefix=` of the nickname suggestions.
+/// `?prefix=` of the nickname suggestions, and `&room=` whose members
+/// come first.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SuggestQuery {
     prefix: String,
+    room: Option<i64>,
 }
 
 /// One suggested person.
@@ -165,11 +167,13 @@ struct Suggestion {
 const SUGGESTIONS: i64 = 10;
 
 /// `GET /users?prefix=`: up to ten nicknames starting with `prefix` (any
-/// case), as JSON, for the "New message" form and `@` mentions. A prefix
-/// that no nickname could start with gets an empty list.
+/// case), as JSON, for the "New message" form and `@` mentions; with
+/// `&room=<id>` of a room the user may read, its members first (a room
+/// they may not read orders nothing, so says nothing of its members). A
+/// prefix that no nickname could start with gets an empty list.
 async fn suggest_users(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     Query(query): Query<SuggestQuery>,
 ) -> Result<Json<Vec<Suggestion>>> {
     let prefix = query.prefix.trim().trim_start_matches('@');
@@ -181,8 +185,15 @@ async fn suggest_users(
     if !plausible {
         return Ok(Json(Vec::new()));
     }
+    let first = match query.room {
+        Some(room) => db::chatrooms::access(&state.db, room, user.id)
+            .await?
+            .filter(db::chatrooms::RoomAccess::may_read)
+            .map_or(0, |access| access.room.id),
+        None => 0,
+    };
     // `_` is a LIKE wildcard: a suggestion too many is filtered out here.
-    let found = db::users::nicknames_starting(&state.db, prefix, SUGGESTIONS * 2).await?;
+    let found = db::users::nicknames_starting(&state.db, prefix, first, SUGGESTIONS * 2).await?;
     Ok(Json(
         found
             .into_iter()

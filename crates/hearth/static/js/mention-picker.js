@@ -107,7 +107,10 @@ export function startMentionPicker(input) {
       /** @type {{ nickname: string }[]} */
       let people = [];
       if (prefix) {
-        const response = await fetch(`/users?prefix=${encodeURIComponent(prefix)}`, { headers: { Accept: "application/json" } }).catch(() => null);
+        // The room's members first.
+        const room = document.getElementById("messages")?.dataset.chatroomId;
+        const members = room ? `&room=${encodeURIComponent(room)}` : "";
+        const response = await fetch(`/users?prefix=${encodeURIComponent(prefix)}${members}`, { headers: { Accept: "application/json" } }).catch(() => null);
         if (response?.ok) people = await response.json();
       }
       // A later keystroke has asked again, or the mention was left.

@@ -595,10 +595,12 @@ async fn a_conversation_is_found_again_never_duplicated_and_closed_to_others() {
 async fn nickname_suggestions_answer_prefixes_and_nothing_else() {
     let app = TestApp::spawn().await;
     let ann = app.sign_up("ann").await;
-    for nickname in ["bob", "bobby", "b_b", "bxb"] {
+    app.sign_up("bob").await;
+    let bobby = app.sign_up("bobby").await;
+    for nickname in ["b_b", "bxb"] {
         app.sign_up(nickname).await;
     }
-    let suggest = |prefix: &'static str| {
+    let suggest = |prefix: String| {
         let app = &app;
         let ann = &ann;
         async move {
@@ -618,11 +620,25 @@ async fn nickname_suggestions_answer_prefixes_and_nothing_else() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(suggest("BO").await, ["bob", "bobby"]);
-    assert_eq!(suggest("b_").await, ["b_b"], "_ is not a wildcard");
-    assert!(suggest("%").await.is_empty());
+    assert_eq!(suggest("BO".into()).await, ["bob", "bobby"]);
+    assert_eq!(suggest("b_".into()).await, ["b_b"], "_ is not a wildcard");
+    assert!(suggest("%".into()).await.is_empty());
     let signed_out = app.get("/users?prefix=bo", None).await;
     assert_ne!(signed_out.status(), 200);
+
+    // In a room, its members come first.
+    let room = app.create_private_room(&bobby, "bobbys").await;
+    assert_eq!(app.invite(&bobby, room, "ann").await.status(), 303);
+    assert_eq!(suggest(format!("bo&room={room}")).await, ["bobby", "bob"]);
+    // A room one may not read orders nothing.
+    let carol = app.sign_up("carol").await;
+    let theirs = app.create_private_room(&carol, "carols").await;
+    app.post_message(&carol, theirs, "just me").await;
+    assert_eq!(app.invite(&carol, theirs, "bob").await.status(), 303);
+    assert_eq!(
+        suggest(format!("b&room={theirs}")).await,
+        ["b_b", "bob", "bobby", "bxb"]
+    );
 }
 
 /// The badge of `room` in `user`'s sidebar (on the directory page) whose
