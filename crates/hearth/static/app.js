@@ -108,6 +108,15 @@ function startRoom(list) {
     messages,
   });
   startNotifyForm(/** @type {HTMLFormElement | null} */ (document.getElementById("notify-form")));
+  // An empty room's "Invite someone" opens the members panel at its form.
+  list.addEventListener("click", (event) => {
+    const link = /** @type {Element} */ (event.target).closest?.("[data-open-members]");
+    const panel = /** @type {HTMLDetailsElement | null} */ (document.getElementById("members"));
+    if (!link || !panel) return;
+    event.preventDefault();
+    panel.open = true;
+    /** @type {HTMLInputElement | null} */ (panel.querySelector(".invite input[name=nickname]"))?.focus();
+  });
   startPersonMenu(list, input);
   if (form && input) {
     startMentionPicker(input);

@@ -177,7 +177,22 @@ async fn an_empty_room_says_so() {
     let ann = app.sign_up("ann").await;
     let room = app.create_room(&ann, "quiet").await;
     let html = app.page(&format!("/chatrooms/{room}"), &ann.cookie).await;
-    assert!(html.contains("No messages here yet"));
+    assert!(html.contains("This is the very beginning of <strong># quiet</strong>"));
+    assert!(
+        html.contains("invite someone"),
+        "a public room offers to invite"
+    );
+    let secret = app.create_private_room(&ann, "secret").await;
+    let html = app.page(&format!("/chatrooms/{secret}"), &ann.cookie).await;
+    assert!(html.contains("Only its members can read it"));
+    app.sign_up("bob").await;
+    let direct = app.open_direct(&ann, "bob").await;
+    let html = app.page(&format!("/chatrooms/{direct}"), &ann.cookie).await;
+    assert!(html.contains("the very beginning of your conversation"));
+    assert!(
+        !html.contains("invite someone"),
+        "nobody is invited to a conversation"
+    );
     let page = json_page(&app, &ann, room, "before=1").await;
     assert_eq!(seqs(&page), Vec::<i64>::new());
     assert_eq!(
