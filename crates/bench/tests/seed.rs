@@ -121,6 +121,21 @@ async fn a_seeded_database_is_consistent_and_the_real_server_serves_it() {
             > 0
     );
 
+    // Mentions name members of the room, not the author, in a message
+    // that still says so (an edit replaced them).
+    assert!(scalar(&db, "SELECT COUNT(*) FROM mentions").await > 0);
+    let wrong = scalar(
+        &db,
+        "SELECT COUNT(*) FROM mentions x \
+         JOIN messages m ON m.chatroom_id = x.chatroom_id AND m.seq = x.seq \
+         JOIN users u ON u.id = x.user_id \
+         LEFT JOIN memberships p ON p.chatroom_id = x.chatroom_id AND p.user_id = x.user_id \
+         WHERE p.user_id IS NULL OR x.user_id = x.author_id OR x.author_id <> m.user_id \
+         OR (m.deleted_at IS NULL AND m.content NOT LIKE '@' || u.nickname || ' %')",
+    )
+    .await;
+    assert_eq!(wrong, 0);
+
     // The search index holds every message as stored, deletions erased.
     let indexed = scalar(
         &db,

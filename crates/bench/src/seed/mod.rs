@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cli::SeedArgs;
-use sink::{EventRow, MemberRow, MessageRow, RoomRow, Sink, UserRow};
+use sink::{EventRow, MemberRow, MentionRow, MessageRow, RoomRow, Sink, UserRow};
 use text::TextGen;
 
 /// The password of every seeded user.
@@ -345,6 +345,7 @@ async fn write_messages(
     let mut newest_post: HashMap<(usize, i64), i64> = HashMap::new();
     let mut batch: Vec<MessageRow> = Vec::with_capacity(BATCH);
     let mut events: Vec<EventRow> = Vec::new();
+    let mut mentions: Vec<MentionRow> = Vec::new();
     let mut next_message_id = 1i64;
     let mut next_event_id = 1i64;
     for i in 0..args.messages {
@@ -365,6 +366,10 @@ async fn write_messages(
                 } else {
                     let author = nickname(target.user_id);
                     let edited = words.message(rng, &author);
+                    // An edit replaces whom its message mentions (here
+                    // nobody: it names its own author, who is never counted).
+                    let (room_id, seq) = (target.chatroom_id, target.seq);
+                    mentions.retain(|m| (m.chatroom_id, m.seq) != (room_id, seq));
                     target.content = MessageContent::parse(&edited)
                         .map_err(anyhow::Error::msg)?
                         .as_str()
@@ -386,9 +391,19 @@ async fn write_messages(
         // A few members of each room do most of its talking.
         let u: f64 = rng.r#gen();
         let author = room.talkers[((u * u) * room.talkers.len() as f64) as usize];
-        let mention = nickname(*room.members.choose(rng).expect("members"));
+        let mentioned = *room.members.choose(rng).expect("members");
+        let mention = nickname(mentioned);
         let content = words.message(rng, &mention);
         room.row.last_seq += 1;
+        // Some messages start by naming a member: the writer records it so.
+        if mentioned != author && content.starts_with(&format!("@{mention} ")) {
+            mentions.push(MentionRow {
+                chatroom_id: room.row.id,
+                seq: room.row.last_seq,
+                user_id: mentioned,
+                author_id: author,
+            });
+        }
         room.row.active_at = at;
         newest_post.insert((r, author), room.row.last_seq);
         room.recent.push(batch.len());
@@ -410,9 +425,10 @@ async fn write_messages(
         });
         next_message_id += 1;
         if batch.len() == BATCH {
-            sink.messages(&batch, &events).await?;
+            sink.messages(&batch, &events, &mentions).await?;
             batch.clear();
             events.clear();
+            mentions.clear();
             rooms.iter_mut().for_each(|room| room.recent.clear());
             if next_message_id % 100_000 == 1 {
                 eprintln!(
@@ -423,7 +439,7 @@ async fn write_messages(
             }
         }
     }
-    sink.messages(&batch, &events).await?;
+    sink.messages(&batch, &events, &mentions).await?;
     Ok(newest_post)
 }
 

@@ -170,6 +170,27 @@ impl Row for MessageRow {
     }
 }
 
+/// A `mentions` row: message `seq` of a room names member `user_id`.
+pub struct MentionRow {
+    pub chatroom_id: i64,
+    pub seq: i64,
+    pub user_id: i64,
+    pub author_id: i64,
+}
+
+impl Row for MentionRow {
+    const TABLE: &'static str = "mentions";
+    const COLUMNS: &'static [&'static str] = &["chatroom_id", "seq", "user_id", "author_id"];
+    fn values(&self) -> Vec<Value<'_>> {
+        vec![
+            self.chatroom_id.into(),
+            self.seq.into(),
+            self.user_id.into(),
+            self.author_id.into(),
+        ]
+    }
+}
+
 /// A `message_events` row: an edit or a deletion at its own `seq`.
 pub struct EventRow {
     pub id: i64,
@@ -302,23 +323,26 @@ impl Sink {
         Ok(())
     }
 
-    /// A batch of messages and the edits and deletions among them, in one
-    /// transaction (events refer to their messages).
+    /// A batch of messages, the edits and deletions among them and whom
+    /// they mention, in one transaction (events refer to their messages).
     pub async fn messages(
         &mut self,
         messages: &[MessageRow],
         events: &[EventRow],
+        mentions: &[MentionRow],
     ) -> anyhow::Result<()> {
         match self {
             Sink::Sqlite(conn) => {
                 let mut tx = conn.begin().await?;
                 insert_sqlite(&mut tx, messages).await?;
                 insert_sqlite(&mut tx, events).await?;
+                insert_sqlite(&mut tx, mentions).await?;
                 tx.commit().await?;
             }
             Sink::Postgres { conn, .. } => {
                 copy_postgres(conn, messages).await?;
                 copy_postgres(conn, events).await?;
+                copy_postgres(conn, mentions).await?;
             }
         }
         Ok(())
