@@ -95,9 +95,13 @@ impl State {
         if !partners.insert(partner) {
             return;
         }
-        self.watchers.entry(partner).or_default().insert(watcher);
-        // Their page was drawn with the state as it is now.
-        if self.is_online(partner, now) {
+        let watchers = self.watchers.entry(partner).or_default();
+        let first = watchers.is_empty();
+        watchers.insert(watcher);
+        // The first watcher's page was drawn with the state as it is now;
+        // with others, what they were last told stands, and a change not
+        // yet told reaches everyone (this one too, maybe twice over).
+        if first && self.is_online(partner, now) {
             self.shown.insert(partner);
         }
     }
