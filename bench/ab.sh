@@ -8,6 +8,7 @@
 #   B_FLAGS="--presence --also {\"channel\":\"RoomsChannel\"}"   # B's clients as the room page subscribes
 #   A_SERVER_FLAGS="--message-rate 0 --sign-up-rate-per-ip 0"   # an old build without today's flags
 #   ROUNDS=3 STEPS=5000,10000,19000 OUT=target/bench/ab-<time>
+#   CASES="idle"                                                # only some phases (default: all three)
 #
 # Prints one line per result and leaves them in $OUT/results.jsonl.
 # All traffic stays on 127.0.0.0/8; every phase is bounded by a timeout.
@@ -97,7 +98,7 @@ phase() {
 
 for round in $(seq "$rounds"); do
   echo "== round $round" >&2
-  for case in idle fanout-1k fanout-10k; do
+  for case in ${CASES:-idle fanout-1k fanout-10k}; do
     phase A "$case"
     phase B "$case"
   done

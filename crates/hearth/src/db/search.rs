@@ -17,7 +17,8 @@
 //! or sorts what the trigram index found, whichever it estimates cheaper)
 //! and the scan stops at the page's end. With `in:#room` the room's own
 //! `(chatroom_id, seq)` index drives the scan instead, each message looked
-//! up among the trigram index's matches.
+//! up among the trigram index's matches; on SQLite those come newest first,
+//! unranked.
 
 use sqlx::FromRow;
 
@@ -133,7 +134,7 @@ pub async fn search(
     } else {
         "m.id DESC"
     };
-    let mut score = "0".to_owned();
+    let mut score = "0";
     let mut rank = "score".to_owned();
     let mut ranked = false;
     if let Some(room) = room {
@@ -146,18 +147,16 @@ pub async fn search(
         let phrases = bind(Bind::Text(phrases.join(" ")));
         if room.is_some() {
             // The room's messages newest first, each looked up among the
-            // index's matches (found once); bm25 for the window's rows only.
-            // Driving from the index instead scanned every match in every
-            // room until the window filled: a common word in a quiet room
-            // took 381 ms at p95 (BENCHMARKS.md, "History, search and
-            // unread counts at 1,000,000 messages").
+            // index's matches (found once), and not ranked: bm25 is only
+            // known to a scan the index drives, and asking it per row cost
+            // 13 ms a row at a million messages. Driving from the index
+            // instead scanned every match in every room until the window
+            // filled: a common word in a quiet room took 381 ms at p95
+            // (BENCHMARKS.md, "History, search and unread counts at
+            // 1,000,000 messages"); this way 30 ms.
             conditions.push(format!(
                 "m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH {phrases})"
             ));
-            score = format!(
-                "(SELECT -bm25(message_search) FROM message_search \
-                 WHERE message_search MATCH {phrases} AND rowid = m.id)"
-            );
         } else {
             // The index drives the scan, in its rowid order (the message
             // id), so the window's end stops it; bm25 is computed for those
@@ -165,12 +164,19 @@ pub async fn search(
             from = "message_search s JOIN messages m ON m.id = s.rowid";
             conditions.push(format!("message_search MATCH {phrases}"));
             newest = "s.rowid DESC";
-            score = "-bm25(message_search)".to_owned();
+            score = "-bm25(message_search)";
+            ranked = true;
         }
-        ranked = true;
     }
     for term in &query.terms {
-        if postgres || !indexed(term) {
+        if postgres && !indexed(term) {
+            // A pattern of one or two characters makes pg_trgm read its
+            // whole index (1.1 s for `会议 in:#room` at a million
+            // messages); `strpos` cannot use it, so the scan walks the
+            // room's index, or the newest messages, and stops at the window.
+            let term = bind(Bind::Text(term.to_lowercase()));
+            conditions.push(format!("strpos(lower(m.content), {term}) > 0"));
+        } else if postgres || !indexed(term) {
             let op = if postgres { "ILIKE" } else { "LIKE" };
             let pattern = bind(Bind::Text(contains_pattern(term)));
             conditions.push(format!("m.content {op} {pattern} ESCAPE '\\'"));
