@@ -87,13 +87,15 @@ impl Activity {
         }
     }
 
-    /// `user` opened a page here: index their rooms if this is their first.
-    pub async fn page_opened(&self, user: i64) -> sqlx::Result<()> {
+    /// `user` opened a page here: index their rooms if this is their
+    /// first. Returns whether it is (exactly one of several pages opening
+    /// at once is told so).
+    pub async fn page_opened(&self, user: i64) -> sqlx::Result<bool> {
         {
             let mut index = self.lock();
             if let Some((pages, _)) = index.users.get_mut(&user) {
                 *pages += 1;
-                return Ok(());
+                return Ok(false);
             }
         }
         let rooms = db::memberships::rooms_of(&self.db, user, MAX_ROOMS_PER_USER).await?;
@@ -101,25 +103,26 @@ impl Activity {
         // Another page of theirs may have loaded them meanwhile.
         if let Some((pages, _)) = index.users.get_mut(&user) {
             *pages += 1;
-            return Ok(());
+            return Ok(false);
         }
         index.users.insert(user, (1, HashSet::new()));
         drop(index);
         for room in rooms {
             self.joined(user, room);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// One of `user`'s pages here closed: forget them with their last.
-    pub fn page_closed(&self, user: i64) {
+    /// Returns whether it was their last.
+    pub fn page_closed(&self, user: i64) -> bool {
         let mut index = self.lock();
         let Some((pages, _)) = index.users.get_mut(&user) else {
-            return;
+            return false;
         };
         *pages -= 1;
         if *pages > 0 {
-            return;
+            return false;
         }
         let (_, rooms) = index.users.remove(&user).expect("just found");
         let mut emptied = Vec::new();
@@ -136,6 +139,7 @@ impl Activity {
         for room in emptied {
             self.follow(room, false);
         }
+        true
     }
 
     /// `user` is now a member of `room` (if they are indexed here).

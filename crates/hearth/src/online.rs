@@ -1,8 +1,8 @@
 //! Who is online: a user with a page open (a `RoomsChannel` subscription)
 //! on any node. The sidebar shows it as a dot on each direct conversation.
 //!
-//! This node counts its users' pages from `RoomsChannel`'s subscribe and
-//! unsubscribe. With Redis it learns the other nodes' users from the
+//! This node knows its users with a page open from the activity index,
+//! which counts their `RoomsChannel` subscriptions ([`crate::activity`]). With Redis it learns the other nodes' users from the
 //! snapshots they publish on one channel (`online`): each node publishes
 //! its whole set when it changed (at most once per interval) and every
 //! third of the TTL; a snapshot not refreshed within the TTL (its node
@@ -53,8 +53,8 @@ struct Snapshot {
 
 #[derive(Default)]
 struct State {
-    /// Pages open here, by user.
-    local: HashMap<i64, u32>,
+    /// Users with a page open here (the activity index counts the pages).
+    local: HashSet<i64>,
     /// Other nodes' users, by node id.
     remote: HashMap<String, Snapshot>,
     /// Each user with a page here: the people they share a conversation with.
@@ -77,7 +77,7 @@ struct State {
 
 impl State {
     fn is_online(&self, user: i64, now: Instant) -> bool {
-        self.local.contains_key(&user)
+        self.local.contains(&user)
             || self
                 .remote
                 .values()
@@ -170,16 +170,12 @@ impl Online {
         self.lock().is_online(user, Instant::now())
     }
 
-    /// `user` opened a page here: online, and (with their first page) they
-    /// hear of their conversation partners from now on.
-    pub async fn page_opened(&self, user: i64) -> sqlx::Result<()> {
+    /// `user` opened their first page here: online, and they hear of their
+    /// conversation partners from now on.
+    pub async fn arrived(&self, user: i64) -> sqlx::Result<()> {
         {
             let mut state = self.lock();
-            let pages = state.local.entry(user).or_default();
-            *pages += 1;
-            if *pages > 1 {
-                return Ok(());
-            }
+            state.local.insert(user);
             state.dirty.insert(user);
             state.local_changed = true;
             state.partners.insert(user, HashSet::new());
@@ -199,17 +195,12 @@ impl Online {
         Ok(())
     }
 
-    /// One of `user`'s pages here closed.
-    pub fn page_closed(&self, user: i64) {
+    /// `user` closed their last page here.
+    pub fn left(&self, user: i64) {
         let mut state = self.lock();
-        let Some(pages) = state.local.get_mut(&user) else {
-            return;
-        };
-        *pages -= 1;
-        if *pages > 0 {
+        if !state.local.remove(&user) {
             return;
         }
-        state.local.remove(&user);
         state.dirty.insert(user);
         state.local_changed = true;
         for partner in state.partners.remove(&user).unwrap_or_default() {
@@ -300,7 +291,7 @@ impl Online {
     fn round(&self, cable: &Cable<CurrentUser>, refresh: bool) {
         let now = Instant::now();
         let mut told = Vec::new();
-        let snapshot = {
+        let (snapshot, sync) = {
             let mut state = self.lock();
             let mut expired = Vec::new();
             state.remote.retain(|_, snapshot| {
@@ -328,7 +319,7 @@ impl Online {
             }
             let publish = state.local_changed || (refresh && !state.local.is_empty());
             state.local_changed = false;
-            let users = publish.then(|| state.local.keys().copied().collect::<Vec<_>>());
+            let users = publish.then(|| state.local.iter().copied().collect::<Vec<_>>());
             let sync = std::mem::take(&mut state.sync_due);
             // The last page here closed: say so (above), and stop listening.
             if state.local.is_empty() && state.following {
@@ -339,7 +330,6 @@ impl Online {
             }
             (users, sync)
         };
-        let (snapshot, sync) = snapshot;
         if sync {
             self.publish(NodeEvent::Sync);
         }

@@ -235,11 +235,10 @@ pub struct DirectLink {
     pub id: i64,
     /// The other members' nicknames, e.g. "bob, carol"; "you" alone.
     pub names: String,
-    /// The other members' ids, separated by spaces.
-    pub members: String,
-    /// Those of them online, separated by spaces: the item shows a
-    /// presence dot while there is one.
-    pub online: String,
+    /// The other members' ids.
+    pub members: Vec<i64>,
+    /// Those of them online: the item shows a presence dot while there is one.
+    pub online: Vec<i64>,
 }
 
 impl DirectLink {
@@ -257,24 +256,27 @@ impl DirectLink {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
-            members: ids(others.iter().map(|m| m.user_id)),
-            online: String::new(),
+            members: others.iter().map(|m| m.user_id).collect(),
+            online: Vec::new(),
         }
     }
 
     /// The same, saying which of the other members are online.
     pub fn online(mut self, is_online: impl Fn(i64) -> bool) -> Self {
-        self.online = ids(self
+        self.online = self
             .members
-            .split(' ')
-            .filter_map(|id| id.parse().ok())
-            .filter(|id| is_online(*id)));
+            .iter()
+            .copied()
+            .filter(|id| is_online(*id))
+            .collect();
         self
     }
-}
 
-fn ids(ids: impl Iterator<Item = i64>) -> String {
-    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(" ")
+    /// Ids as the item's `data-members` and `data-online` hold them:
+    /// separated by spaces.
+    pub fn ids(ids: &[i64]) -> String {
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// What a room is called in its header and title: `# name`, `🔒 name`, or

@@ -57,10 +57,10 @@ impl Channel<CurrentUser> for RoomsChannel {
         _params: &Params,
     ) -> Result<Subscription, Rejection> {
         let database = |error: sqlx::Error| Rejection(format!("database error: {error}"));
-        self.activity.page_opened(user.id).await.map_err(database)?;
-        if let Err(error) = self.online.page_opened(user.id).await {
+        let first = self.activity.page_opened(user.id).await.map_err(database)?;
+        if first && let Err(error) = self.online.arrived(user.id).await {
             self.activity.page_closed(user.id);
-            self.online.page_closed(user.id);
+            self.online.left(user.id);
             return Err(database(error));
         }
         Ok(Subscription {
@@ -79,8 +79,9 @@ impl Channel<CurrentUser> for RoomsChannel {
     }
 
     async fn unsubscribed(&self, user: &CurrentUser, _params: &Params) {
-        self.activity.page_closed(user.id);
-        self.online.page_closed(user.id);
+        if self.activity.page_closed(user.id) {
+            self.online.left(user.id);
+        }
     }
 }
 
@@ -131,9 +132,7 @@ pub fn tell_added(state: &AppState, user: i64, room: &Chatroom, members: &[Membe
     state.activity.joined(user, room.id);
     let mut others = Vec::new();
     let (list, html) = if room.kind == RoomKind::Direct {
-        let ids: Vec<i64> = members.iter().map(|m| m.user_id).collect();
-        state.online.partnered(&ids);
-        others.extend(ids.iter().copied().filter(|id| *id != user));
+        others.extend(members.iter().map(|m| m.user_id).filter(|id| *id != user));
         let direct =
             DirectLink::new(room.id, user, members.iter()).online(|id| state.online.is_online(id));
         let html = askama::Template::render(&DirectLinkPartial {

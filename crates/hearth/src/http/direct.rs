@@ -141,6 +141,9 @@ async fn start(state: &AppState, user: &CurrentUser, nicknames: &[String]) -> Re
     names.dedup();
     let room = db::chatrooms::direct(&state.db, &members, &names.join(", "), user.id).await?;
     let people = db::memberships::members(&state.db, room.id, MAX_DIRECT_MEMBERS as i64).await?;
+    // Those with a page here hear of each other's coming and going (other
+    // nodes learn it from the announcements, which name the members).
+    state.online.partnered(&members);
     for member in &members {
         rooms::tell_added(state, *member, &room, &people);
     }
