@@ -130,6 +130,11 @@ pub struct Common {
     #[arg(long)]
     pub presence: bool,
 
+    /// Subscribe to rooms asking for this much of each message (Hearth's
+    /// `"format"`: `full`, `html` or `json`); the room page takes `html`.
+    #[arg(long)]
+    pub format: Option<String>,
+
     /// Local addresses to connect from, round robin: a list (`127.0.0.1,127.0.0.2`)
     /// or a range (`127.0.0.1-127.0.0.8`); each gives ~28k ports.
     #[arg(long, default_value = "127.0.0.1-127.0.0.8", value_parser = parse_sources)]

@@ -19,11 +19,20 @@ pub fn identifier(room: &str) -> String {
     }
 }
 
-/// The same with `"presence":true`, as Hearth's room page subscribes: the
-/// subscription also gets the room's presence and typing frames.
-pub fn identifier_with_presence(room: &str) -> String {
+/// The same with Hearth's room params: `"presence":true` (the subscription
+/// also gets the room's presence and typing frames) and a `"format"` (how
+/// much of each message it takes; Hearth's room page takes `"html"`).
+pub fn identifier_with(room: &str, presence: bool, format: Option<&str>) -> String {
     let plain = identifier(room);
-    format!(r#"{},"presence":true}}"#, &plain[..plain.len() - 1])
+    let mut params = String::new();
+    if presence {
+        params.push_str(r#","presence":true"#);
+    }
+    if let Some(format) = format {
+        params.push_str(",\"format\":");
+        params.push_str(&serde_json::Value::from(format).to_string());
+    }
+    format!("{}{params}}}", &plain[..plain.len() - 1])
 }
 
 /// A command from client to server.
@@ -234,9 +243,14 @@ mod tests {
     fn commands_are_what_action_cable_clients_send() {
         assert_eq!(identifier("1"), ID);
         assert_eq!(
-            identifier_with_presence("1"),
+            identifier_with("1", true, None),
             r#"{"channel":"ChatroomChannel","id":1,"presence":true}"#
         );
+        assert_eq!(
+            identifier_with("1", true, Some("html")),
+            r#"{"channel":"ChatroomChannel","id":1,"presence":true,"format":"html"}"#
+        );
+        assert_eq!(identifier_with("1", false, None), ID);
         assert_eq!(
             identifier("lobby"),
             r#"{"channel":"ChatroomChannel","id":"lobby"}"#

@@ -166,13 +166,10 @@ impl Ctx {
         self.identifier_of(&self.setup.room)
     }
 
-    /// The identifier of `room`, with presence if `--presence`.
+    /// The identifier of `room`, with presence if `--presence` and the
+    /// `--format` asked for.
     pub fn identifier_of(&self, room: &str) -> String {
-        if self.common.presence {
-            protocol::identifier_with_presence(room)
-        } else {
-            protocol::identifier(room)
-        }
+        protocol::identifier_with(room, self.common.presence, self.common.format.as_deref())
     }
 
     /// How long one connection set-up may take.

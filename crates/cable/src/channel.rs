@@ -8,11 +8,32 @@ use crate::protocol::ActionData;
 /// The parameters of an identifier, without its `channel` key.
 pub type Params = serde_json::Map<String, serde_json::Value>;
 
-/// An accepted subscription: the streams it follows.
+/// An accepted subscription: the streams it follows, and in which format
+/// it takes their messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subscription {
     /// Stream names; every broadcast to one of them reaches the subscriber.
     pub streams: Vec<String>,
+    /// Which of a broadcast's [`Formats`] this subscription gets; 0, the
+    /// default, is the first. A broadcast of one plain message ignores it.
+    pub format: u8,
+}
+
+/// One message in each format subscribers may take, e.g. its data fields,
+/// its rendered HTML, or both: a broadcast made with
+/// [`crate::Cable::broadcast_formats`] hands each subscriber the format its
+/// [`Subscription::format`] names, encoded at most once per broadcast and
+/// only if some subscriber takes it.
+pub trait Formats: Sync {
+    /// The message in `format` (an unknown format gets the first).
+    fn format(&self, format: u8) -> &RawValue;
+}
+
+/// One message, the same for every format.
+impl Formats for RawValue {
+    fn format(&self, _format: u8) -> &RawValue {
+        self
+    }
 }
 
 /// A refused subscription or history request; the reason is logged, the
@@ -88,11 +109,13 @@ pub trait Channel<I>: Send + Sync + 'static {
     async fn unsubscribed(&self, _identity: &I, _params: &Params) {}
 
     /// The messages of `stream` from `from` on, oldest first, for clients of
-    /// the extended protocol, as a replay read page by page. Channels
+    /// the extended protocol, as a replay read page by page, for the
+    /// subscription with `params` (in the format it takes). Channels
     /// without history reject.
     async fn history(
         &self,
         _identity: &I,
+        _params: &Params,
         stream: &str,
         _from: HistoryFrom,
     ) -> Result<Box<dyn Replay>, Rejection> {

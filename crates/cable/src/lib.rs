@@ -27,7 +27,7 @@ pub mod upgrade;
 pub mod wire;
 
 pub use broker::{BrokerEvent, RedisBroker};
-pub use channel::{Channel, Params, Rejection, Replay, Reply, Subscription};
+pub use channel::{Channel, Formats, Params, Rejection, Replay, Reply, Subscription};
 pub use origin::OriginPolicy;
 pub use protocol::{ActionData, DisconnectReason};
 pub use server::{Cable, CableBuilder, Config, Identity, Stats};

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
+use crate::channel::Formats;
 use crate::protocol::{self, Dialect, Position};
 use crate::wire;
 
@@ -320,6 +321,8 @@ impl Outbox {
 struct Group {
     key: Arc<StreamKey>,
     dialect: Dialect,
+    /// Which of a broadcast's formats the group takes ([`Formats`]).
+    format: u8,
     subscribers: HashMap<ConnId, Outbox>,
 }
 
@@ -388,15 +391,18 @@ impl Registry {
         &self.shards[self.shard_index(stream)]
     }
 
-    /// Adds a subscriber; adding the same one twice keeps one entry.
+    /// Adds a subscriber taking `format` of each broadcast; adding the same
+    /// one twice keeps one entry. Returns the stream's name as the registry
+    /// holds it, for the subscriber to keep without a copy of its own.
     pub fn add(
         &self,
         stream: &str,
         identifier: &Arc<str>,
         dialect: Dialect,
+        format: u8,
         conn: ConnId,
         outbox: &Outbox,
-    ) {
+    ) -> Arc<str> {
         let mut shard = self
             .shard(stream)
             .write()
@@ -407,7 +413,10 @@ impl Registry {
             shard.insert(Arc::from(stream), Vec::new());
             self.followed(stream, true);
         }
+        let name = shard.get_key_value(stream).expect("just ensured").0.clone();
         let groups = shard.get_mut(stream).expect("just ensured");
+        // One identifier names one format: the channel chose it from the
+        // identifier's params.
         let found = groups
             .iter()
             .position(|g| g.key.identifier == *identifier && g.dialect == dialect);
@@ -417,15 +426,17 @@ impl Registry {
                 groups.push(Group {
                     key: Arc::new(StreamKey {
                         identifier: identifier.clone(),
-                        stream: Arc::from(stream),
+                        stream: name.clone(),
                     }),
                     dialect,
+                    format,
                     subscribers: HashMap::new(),
                 });
                 groups.last_mut().expect("just pushed")
             }
         };
         group.subscribers.insert(conn, outbox.clone());
+        name
     }
 
     /// Removes a subscriber, and the stream once nobody follows it.
@@ -465,12 +476,13 @@ impl Registry {
         }
     }
 
-    /// Queues `message` for every subscriber of `stream`; `offset` is its
-    /// place in the stream's history of `epoch`, if it has one.
-    pub fn deliver(
+    /// Queues `message`, in the format each takes, for every subscriber of
+    /// `stream`; `offset` is its place in the stream's history of `epoch`,
+    /// if it has one.
+    pub fn deliver<M: Formats + ?Sized>(
         &self,
         stream: &str,
-        message: &RawValue,
+        message: &M,
         offset: Option<i64>,
         epoch: &str,
     ) -> Delivery {
@@ -541,10 +553,10 @@ impl Registry {
 /// Queues `message` for every subscriber in `groups` (those of `stream`)
 /// but those `skip` names, encoding each group's frame once, and only if
 /// one of its subscribers takes it.
-fn deliver_to(
+fn deliver_to<M: Formats + ?Sized>(
     groups: &[Group],
     stream: &str,
-    message: &RawValue,
+    message: &M,
     offset: Option<i64>,
     epoch: &str,
     skip: impl Fn(ConnId) -> bool,
@@ -556,8 +568,10 @@ fn deliver_to(
             if skip(*conn) {
                 continue;
             }
-            let frame = outgoing
-                .get_or_insert_with(|| Arc::new(encode(group, stream, message, offset, epoch)));
+            let frame = outgoing.get_or_insert_with(|| {
+                let message = message.format(group.format);
+                Arc::new(encode(group, stream, message, offset, epoch))
+            });
             match outbox.offer(frame.clone()) {
                 Offer::Queued => delivery.queued += 1,
                 Offer::Full | Offer::Closed => delivery.dropped += 1,
@@ -616,11 +630,11 @@ mod tests {
         let (b, mut b_rx, _) = Outbox::new(8, 1 << 20);
         let id_a: Arc<str> = Arc::from(r#"{"channel":"C","id":1}"#);
         let id_b: Arc<str> = Arc::from(r#"{"id":"1","channel":"C"}"#);
-        registry.add("room:1", &id_a, Dialect::V1, 1, &a);
-        registry.add("room:1", &id_b, Dialect::Extended, 2, &b);
-        registry.add("room:1", &id_b, Dialect::Extended, 2, &b);
+        registry.add("room:1", &id_a, Dialect::V1, 0, 1, &a);
+        registry.add("room:1", &id_b, Dialect::Extended, 0, 2, &b);
+        registry.add("room:1", &id_b, Dialect::Extended, 0, 2, &b);
 
-        let delivery = registry.deliver("room:1", &raw(r#"{"n":1}"#), Some(9), "e");
+        let delivery = registry.deliver("room:1", &*raw(r#"{"n":1}"#), Some(9), "e");
 
         assert_eq!(
             delivery,
@@ -653,15 +667,69 @@ mod tests {
         );
     }
 
+    /// A message in three formats, counting how often each is asked for.
+    struct Counted {
+        formats: Vec<Box<RawValue>>,
+        asked: [AtomicUsize; 3],
+    }
+
+    impl Formats for Counted {
+        fn format(&self, format: u8) -> &RawValue {
+            self.asked[usize::from(format)].fetch_add(1, Ordering::Relaxed);
+            &self.formats[usize::from(format)]
+        }
+    }
+
+    #[tokio::test]
+    async fn each_group_gets_its_format_encoded_once_and_no_format_nobody_takes() {
+        let registry = Registry::default();
+        let id_full: Arc<str> = Arc::from(r#"{"channel":"C"}"#);
+        let id_html: Arc<str> = Arc::from(r#"{"channel":"C","format":"html"}"#);
+        let mut inboxes = Vec::new();
+        for (conn, (identifier, format)) in [(&id_full, 0), (&id_full, 0), (&id_html, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let (outbox, inbox, _) = Outbox::new(8, 1 << 20);
+            let name = registry.add("s", identifier, Dialect::V1, format, conn as u64, &outbox);
+            assert_eq!(&*name, "s");
+            inboxes.push((format, inbox, outbox));
+        }
+        let message = Counted {
+            formats: vec![raw(r#"{"f":0}"#), raw(r#"{"f":1}"#), raw(r#"{"f":2}"#)],
+            asked: Default::default(),
+        };
+
+        let delivery = registry.deliver("s", &message, None, "e");
+
+        assert_eq!(delivery.queued, 3);
+        let asked: Vec<usize> = message
+            .asked
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(asked, [1, 1, 0], "once per group, and never format 2");
+        for (format, inbox, _) in &mut inboxes {
+            let frame: serde_json::Value = serde_json::from_str(inbox.recv().await.text()).unwrap();
+            assert_eq!(frame["message"]["f"], *format);
+        }
+        // A plain message is the same in every format.
+        registry.deliver("s", &*raw(r#"{"plain":1}"#), None, "e");
+        for (_, inbox, _) in &mut inboxes {
+            let frame: serde_json::Value = serde_json::from_str(inbox.recv().await.text()).unwrap();
+            assert_eq!(frame["message"]["plain"], 1);
+        }
+    }
+
     #[tokio::test]
     async fn a_delivery_can_pass_over_the_followers_of_another_stream() {
         let registry = Registry::default();
         let (both, mut both_rx, _) = Outbox::new(8, 1 << 20);
         let (one, mut one_rx, _) = Outbox::new(8, 1 << 20);
         let id: Arc<str> = Arc::from("x");
-        registry.add("user:1", &id, Dialect::V1, 1, &both);
-        registry.add("room:1", &id, Dialect::V1, 1, &both);
-        registry.add("user:1", &id, Dialect::V1, 2, &one);
+        registry.add("user:1", &id, Dialect::V1, 0, 1, &both);
+        registry.add("room:1", &id, Dialect::V1, 0, 1, &both);
+        registry.add("user:1", &id, Dialect::V1, 0, 2, &one);
         // Every pair of shards, in both orders, and the same shard twice.
         for room in (0..64).map(|n| format!("room:{n}")) {
             let delivery = registry.deliver_unless_following("user:1", &raw("1"), &room);
@@ -681,10 +749,10 @@ mod tests {
         let registry = Registry::default();
         let (a, mut a_rx, _) = Outbox::new(8, 1 << 20);
         let id: Arc<str> = Arc::from("x");
-        registry.add("s", &id, Dialect::V1, 1, &a);
+        registry.add("s", &id, Dialect::V1, 0, 1, &a);
         registry.remove("s", "x", 1);
         assert_eq!(
-            registry.deliver("s", &raw("1"), None, "e"),
+            registry.deliver("s", &*raw("1"), None, "e"),
             Delivery::default()
         );
         assert_eq!(registry.subscriber_count("s"), 0);
@@ -709,14 +777,14 @@ mod tests {
         let (b, _b_rx, _) = Outbox::new(8, 1 << 20);
         let x: Arc<str> = Arc::from("x");
         let y: Arc<str> = Arc::from("y");
-        registry.add("s", &x, Dialect::V1, 1, &a);
-        registry.add("s", &y, Dialect::V1, 2, &b);
-        registry.add("t", &x, Dialect::V1, 1, &a);
+        registry.add("s", &x, Dialect::V1, 0, 1, &a);
+        registry.add("s", &y, Dialect::V1, 0, 2, &b);
+        registry.add("t", &x, Dialect::V1, 0, 1, &a);
         registry.remove("s", "x", 1);
         registry.remove("s", "x", 1);
         registry.remove("s", "y", 2);
         registry.remove("u", "x", 1);
-        registry.add("s", &x, Dialect::V1, 1, &a);
+        registry.add("s", &x, Dialect::V1, 0, 1, &a);
         let seen = changes.0.lock().unwrap().clone();
         let expected = [("s", true), ("t", true), ("s", false), ("s", true)];
         assert_eq!(
@@ -733,9 +801,9 @@ mod tests {
         let registry = Registry::default();
         let (a, _a_rx, budget) = Outbox::new(1, 1 << 20);
         let id: Arc<str> = Arc::from("x");
-        registry.add("s", &id, Dialect::V1, 1, &a);
-        assert_eq!(registry.deliver("s", &raw("1"), None, "e").queued, 1);
-        assert_eq!(registry.deliver("s", &raw("2"), None, "e").dropped, 1);
+        registry.add("s", &id, Dialect::V1, 0, 1, &a);
+        assert_eq!(registry.deliver("s", &*raw("1"), None, "e").queued, 1);
+        assert_eq!(registry.deliver("s", &*raw("2"), None, "e").dropped, 1);
         tokio::time::timeout(std::time::Duration::from_secs(1), budget.wait())
             .await
             .expect("overflow is signalled");
@@ -767,13 +835,13 @@ mod tests {
         let registry = Registry::default();
         let (a, mut a_rx, budget) = Outbox::new(1024, 200);
         let id: Arc<str> = Arc::from("x");
-        registry.add("s", &id, Dialect::V1, 1, &a);
+        registry.add("s", &id, Dialect::V1, 0, 1, &a);
         let big = format!("\"{}\"", "y".repeat(100));
-        assert_eq!(registry.deliver("s", &raw(&big), None, "e").queued, 1);
+        assert_eq!(registry.deliver("s", &*raw(&big), None, "e").queued, 1);
         let first = budget.buffered();
         assert!(first > 100 && first < 200, "{first}");
         assert_eq!(
-            registry.deliver("s", &raw(&big), None, "e").dropped,
+            registry.deliver("s", &*raw(&big), None, "e").dropped,
             1,
             "a second frame would cross 200 bytes"
         );

@@ -14,10 +14,9 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Formats};
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Dialect, DisconnectReason};
 use crate::registry::{ConnId, Delivery, Frame, Outbox, Registry, StreamWatcher};
@@ -92,7 +91,7 @@ impl Default for Config {
             max_connections_per_user: 100,
             max_connections_per_address: 1000,
             max_subscriptions: 100,
-            read_buffer_bytes: 512,
+            read_buffer_bytes: 256,
             origins: OriginPolicy::default(),
             max_connections: 100_000,
             session_ttl: Duration::from_secs(300),
@@ -514,8 +513,6 @@ impl<I: Identity> Cable<I> {
             .max_message_size(Some(config.max_frame_bytes))
             .max_frame_size(Some(config.max_frame_bytes));
         let id: ConnId = self.inner.next_conn_id();
-        // Every line a session logs names its connection and user.
-        let span = tracing::info_span!("cable", conn = id, user);
         let start = session::Start {
             inner: self.inner.clone(),
             id,
@@ -529,7 +526,7 @@ impl<I: Identity> Cable<I> {
         let session = self
             .inner
             .sessions
-            .track_future(session::connection(Box::new(start)).instrument(span));
+            .track_future(session::connection(Box::new(start)));
         // One task per connection, from the handshake to the goodbye;
         // tracked so shutdown can wait for it, bounded by `max_connections`.
         tokio::spawn(session);
@@ -611,6 +608,17 @@ impl<I: Identity> Cable<I> {
     /// The same, for a message at `offset` in the stream's history: extended
     /// clients get `stream_id`, `epoch` and `offset` with it.
     pub fn broadcast_at(&self, stream: &str, message: &RawValue, offset: Option<i64>) -> Delivery {
+        self.broadcast_formats(stream, message, offset)
+    }
+
+    /// The same for a message in several formats: each subscriber gets the
+    /// one its subscription chose ([`crate::Subscription::format`]).
+    pub fn broadcast_formats<M: Formats + ?Sized>(
+        &self,
+        stream: &str,
+        message: &M,
+        offset: Option<i64>,
+    ) -> Delivery {
         let delivery =
             self.inner
                 .registry

@@ -54,6 +54,7 @@ impl Channel<User> for EchoChannel {
             .ok_or_else(|| Rejection("no room".into()))?;
         Ok(Subscription {
             streams: vec![format!("echo:{room}")],
+            ..Subscription::default()
         })
     }
 

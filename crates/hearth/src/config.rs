@@ -106,7 +106,7 @@ pub struct Config {
 
     /// Bytes of each WebSocket's read buffer; small keeps idle connections
     /// cheap, larger frames still arrive whole.
-    #[arg(long, env = "HEARTH_SOCKET_READ_BUFFER", default_value_t = 512)]
+    #[arg(long, env = "HEARTH_SOCKET_READ_BUFFER", default_value_t = 256)]
     pub socket_read_buffer: usize,
 
     /// Subscriptions one connection may hold.

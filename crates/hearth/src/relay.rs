@@ -35,7 +35,7 @@ use crate::auth::CurrentUser;
 use crate::db::{self, Db};
 use crate::domain::{PresenceStream, RoomStream};
 use crate::online::{ONLINE_STREAM, Online};
-use crate::payload;
+use crate::payload::Encoded;
 use crate::presence::PresenceHandle;
 
 /// How many missed events (messages, edits, deletions) one fill loads at most; a longer gap is filled
@@ -86,7 +86,7 @@ enum Input {
     Stored {
         chatroom_id: i64,
         seq: i64,
-        payload: Box<RawValue>,
+        payload: Box<Encoded>,
         news: Option<News>,
     },
     /// A local client subscribed to a room whose newest message is `last_seq`.
@@ -129,11 +129,11 @@ impl RelayHandle {
 
     /// An event of a room was committed by this node: a new message and
     /// its `news` (`Some`), or an edit or a deletion (`None`).
-    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Box<RawValue>, news: Option<News>) {
+    pub fn stored(&self, chatroom_id: i64, seq: i64, payload: Encoded, news: Option<News>) {
         let _ = self.inputs.send(Input::Stored {
             chatroom_id,
             seq,
-            payload,
+            payload: Box::new(payload),
             news,
         });
     }
@@ -362,7 +362,7 @@ impl Relay {
             } => {
                 let stream = RoomStream(chatroom_id).to_string();
                 if let Some(broker) = &self.broker {
-                    broker.publish(&stream, &marked(payload.get(), &self.node));
+                    broker.publish(&stream, &marked(payload.full().get(), &self.node));
                     if let Some(news) = &news {
                         let posted = Posted {
                             hearth_node: self.node.clone(),
@@ -516,7 +516,7 @@ impl Relay {
 
     /// Delivers message `seq` of a room unless it was delivered already,
     /// filling any gap before it from the database.
-    async fn accept(&mut self, room: i64, seq: i64, payload: &RawValue) {
+    async fn accept(&mut self, room: i64, seq: i64, payload: &Encoded) {
         match self.delivered.get(&room).copied() {
             Some(last) if seq <= last => {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -526,7 +526,7 @@ impl Relay {
             _ => {}
         }
         self.cable
-            .broadcast_at(&RoomStream(room).to_string(), payload, Some(seq));
+            .broadcast_formats(&RoomStream(room).to_string(), payload, Some(seq));
         self.delivered.insert(room, seq);
     }
 
@@ -571,16 +571,17 @@ impl Relay {
             let Some(newest) = missed.last().map(|e| e.seq) else {
                 return;
             };
-            for event in &missed {
-                let payload = payload::encode_event(event);
-                self.cable
-                    .broadcast_at(&RoomStream(room).to_string(), &payload, Some(event.seq));
-            }
             let announced = missed
                 .iter()
                 .filter(|e| announced.is_some_and(|a| e.seq >= a))
                 .count();
             let gap = missed.len() - announced;
+            let stream = RoomStream(room).to_string();
+            for event in missed {
+                let seq = event.seq;
+                let payload = Encoded::event(event);
+                self.cable.broadcast_formats(&stream, &payload, Some(seq));
+            }
             self.stats
                 .confirmed
                 .fetch_add(announced as u64, Ordering::Relaxed);

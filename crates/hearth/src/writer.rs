@@ -27,7 +27,7 @@ use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
 use crate::limits::{Rate, RateLimiter};
 use crate::markup::Mentions;
-use crate::payload::{self, MessagePayload};
+use crate::payload::Encoded;
 use crate::presence::PresenceHandle;
 use crate::relay::{News, RelayHandle};
 
@@ -111,7 +111,7 @@ pub enum PostError {
 pub struct Stored {
     /// The stored row.
     pub message: Message,
-    /// Its payload ([`MessagePayload`]), as broadcast.
+    /// Its payload in the full format ([`Encoded::full`]), as broadcast.
     pub payload: Box<RawValue>,
 }
 
@@ -303,15 +303,18 @@ impl WriterTask {
             // After the posts: a change takes a later `seq` than any post
             // of its room in this batch.
             for change in changes.drain(..) {
-                let result = apply_change(&db, &change.change).await;
-                if let Ok(Changed {
-                    message,
-                    seq: Some(seq),
-                    payload,
-                }) = &result
-                {
-                    relay.stored(message.chatroom_id, *seq, payload.clone(), None);
-                }
+                let result = apply_change(&db, &change.change).await.map(|applied| {
+                    let changed = Changed {
+                        message: applied.message().clone(),
+                        seq: applied.changed.then(|| applied.seq()),
+                        payload: applied.full().to_owned(),
+                    };
+                    if applied.changed {
+                        let seq = applied.seq();
+                        relay.stored(changed.message.chatroom_id, seq, applied.encoded, None);
+                    }
+                    changed
+                });
                 // The asker may have gone away; the change is made regardless.
                 let _ = change.reply.send(result);
             }
@@ -332,40 +335,60 @@ impl WriterTask {
         let ok = stored.iter().filter(|r| r.is_ok()).count();
         self.stats.stored.fetch_add(ok as u64, Ordering::Relaxed);
         for (post, result) in batch.drain(..).zip(stored) {
+            let Post {
+                message: new,
+                reply,
+            } = post;
             let result = result.map(|(message, mentioned)| {
-                let payload =
-                    MessagePayload::encode_for(&message, post.message.client_id.as_deref());
                 let news = News {
                     author: message.user_id,
                     mentioned,
-                    channel: post.message.mentions.channel,
+                    channel: new.mentions.channel,
                 };
-                relay.stored(
-                    message.chatroom_id,
-                    message.seq,
-                    payload.clone(),
-                    Some(news),
-                );
-                Stored { message, payload }
+                // A poster over HTTP is answered with the full payload; a
+                // `speak` is answered by the broadcast, in its own format.
+                let stored = reply.as_ref().map(|_| message.clone());
+                let encoded = Encoded::post(message, new.client_id);
+                let stored = stored.map(|message| Stored {
+                    message,
+                    payload: encoded.full().to_owned(),
+                });
+                relay.stored(new.chatroom_id, encoded.seq(), encoded, Some(news));
+                stored
             });
             // The poster may have gone away; the message is stored regardless.
-            match post.reply {
-                Some(reply) => {
+            match (reply, result) {
+                (Some(reply), result) => {
+                    let result = result.map(|stored| stored.expect("made for a reply"));
                     let _ = reply.send(result);
                 }
-                None => {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, chatroom_id = post.message.chatroom_id, "a spoken message was not stored");
-                    }
+                (None, Err(error)) => {
+                    tracing::warn!(%error, chatroom_id = new.chatroom_id, "a spoken message was not stored");
                 }
+                (None, Ok(_)) => {}
             }
         }
     }
 }
 
+/// An edit or deletion as made: the message at its new place, and whether
+/// it changed anything (an edit to the same text does not).
+struct Applied {
+    encoded: Encoded,
+    changed: bool,
+}
+
+impl std::ops::Deref for Applied {
+    type Target = Encoded;
+
+    fn deref(&self) -> &Encoded {
+        &self.encoded
+    }
+}
+
 /// Makes one edit or deletion in its own transaction. Changes are rare
 /// beside posts, so they are not batched.
-async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, ChangeError> {
+async fn apply_change(db: &Db, change: &MessageChange) -> Result<Applied, ChangeError> {
     let database = |error: sqlx::Error| {
         tracing::error!(%error, message_id = change.message_id, "changing a message failed");
         ChangeError::Database(Arc::new(error))
@@ -383,11 +406,9 @@ async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, Change
     if let Some(content) = &change.content
         && content.as_str() == message.content
     {
-        let payload = MessagePayload::encode(&message);
-        return Ok(Changed {
-            message,
-            seq: None,
-            payload,
+        return Ok(Applied {
+            encoded: Encoded::post(message, None),
+            changed: false,
         });
     }
     let seq = messages::take_seq(&mut tx, change.chatroom_id)
@@ -432,12 +453,9 @@ async fn apply_change(db: &Db, change: &MessageChange) -> Result<Changed, Change
         .map_err(database)?;
     }
     tx.commit().await.map_err(database)?;
-    let event = RoomEvent { seq, kind, message };
-    let payload = payload::encode_event(&event);
-    Ok(Changed {
-        message: event.message,
-        seq: Some(seq),
-        payload,
+    Ok(Applied {
+        encoded: Encoded::event(RoomEvent { seq, kind, message }),
+        changed: true,
     })
 }
 

@@ -124,8 +124,8 @@ impl<I: Identity> Session<I> {
         let mut ids = Vec::with_capacity(parked.subscriptions.len());
         for s in parked.subscriptions {
             let params = super::params_of(&s.identifier);
-            let streams = match s.channel.subscribe(&self.identity, &params).await {
-                Ok(subscription) => subscription.streams,
+            let subscription = match s.channel.subscribe(&self.identity, &params).await {
+                Ok(subscription) => subscription,
                 Err(rejection) => {
                     debug!(reason = %rejection.0, "a parked subscription is refused now");
                     continue;
@@ -134,7 +134,7 @@ impl<I: Identity> Session<I> {
             ids.push(s.identifier.clone());
             self.ext.held.insert(s.identifier.clone(), Vec::new());
             self.inner.recount_subscription(&self.identity);
-            self.register(s.identifier, s.channel, streams);
+            self.register(s.identifier, s.channel, subscription);
         }
         if !ids.is_empty() {
             self.ext.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
@@ -188,6 +188,7 @@ impl<I: Identity> Session<I> {
         };
         let channel = subscribed.channel.clone();
         let streams = subscribed.streams.clone();
+        let params = super::params_of(identifier);
         if self.replays.take().is_err() {
             warn!("rejecting history: this connection asks too often");
             self.reject_history(identifier);
@@ -196,19 +197,22 @@ impl<I: Identity> Session<I> {
         let epoch = self.inner.config.epoch.clone();
         let key_identifier: Arc<str> = Arc::from(identifier);
         for stream in streams {
-            let from = match (request.streams.get(&stream), request.since) {
+            let from = match (request.streams.get(&*stream), request.since) {
                 (Some(position), _) if position.epoch == epoch => {
                     HistoryFrom::After(position.offset)
                 }
                 (_, Some(since)) => HistoryFrom::Since(since),
                 (Some(_), None) => {
-                    warn!(stream, "history of another epoch");
+                    warn!(stream = &*stream, "history of another epoch");
                     self.reject_history(identifier);
                     return Ok(());
                 }
                 (None, None) => continue,
             };
-            let replay = match channel.history(&self.identity, &stream, from).await {
+            let replay = match channel
+                .history(&self.identity, &params, &stream, from)
+                .await
+            {
                 Ok(replay) => replay,
                 Err(rejection) => {
                     warn!(reason = %rejection.0, "rejecting history");
@@ -218,7 +222,7 @@ impl<I: Identity> Session<I> {
             };
             let key = StreamKey {
                 identifier: key_identifier.clone(),
-                stream: Arc::from(stream.as_str()),
+                stream: stream.clone(),
             };
             let mut last = self.ext.written.get(&key).copied().unwrap_or(i64::MIN);
             let failed = self

@@ -19,7 +19,6 @@
 
 mod extended;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,11 +29,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 use tungstenite::Message;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::channel::{Channel, HistoryItem, Params, Replay, Reply};
+use crate::channel::{Channel, HistoryItem, Params, Replay, Reply, Subscription};
 use crate::protocol::{self, ActionData, Command, Dialect, DisconnectReason, Identifier};
 use crate::registry::{Budget, ConnId, Frame, Inbox, Outbox, Outgoing};
 use crate::server::{Admission, Identity, Inner};
@@ -67,7 +66,51 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// with two).
 struct Subscribed<I> {
     channel: Arc<dyn Channel<I>>,
-    streams: Vec<String>,
+    /// The streams followed, named by the registry's own copies.
+    streams: Box<[Arc<str>]>,
+}
+
+/// A connection's subscriptions, keyed by the identifier string exactly as
+/// the client sent it. A list, not a map: a connection holds a few (the
+/// room page, three) and a hash map's smallest table took ~250 bytes of
+/// every idle connection where this takes 56 a subscription (BENCHMARKS.md,
+/// run 8). A lookup walks at most `max_subscriptions` entries.
+struct Subscriptions<I>(Vec<(Arc<str>, Subscribed<I>)>);
+
+impl<I> Subscriptions<I> {
+    fn get(&self, identifier: &str) -> Option<&Subscribed<I>> {
+        self.0
+            .iter()
+            .find(|(key, _)| **key == *identifier)
+            .map(|(_, subscribed)| subscribed)
+    }
+
+    fn contains_key(&self, identifier: &str) -> bool {
+        self.get(identifier).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds a subscription not held yet, growing the list by one slot.
+    fn insert(&mut self, identifier: Arc<str>, subscribed: Subscribed<I>) {
+        self.0.reserve_exact(1);
+        self.0.push((identifier, subscribed));
+    }
+
+    fn remove(&mut self, identifier: &str) -> Option<Subscribed<I>> {
+        let index = self.0.iter().position(|(key, _)| **key == *identifier)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Subscribed<I>)> {
+        self.0.iter().map(|(key, subscribed)| (key, subscribed))
+    }
 }
 
 /// The params of a subscription, parsed from its identifier; an identifier
@@ -91,8 +134,7 @@ struct Session<I> {
     /// Frames on their way to the socket, so a write cut short by an
     /// overflow is finished before the goodbye.
     pending: Pending<Outgoing>,
-    /// Keyed by the identifier string exactly as the client sent it.
-    subscriptions: HashMap<Arc<str>, Subscribed<I>>,
+    subscriptions: Subscriptions<I>,
     /// `catch_up`s and history requests this connection may still start.
     replays: ReplayRate,
     /// The extended protocol's state; idle for plain clients.
@@ -107,6 +149,9 @@ enum End {
     Disconnect(DisconnectReason),
     /// The client broke a limit: close the socket with this code.
     Close(u16, &'static str),
+    /// The client stopped reading: it is told `too_slow`; the reason is
+    /// logged once, in the session's span ([`finish`]).
+    TooSlow(&'static str),
 }
 
 /// A reply that belongs to no stream position, framed for the wire.
@@ -168,7 +213,7 @@ pub(crate) async fn connection<I: Identity>(start: Box<Start<I>>) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
-            debug!(%error, "the cable handshake did not complete");
+            debug!(conn = id, %error, "the cable handshake did not complete");
             return;
         }
     };
@@ -210,7 +255,7 @@ async fn run<I: Identity>(
         budget,
         kicked: kick,
         pending: Pending::default(),
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions(Vec::new()),
         replays: ReplayRate::new(config.replay_rate),
         ext: extended::State::new(dialect),
     };
@@ -219,7 +264,10 @@ async fn run<I: Identity>(
         Dialect::V1 => protocol::welcome(),
         Dialect::Extended => {
             let restored = match restore {
-                Some(sid) => Box::pin(session.restore(&sid)).await,
+                Some(sid) => {
+                    let span = session.span();
+                    Box::pin(session.restore(&sid).instrument(span)).await
+                }
                 None => None,
             };
             protocol::welcome_extended(session.ext.sid(), restored.as_deref())
@@ -232,7 +280,7 @@ async fn run<I: Identity>(
             let hold_expired = session.ext.hold_expired();
             tokio::select! {
                 _ = hold_expired => {
-                    warn!("no history request after a restore: releasing live frames");
+                    session.span().in_scope(|| warn!("no history request after a restore: releasing live frames"));
                     session.release_all_held();
                     if let Err(end) = session.send(socket).await {
                         break end;
@@ -248,12 +296,13 @@ async fn run<I: Identity>(
                 }
                 incoming = socket.next() => match incoming {
                     None | Some(Ok(Message::Close(_))) => break End::Gone,
-                    Some(Err(error)) => break read_failed(error),
+                    Some(Err(error)) => break session.span().in_scope(|| read_failed(error)),
                     Some(Ok(Message::Text(text))) => {
                         // Boxed: commands are rare next to idle time, and their
                         // state (channel calls, replays) would otherwise
                         // widen every idle connection's task.
-                        if let Err(end) = Box::pin(session.handle(socket, &text)).await {
+                        let span = session.span();
+                        if let Err(end) = Box::pin(session.handle(socket, &text).instrument(span)).await {
                             break end;
                         }
                     }
@@ -266,20 +315,28 @@ async fn run<I: Identity>(
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        warn!(len = bytes.len(), "ignoring a binary frame: the JSON protocol takes text only");
+                        session.span().in_scope(|| warn!(len = bytes.len(), "ignoring a binary frame: the JSON protocol takes text only"));
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                 },
             }
         },
     };
-    Box::pin(finish(session, socket, end)).await;
+    let span = session.span();
+    Box::pin(finish(session, socket, end).instrument(span)).await;
 }
 
 /// Ends a session: out of the live map, its subscriptions ended (parked
 /// for a restore when an extended client merely lost its socket), then
 /// the goodbye, bounded in time.
 async fn finish<I: Identity>(mut session: Session<I>, socket: &mut Socket, end: End) {
+    let end = match end {
+        End::TooSlow(why) => {
+            warn!(why, "dropping a client that stopped reading (too_slow)");
+            End::Disconnect(DisconnectReason::TooSlow)
+        }
+        end => end,
+    };
     let inner = session.inner.clone();
     inner.leave(session.id);
     // An extended client that merely lost its socket may come back with its sid.
@@ -308,16 +365,11 @@ async fn finish<I: Identity>(mut session: Session<I>, socket: &mut Socket, end: 
 }
 
 fn too_slow() -> End {
-    warn!("dropping a client that stopped reading: its send budget is spent (too_slow)");
-    End::Disconnect(DisconnectReason::TooSlow)
+    End::TooSlow("its send budget is spent")
 }
 
-fn stalled(timeout: Duration) -> End {
-    warn!(
-        ?timeout,
-        "dropping a client that stopped reading: a write made no headway in time (too_slow)"
-    );
-    End::Disconnect(DisconnectReason::TooSlow)
+fn stalled() -> End {
+    End::TooSlow("a write made no headway within the write timeout")
 }
 
 fn kicked(reason: Result<DisconnectReason, oneshot::error::RecvError>) -> End {
@@ -339,6 +391,10 @@ fn read_failed(error: tungstenite::Error) -> End {
 async fn goodbye(socket: &mut Socket, mut pending: Pending<Outgoing>, end: End) {
     match end {
         End::Gone => return,
+        End::TooSlow(_) => {
+            pending.push(reply(protocol::disconnect(DisconnectReason::TooSlow)));
+            pending.push(Arc::new(Frame::unpositioned(wire::close(CLOSE_NORMAL, ""))));
+        }
         End::Disconnect(reason) => {
             pending.push(reply(protocol::disconnect(reason)));
             pending.push(Arc::new(Frame::unpositioned(wire::close(CLOSE_NORMAL, ""))));
@@ -444,7 +500,7 @@ impl<I: Identity> Session<I> {
             biased;
             _ = budget.wait() => Err(too_slow()),
             reason = kick => Err(kicked(reason)),
-            _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
+            _ = tokio::time::sleep(timeout) => Err(stalled()),
             written = pending.write_to(socket.get_mut()) => written.map_err(|_| End::Gone),
         }
     }
@@ -458,9 +514,17 @@ impl<I: Identity> Session<I> {
             biased;
             _ = self.budget.wait() => Err(too_slow()),
             reason = &mut self.kicked => Err(kicked(reason)),
-            _ = tokio::time::sleep(timeout) => Err(stalled(timeout)),
+            _ = tokio::time::sleep(timeout) => Err(stalled()),
             flushed = socket.flush() => flushed.map_err(|_| End::Gone),
         }
+    }
+
+    /// The span every line this session logs is in: its connection and
+    /// user. Made when something is logged or a command runs, never held
+    /// while the connection idles: a span held by each connection's task
+    /// took ~600 bytes of every idle connection (BENCHMARKS.md, run 8).
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("cable", conn = self.id, user = self.identity.user_key())
     }
 
     /// Queues a reply to the client's own command, charged to the budget.
@@ -507,7 +571,7 @@ impl<I: Identity> Session<I> {
         let ending: Vec<Arc<str>> = self
             .subscriptions
             .iter()
-            .filter(|(_, subscribed)| subscribed.streams.iter().any(|s| s == stream))
+            .filter(|(_, subscribed)| subscribed.streams.iter().any(|s| **s == *stream))
             .map(|(identifier, _)| identifier.clone())
             .collect();
         for identifier in ending {
@@ -626,7 +690,7 @@ impl<I: Identity> Session<I> {
             }
         };
         // Register before confirming, so no broadcast after the confirmation is missed.
-        self.register(Arc::from(identifier), channel, subscription.streams);
+        self.register(Arc::from(identifier), channel, subscription);
         Ok(())
     }
 
@@ -635,13 +699,22 @@ impl<I: Identity> Session<I> {
         &mut self,
         identifier: Arc<str>,
         channel: Arc<dyn Channel<I>>,
-        streams: Vec<String>,
+        subscription: Subscription,
     ) {
-        for stream in &streams {
-            self.inner
-                .registry
-                .add(stream, &identifier, self.dialect, self.id, &self.outbox);
-        }
+        let streams = subscription
+            .streams
+            .iter()
+            .map(|stream| {
+                self.inner.registry.add(
+                    stream,
+                    &identifier,
+                    self.dialect,
+                    subscription.format,
+                    self.id,
+                    &self.outbox,
+                )
+            })
+            .collect();
         self.inner
             .stats
             .subscriptions

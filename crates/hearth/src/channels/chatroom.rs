@@ -16,7 +16,7 @@ use crate::auth::CurrentUser;
 use crate::db::messages::RoomEvent;
 use crate::db::{self, Db};
 use crate::domain::{MessageContent, PresenceStream, RoomStream};
-use crate::payload;
+use crate::payload::{self, Format};
 use crate::presence::PresenceHandle;
 use crate::relay::RelayHandle;
 use crate::writer::{MessageWriter, NewMessage, PostError, ROOM_MENTION_REFUSED, addressed};
@@ -152,11 +152,11 @@ impl ChatroomChannel {
 
     /// Every message after `after`, then `{"type":"caught_up",…}`, read
     /// page by page as the client drains them.
-    fn catch_up(&self, room: i64, action: &ActionData) -> Vec<Reply> {
+    fn catch_up(&self, room: i64, format: Format, action: &ActionData) -> Vec<Reply> {
         let Some(after) = action.args.get("after").and_then(serde_json::Value::as_i64) else {
             return error_reply("invalid_request", "catch_up needs a numeric `after`");
         };
-        let replay = RoomReplay::new(self.db.clone(), room, Start::AfterSeq(after), true);
+        let replay = RoomReplay::new(self.db.clone(), room, format, Start::AfterSeq(after), true);
         vec![Reply::Replay(Box::new(replay))]
     }
 }
@@ -176,6 +176,8 @@ enum Start {
 struct RoomReplay {
     db: Db,
     room: i64,
+    /// The format the subscription takes.
+    format: Format,
     start: Start,
     /// The `seq` of the last message sent (or `after` before the first).
     last_seq: i64,
@@ -189,7 +191,7 @@ struct RoomReplay {
 }
 
 impl RoomReplay {
-    fn new(db: Db, room: i64, start: Start, report: bool) -> Self {
+    fn new(db: Db, room: i64, format: Format, start: Start, report: bool) -> Self {
         let last_seq = match start {
             Start::AfterSeq(after) => after,
             Start::SinceMillis(_) => 0,
@@ -197,6 +199,7 @@ impl RoomReplay {
         Self {
             db,
             room,
+            format,
             start,
             last_seq,
             remaining: REPLAY_LIMIT,
@@ -240,7 +243,7 @@ impl Replay for RoomReplay {
             }
             items.extend(page.iter().map(|event| HistoryItem {
                 offset: event.seq,
-                message: payload::encode_event(event),
+                message: payload::encode_event(event, self.format),
             }));
             if self.more && self.remaining > 0 {
                 return Ok(Some(items));
@@ -307,7 +310,11 @@ impl Channel<CurrentUser> for ChatroomChannel {
         if watching {
             streams.push(PresenceStream(id).to_string());
         }
-        let subscription = Subscription { streams };
+        let format = Format::of(params).map_err(|why| Rejection(why.to_owned()))?;
+        let subscription = Subscription {
+            streams,
+            format: format.code(),
+        };
         if self.is_known_public(id) {
             self.relay.subscribe_ahead(id).await;
             self.presence.join(id, user, watching).await;
@@ -350,7 +357,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
         }
         match action.action.as_str() {
             "speak" => self.speak(user, room, &action).await,
-            "catch_up" => self.catch_up(room, &action),
+            "catch_up" => self.catch_up(room, Format::of(params).unwrap_or_default(), &action),
             // Passed on at most once per typing interval; extra ones are dropped unanswered.
             "typing" => {
                 self.presence.typing(room, user);
@@ -381,6 +388,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
     async fn history(
         &self,
         user: &CurrentUser,
+        params: &Params,
         stream: &str,
         from: HistoryFrom,
     ) -> Result<Box<dyn Replay>, Rejection> {
@@ -401,6 +409,7 @@ impl Channel<CurrentUser> for ChatroomChannel {
         Ok(Box::new(RoomReplay::new(
             self.db.clone(),
             room,
+            Format::of(params).unwrap_or_default(),
             start,
             false,
         )))

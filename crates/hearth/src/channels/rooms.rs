@@ -65,6 +65,7 @@ impl Channel<CurrentUser> for RoomsChannel {
         }
         Ok(Subscription {
             streams: vec![ROOMS_STREAM.to_owned(), user_stream(user.id)],
+            ..Subscription::default()
         })
     }
 

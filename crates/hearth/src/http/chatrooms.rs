@@ -344,7 +344,7 @@ async fn show_chatroom(
     State(state): State<AppState>,
     user: CurrentUser,
     ReadableRoom(access): ReadableRoom,
-    HistoryAt { anchor, limit }: HistoryAt,
+    HistoryAt { anchor, limit, .. }: HistoryAt,
 ) -> Result<Response> {
     let page = room_page_at(
         &state,

@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::db::{self, messages::Anchor};
 use crate::domain::MessageContent;
 use crate::error::{Error, Result};
-use crate::payload::MessagePayload;
+use crate::payload::{self, Format};
 use crate::templates::{EditMessagePage, HistoryFragment, render};
 use crate::writer::{
     ChangeError, MessageChange, NewMessage, PostError, ROOM_MENTION_REFUSED, addressed,
@@ -71,16 +71,21 @@ struct HistoryQuery {
     after: Option<i64>,
     around: Option<i64>,
     limit: Option<i64>,
+    format: Option<String>,
 }
 
 /// The place in a room's history a request asks for (`?before=`,
-/// `?after=`, `?around=`, `?limit=`), checked: a malformed number is a 400,
-/// two anchors or a limit out of range a 422 ([`Error::Invalid`]).
+/// `?after=`, `?around=`, `?limit=`), and the [`Format`] of its JSON
+/// payloads (`?format=`), checked: a malformed number is a 400, two
+/// anchors, a limit out of range or an unknown format a 422
+/// ([`Error::Invalid`]).
 pub struct HistoryAt {
     /// Where the page is taken from.
     pub anchor: Anchor,
     /// How many messages, 1 to [`MAX_PAGE`].
     pub limit: i64,
+    /// How much of each message a JSON page carries.
+    pub format: Format,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for HistoryAt {
@@ -113,7 +118,15 @@ impl HistoryQuery {
                 "limit must be 1 to {MAX_PAGE}"
             )]));
         }
-        Ok(HistoryAt { anchor, limit })
+        let format = match &self.format {
+            None => Format::Full,
+            Some(name) => Format::named(name).map_err(|why| Error::invalid(vec![why.into()]))?,
+        };
+        Ok(HistoryAt {
+            anchor,
+            limit,
+            format,
+        })
     }
 }
 
@@ -137,14 +150,22 @@ async fn list_messages(
     user: CurrentUser,
     headers: HeaderMap,
     ReadableRoom(access): ReadableRoom,
-    HistoryAt { anchor, limit }: HistoryAt,
+    HistoryAt {
+        anchor,
+        limit,
+        format,
+    }: HistoryAt,
 ) -> Result<Response> {
     let db::chatrooms::RoomAccess { room, last_seq, .. } = access;
     let chatroom_id = room.id;
     let page = db::messages::page(&state.db, chatroom_id, anchor, limit).await?;
     if wants_json(&headers) {
         return Ok(Json(HistoryJson {
-            messages: page.messages.iter().map(MessagePayload::encode).collect(),
+            messages: page
+                .messages
+                .iter()
+                .map(|message| payload::encode(message, format))
+                .collect(),
             more_before: page.more_before,
             more_after: page.more_after,
             last_seq,

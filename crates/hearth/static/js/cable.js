@@ -23,7 +23,10 @@ const MAX_BACKOFF_MS = 30000;
  * @param {() => void} [options.onSubscribed] after each (re)subscription to the room
  */
 export function connectRoom({ roomId, onMessage, onState, resumeFrom, also = [], presence = false, onEvent, onSubscribed }) {
-  const identifier = JSON.stringify(presence ? { channel: "ChatroomChannel", id: roomId, presence: true } : { channel: "ChatroomChannel", id: roomId });
+  // The page renders the server's HTML: it takes messages without the
+  // fields it does not read (format "html", about a third smaller).
+  const room = { channel: "ChatroomChannel", id: roomId, format: "html" };
+  const identifier = JSON.stringify(presence ? { ...room, presence: true } : room);
   const others = new Map(also.map(({ channel, onMessage }) => [JSON.stringify({ channel }), onMessage]));
   let socket = null;
   let attempts = 0;

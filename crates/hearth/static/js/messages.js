@@ -254,6 +254,7 @@ export class MessageList {
   async #fetch(query) {
     const url = new URL(`/chatrooms/${this.roomId}/messages`, location.href);
     url.searchParams.set("limit", String(PAGE));
+    url.searchParams.set("format", "html");
     for (const [key, value] of Object.entries(query)) url.searchParams.set(key, String(value));
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" } });

@@ -16,6 +16,7 @@ mod conversations;
 mod directory;
 mod edits;
 mod faults;
+mod formats;
 mod history;
 mod mentions;
 mod messages;
