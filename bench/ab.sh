@@ -5,7 +5,7 @@
 # this change cost": build the other commit into its own folder and compare.
 #
 #   A_BIN=/tmp/before/hearth B_BIN=target/release/hearth bench/ab.sh
-#   B_FLAGS="--presence --also {\"channel\":\"RoomsChannel\"}"   # B's clients as the room page subscribes
+#   B_FLAGS="--presence --format html --also {\"channel\":\"RoomsChannel\"}"   # B's clients as the room page subscribes
 #   A_SERVER_FLAGS="--message-rate 0 --sign-up-rate-per-ip 0"   # an old build without today's flags
 #   ROUNDS=3 STEPS=5000,10000,19000 OUT=target/bench/ab-<time>
 #   CASES="idle"                                                # only some phases (default: all three)

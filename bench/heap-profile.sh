@@ -43,7 +43,7 @@ for pass in users measured; do
   fi
 done
 "$bench" idle --app hearth --pid "$pid" --cookies-file "$out/cookies" --server "http://$addr" \
-  --steps "$connections" --settle 3 --workers 2 --presence --also '{"channel":"RoomsChannel"}' \
+  --steps "$connections" --settle 3 --workers 2 --presence --format html --also '{"channel":"RoomsChannel"}' \
   >"$out/idle.log" 2>&1
 # dhat writes its file when the server's `main` returns.
 stop_server "$pid"

@@ -11,8 +11,8 @@
 #   PHASES="idle fanout-1k fanout-10k" bench/run.sh   # only these phases
 #
 # Hearth's clients hold what its room page subscribes to: the room with
-# its presence and typing (ChatroomChannel, "presence":true) and the live
-# room list (RoomsChannel).
+# its presence and typing (ChatroomChannel, "presence":true), taking each
+# message in the "html" format, and the live room list (RoomsChannel).
 #
 # Results: $OUT (default target/bench/<time>): results.jsonl (one JSON line
 # per result), summary.md, chart.svg/.png, the servers' logs, machine.txt.
@@ -100,7 +100,7 @@ phase() {
     return
   fi
   local app=(--app plain)
-  [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies" --presence --also '{"channel":"RoomsChannel"}')
+  [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies" --presence --format html --also '{"channel":"RoomsChannel"}')
   step "$name · $case"
   if ! timeout -k 10 "$limit" "$bench" "$@" "${app[@]}" \
     --server "http://127.0.0.1:$port" --pid "$pid" \

@@ -23,9 +23,16 @@ pub(crate) struct Restorable<I> {
     channel: Arc<dyn Channel<I>>,
 }
 
-/// What a session of the extended protocol keeps besides its subscriptions.
-pub(super) struct State {
-    /// The id under which this session can be restored; `None` for plain clients.
+/// What a session of the extended protocol keeps besides its subscriptions:
+/// nothing but a null pointer for a plain client. Kept inline, its 136
+/// bytes widened every connection's task, and took the task's cell up a
+/// size class of the allocator (BENCHMARKS.md, run 8).
+#[derive(Default)]
+pub(super) struct State(Option<Box<Ext>>);
+
+#[derive(Default)]
+pub(super) struct Ext {
+    /// The id under which this session can be restored.
     sid: Option<String>,
     /// The last offset written per subscription and stream, so live frames
     /// that history already sent are skipped.
@@ -41,22 +48,30 @@ pub(super) struct State {
 
 impl State {
     pub(super) fn new(dialect: Dialect) -> Self {
-        Self {
-            sid: (dialect == Dialect::Extended).then(new_sid),
-            written: HashMap::new(),
-            held: HashMap::new(),
-            hold_until: None,
-        }
+        Self((dialect == Dialect::Extended).then(|| {
+            Box::new(Ext {
+                sid: Some(new_sid()),
+                ..Ext::default()
+            })
+        }))
+    }
+
+    /// The extended state, made on first use (only extended sessions use it).
+    fn get(&mut self) -> &mut Ext {
+        self.0.get_or_insert_with(Box::default)
     }
 
     /// The session id sent in the welcome.
     pub(super) fn sid(&self) -> &str {
-        self.sid.as_deref().unwrap_or_default()
+        self.0
+            .as_ref()
+            .and_then(|ext| ext.sid.as_deref())
+            .unwrap_or_default()
     }
 
     /// Resolves when held frames must be released without a history request.
     pub(super) fn hold_expired(&self) -> impl Future<Output = ()> + use<> {
-        let deadline = self.hold_until;
+        let deadline = self.0.as_ref().and_then(|ext| ext.hold_until);
         async move {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -69,7 +84,8 @@ impl State {
     /// back any other frame.
     pub(super) fn hold(&mut self, outgoing: Outgoing) -> Option<Outgoing> {
         if let Some((key, _)) = &outgoing.position
-            && let Some(waiting) = self.held.get_mut(&key.identifier)
+            && let Some(ext) = &mut self.0
+            && let Some(waiting) = ext.held.get_mut(&key.identifier)
         {
             waiting.push(outgoing);
             return None;
@@ -82,14 +98,15 @@ impl State {
         let Some((key, offset)) = &outgoing.position else {
             return true;
         };
-        match self.written.get_mut(&**key) {
+        let written = &mut self.get().written;
+        match written.get_mut(&**key) {
             Some(last) if *last >= *offset => false,
             Some(last) => {
                 *last = *offset;
                 true
             }
             None => {
-                self.written.insert((**key).clone(), *offset);
+                written.insert((**key).clone(), *offset);
                 true
             }
         }
@@ -97,12 +114,20 @@ impl State {
 
     /// Forgets a subscription; returns the bytes of the frames it held.
     pub(super) fn forget(&mut self, identifier: &str) -> usize {
-        self.written.retain(|key, _| &*key.identifier != identifier);
-        let held = self.held.remove(identifier).unwrap_or_default();
-        if self.held.is_empty() {
-            self.hold_until = None;
+        let Some(ext) = &mut self.0 else {
+            return 0;
+        };
+        ext.written.retain(|key, _| &*key.identifier != identifier);
+        let held = ext.held.remove(identifier).unwrap_or_default();
+        if ext.held.is_empty() {
+            ext.hold_until = None;
         }
         held.iter().map(|frame| frame.frame.len()).sum()
+    }
+
+    /// Takes the session id, to park the session under it.
+    fn take_sid(&mut self) -> Option<String> {
+        self.0.as_mut().and_then(|ext| ext.sid.take())
     }
 }
 
@@ -132,12 +157,12 @@ impl<I: Identity> Session<I> {
                 }
             };
             ids.push(s.identifier.clone());
-            self.ext.held.insert(s.identifier.clone(), Vec::new());
+            self.ext.get().held.insert(s.identifier.clone(), Vec::new());
             self.inner.recount_subscription(&self.identity);
             self.register(s.identifier, s.channel, subscription);
         }
         if !ids.is_empty() {
-            self.ext.hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
+            self.ext.get().hold_until = Some(tokio::time::Instant::now() + HOLD_TIMEOUT);
         }
         debug!(restored = ids.len(), "restored a session");
         Some(ids)
@@ -145,8 +170,9 @@ impl<I: Identity> Session<I> {
 
     /// Ends every hold, queueing the held frames the client still lacks.
     pub(super) fn release_all_held(&mut self) {
-        self.ext.hold_until = None;
-        let held: Vec<Outgoing> = self.ext.held.drain().flat_map(|(_, f)| f).collect();
+        let ext = self.ext.get();
+        ext.hold_until = None;
+        let held: Vec<Outgoing> = ext.held.drain().flat_map(|(_, f)| f).collect();
         for frame in held {
             self.push_queued(frame);
         }
@@ -154,9 +180,10 @@ impl<I: Identity> Session<I> {
 
     /// Ends the hold of one subscription, queueing what the client still lacks.
     fn release(&mut self, identifier: &str) {
-        let held = self.ext.held.remove(identifier).unwrap_or_default();
-        if self.ext.held.is_empty() {
-            self.ext.hold_until = None;
+        let ext = self.ext.get();
+        let held = ext.held.remove(identifier).unwrap_or_default();
+        if ext.held.is_empty() {
+            ext.hold_until = None;
         }
         for frame in held {
             self.push_queued(frame);
@@ -224,14 +251,20 @@ impl<I: Identity> Session<I> {
                 identifier: key_identifier.clone(),
                 stream: stream.clone(),
             };
-            let mut last = self.ext.written.get(&key).copied().unwrap_or(i64::MIN);
+            let mut last = self
+                .ext
+                .get()
+                .written
+                .get(&key)
+                .copied()
+                .unwrap_or(i64::MIN);
             let failed = self
                 .stream(socket, replay, |session, item| {
                     if item.offset <= last {
                         return None;
                     }
                     last = item.offset;
-                    session.ext.written.insert(key.clone(), last);
+                    session.ext.get().written.insert(key.clone(), last);
                     let position = Position {
                         stream: &stream,
                         epoch: &epoch,
@@ -271,7 +304,7 @@ impl<I: Identity> Session<I> {
                 });
             }
         }
-        if let (true, Some(sid)) = (park, self.ext.sid.take()) {
+        if let (true, Some(sid)) = (park, self.ext.take_sid()) {
             self.inner.park(
                 sid,
                 Parked {

@@ -173,8 +173,8 @@ fn transmit_json(identifier: &str, message: &serde_json::Value) -> Outgoing {
 /// an `async move` block keeps every capture after moving it on. The task
 /// used to be such a block calling `run(.., socket, .., identity, ..)`: it
 /// held the socket twice and the identity three times: over 2,200 bytes
-/// per connection, where it now takes 1,464 (the test below; BENCHMARKS.md,
-/// run 6).
+/// per connection, where it took 1,464 in run 6 and 1,320 since run 8 (the
+/// test below; BENCHMARKS.md).
 pub(crate) struct Start<I> {
     pub(crate) inner: Arc<Inner<I>>,
     pub(crate) id: ConnId,
@@ -867,5 +867,8 @@ mod tests {
         // identity three times took over 2,200 bytes.
         let once = size_of::<Socket>() + size_of::<Session<User>>() + size_of::<Option<User>>();
         assert!(task < once + 800, "{task} bytes");
+        // A plain client's session keeps no extended state inline, and
+        // its subscriptions in one pointer-sized list.
+        assert_eq!(size_of::<extended::State>(), size_of::<usize>());
     }
 }
