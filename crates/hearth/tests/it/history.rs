@@ -177,7 +177,7 @@ async fn an_empty_room_says_so() {
     let ann = app.sign_up("ann").await;
     let room = app.create_room(&ann, "quiet").await;
     let html = app.page(&format!("/chatrooms/{room}"), &ann.cookie).await;
-    assert!(html.contains("This is the very beginning of <strong># quiet</strong>"));
+    assert!(html.contains("This is the very beginning of <strong>#&nbsp;quiet</strong>"));
     assert!(
         html.contains("invite someone"),
         "a public room offers to invite"
