@@ -28,7 +28,7 @@ pub enum Format {
     Full,
     /// The rendered element, with only the fields a page needs beside it
     /// (`type`, `id`, `seq`, `message_seq`, `user_id`, `edited_at`,
-    /// `client_id`): the room page's choice, about a third smaller.
+    /// `client_id`): the room page's choice, a fifth smaller for a short message.
     Html,
     /// Every field but the rendered element, for clients that render
     /// messages themselves.

@@ -488,7 +488,11 @@ impl Message {
 
     /// The text as safe HTML ([`crate::markup`]).
     pub fn content_html(&self) -> String {
-        crate::markup::render(&self.content)
+        // The renderer ends each block with a line break; the last is
+        // only bytes in every broadcast.
+        let mut html = crate::markup::render(&self.content);
+        html.truncate(html.trim_end().len());
+        html
     }
 
     /// `HH:MM` in UTC; the page's script shows it in the reader's time zone.
