@@ -253,8 +253,9 @@ impl App {
             stop_relay.clone(),
         ));
         let stop_writer = CancellationToken::new();
+        let storage = writer::Storage::open(db.clone(), &config.database_url())?;
         let writer_task =
-            tokio::spawn(writer_task.run(db.clone(), relay.clone(), stop_writer.clone()));
+            tokio::spawn(writer_task.run(storage, relay.clone(), stop_writer.clone()));
         let passwords = Passwords::new().await?;
         Ok(Self {
             state: AppState {

@@ -10,6 +10,7 @@ pub mod mentions;
 pub mod messages;
 pub mod search;
 pub mod sessions;
+pub mod sqlite_writer;
 pub mod users;
 
 use std::path::Path;

@@ -26,3 +26,4 @@ mod reliability;
 mod scale_out;
 mod search;
 mod upgrade;
+mod writes;
