@@ -6,7 +6,8 @@
 //! - [`error`]: the app's error type and its HTTP answers.
 //! - [`domain`]: parsed field types (`Email`, `Nickname`, `RoomName`, …).
 //! - [`copy`]: `hearth copy`, moving an instance between databases.
-//! - [`db`]: SQL, one module per table, portable between SQLite and PostgreSQL.
+//! - [`db`]: SQL, one module per table, portable between SQLite and PostgreSQL,
+//!   and the writer's own SQLite connection (`db::sqlite_writer`).
 //! - [`writer`]: the single path that stores messages (group commit).
 //! - [`relay`]: hands each room's messages to local subscribers once and in
 //!   order, across nodes (Redis) and gaps (the database).
