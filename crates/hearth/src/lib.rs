@@ -6,7 +6,8 @@
 //! - [`error`]: the app's error type and its HTTP answers.
 //! - [`domain`]: parsed field types (`Email`, `Nickname`, `RoomName`, …).
 //! - [`copy`]: `hearth copy`, moving an instance between databases.
-//! - [`db`]: SQL, one module per table, portable between SQLite and PostgreSQL.
+//! - [`db`]: SQL, one module per table, portable between SQLite and PostgreSQL,
+//!   and the writer's own SQLite connection (`db::sqlite_writer`).
 //! - [`writer`]: the single path that stores messages (group commit).
 //! - [`relay`]: hands each room's messages to local subscribers once and in
 //!   order, across nodes (Redis) and gaps (the database).
@@ -253,8 +254,9 @@ impl App {
             stop_relay.clone(),
         ));
         let stop_writer = CancellationToken::new();
+        let storage = writer::Storage::open(db.clone(), &config.database_url())?;
         let writer_task =
-            tokio::spawn(writer_task.run(db.clone(), relay.clone(), stop_writer.clone()));
+            tokio::spawn(writer_task.run(storage, relay.clone(), stop_writer.clone()));
         let passwords = Passwords::new().await?;
         Ok(Self {
             state: AppState {

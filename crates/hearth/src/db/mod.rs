@@ -2,7 +2,9 @@
 //!
 //! Every query is portable SQL with `$n` placeholders, run through
 //! `sqlx::Any`, so SQLite and PostgreSQL share it; [`connect`] is the one
-//! seam that picks the engine and its migrations.
+//! seam that picks the engine and its migrations. The exception is the hot
+//! path of posting on SQLite: [`sqlite_writer`] stores the writer's batches
+//! through a connection of its own (measured there), chosen once at start.
 
 pub mod chatrooms;
 pub mod memberships;
@@ -10,6 +12,7 @@ pub mod mentions;
 pub mod messages;
 pub mod search;
 pub mod sessions;
+pub mod sqlite_writer;
 pub mod users;
 
 use std::path::Path;

@@ -27,3 +27,4 @@ mod reliability;
 mod scale_out;
 mod search;
 mod upgrade;
+mod writes;

@@ -132,6 +132,9 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// The server's own pool, for checking what was stored.
     pub db: hearth::db::Db,
+    /// The server's message writer, for posts no HTTP request or speak
+    /// could make (to a room that does not exist).
+    pub writer: hearth::writer::MessageWriter,
     /// Its PostgreSQL database, if the suite runs on PostgreSQL; dropped last.
     pub database: Option<std::sync::Arc<TestDatabase>>,
     /// Where `/metrics` and `/ready` are, when started with `--ops-bind`.
@@ -190,6 +193,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let app = hearth::App::build(config).await.expect("app builds");
         let db = app.state().db.clone();
+        let writer = app.state().writer.clone();
         let ops_addr = app.ops_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(hearth::serve(listener, app, async move {
@@ -199,6 +203,7 @@ impl TestApp {
             remote: Remote::new(addr),
             data_dir,
             db,
+            writer,
             database,
             ops_addr,
             stop: Some(stop),

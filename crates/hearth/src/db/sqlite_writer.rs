@@ -1,0 +1,323 @@
+//! The message writer's own SQLite connection: the one hot path written by
+//! hand on `rusqlite` instead of `sqlx`, and the SQL it runs.
+//!
+//! Why: storing a batch through `sqlx` on SQLite cost one hand-off to sqlx's
+//! worker thread per statement (BEGIN, the sequence UPDATE, the INSERT, the
+//! memberships, each post's mentions, COMMIT), and sqlx looked each of the
+//! multi-row INSERT's ~500 parameters up by name. A profile of 100 speakers
+//! (BENCHMARKS.md, run 4, "100 speakers") found sqlx's SQLite threads at
+//! 50 % of the samples and switching between threads at 18 %, for 11–14k
+//! messages/s. Here one thread owns one connection, each batch is one
+//! closure sent to it (one hand-off, one transaction, one fsync), and every
+//! statement is prepared once and cached. Measured against the sqlx path
+//! (`bench/speak-ab.sh`, 8 alternating rounds on a loaded 2-core machine):
+//! server CPU per message 60–66 µs before, 39–44 µs after. The rate did
+//! not move there (8–10k messages/s): the writer spends 93 % of its time in
+//! its commits, about 2.4 ms a commit plus ~46 µs a message of SQLite's own
+//! work (the FTS5 trigram index a third of it, then the WAL and the
+//! B-trees), about 49 messages a commit with 100 speakers.
+//!
+//! Only the writer's posts take this path; everything else, edits and
+//! deletions included, stays on the `sqlx` pool. The queries below mirror
+//! [`super::messages::take_seqs`], [`super::messages::insert_rows`],
+//! [`super::memberships::add_posters`] and [`super::mentions::record`]
+//! statement for statement, so both engines store the same rows; PostgreSQL
+//! keeps those.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use sqlx::sqlite::SqliteConnectOptions;
+use tokio::sync::oneshot;
+
+use super::mentions::CHANNEL;
+use super::messages::NewRow;
+use crate::markup::Mentions;
+
+/// How long a statement waits for another connection's write lock (sign-ups,
+/// rooms, edits on the `sqlx` pool) before it fails: sqlx's own default.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Statements kept prepared: the four fixed ones, and the mentions query in
+/// each shape (count of names and of members present) seen lately.
+const STATEMENT_CACHE: usize = 64;
+
+/// Work for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The thread that owns the writer's connection to a SQLite file.
+pub struct SqliteWriter {
+    /// To the thread; unbounded, but the writer task waits for each batch
+    /// before it sends the next, so it holds at most one.
+    jobs: mpsc::Sender<Job>,
+    /// Told once the thread has closed the connection.
+    closed: oneshot::Receiver<()>,
+}
+
+/// The connection's thread has ended (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the SQLite writer thread has stopped")]
+pub struct Stopped;
+
+impl SqliteWriter {
+    /// Opens the SQLite file of `url` (migrated already, by [`super::connect`])
+    /// on a thread of its own. `None` for PostgreSQL and for an in-memory
+    /// database, which a second connection would not share: those keep the
+    /// `sqlx` path.
+    pub fn open(url: &str) -> anyhow::Result<Option<Self>> {
+        if !url.starts_with("sqlite:") {
+            return Ok(None);
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("reading the database URL {url}"))?;
+        let path = options.get_filename().to_owned();
+        if path.as_os_str() == ":memory:" || path.to_string_lossy().starts_with("file:") {
+            return Ok(None);
+        }
+        let conn = open_connection(&path)
+            .with_context(|| format!("opening {} for the message writer", path.display()))?;
+        let (jobs, received) = mpsc::channel::<Job>();
+        let (done, closed) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("hearth-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = received.recv() {
+                    job(&mut conn);
+                }
+                drop(conn);
+                let _ = done.send(());
+            })
+            .context("starting the SQLite writer thread")?;
+        Ok(Some(Self { jobs, closed }))
+    }
+
+    /// Runs `work` on the connection's thread and returns what it returns:
+    /// one hand-off there and one back, whatever `work` does.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = reply.send(work(conn));
+            }))
+            .map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// Closes the connection once the work already sent is done.
+    pub async fn close(self) {
+        drop(self.jobs);
+        let _ = self.closed.await;
+    }
+}
+
+/// Opens the file with the pragmas the `sqlx` pool's connections have
+/// (`connect` and sqlx's defaults): WAL, `synchronous = FULL` (a post is
+/// acknowledged only once its commit is on disk), foreign keys on, and a
+/// busy timeout, as the pool's connections write to the same file.
+fn open_connection(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode is {mode}, not WAL"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The staging table of [`insert_rows`] lives in memory, never on disk.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.execute_batch(
+        "CREATE TEMP TABLE new_messages (
+            chatroom_id INTEGER NOT NULL,
+            seq         INTEGER NOT NULL,
+            user_id     INTEGER NOT NULL,
+            content     TEXT    NOT NULL,
+            created_at  INTEGER NOT NULL
+        )",
+    )?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Begins the batch's transaction, taking the write lock at once so that
+/// the busy timeout, not a failed upgrade, orders it after the pool's writers.
+pub fn begin(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// Takes each room's next `count` sequence numbers and marks the rooms
+/// active at `at`; returns the last of them by room, without the rooms that
+/// do not exist. As [`super::messages::take_seqs`], one prepared UPDATE per
+/// room: a statement here costs microseconds, not a hand-off.
+pub fn take_seqs(
+    tx: &Transaction<'_>,
+    counts: &[(i64, i64)],
+    at: i64,
+) -> rusqlite::Result<HashMap<i64, i64>> {
+    let mut update = tx.prepare_cached(
+        "UPDATE chatrooms SET last_seq = last_seq + ?1, active_at = ?2 \
+         WHERE id = ?3 RETURNING last_seq",
+    )?;
+    let mut last = HashMap::with_capacity(counts.len());
+    for &(room, count) in counts {
+        if let Some(seq) = update
+            .query_row((count, at, room), |row| row.get(0))
+            .optional()?
+        {
+            last.insert(room, seq);
+        }
+    }
+    Ok(last)
+}
+
+/// Inserts `rows` into `messages` with one statement; returns their ids, in
+/// the order given.
+///
+/// One statement, not one per row, because of the search index: FTS5
+/// writes what it has gathered to disk at every statement that writes to it
+/// (the `message_search_insert` trigger), so a row at a time made a segment
+/// per message and merging them took half of this thread's time (measured:
+/// 31 % of its samples in `fts5SavepointMethod` and 16 % in
+/// `fts5IndexMergeLevel`, with 100 speakers). The rows are staged in a
+/// temporary table in memory, then moved in one `INSERT … SELECT`: one
+/// segment per batch, as the pool's multi-row INSERT makes, without a
+/// statement to prepare for each batch size.
+pub fn insert_rows(tx: &Transaction<'_>, rows: &[NewRow<'_>]) -> rusqlite::Result<Vec<i64>> {
+    let mut stage = tx.prepare_cached(
+        "INSERT INTO temp.new_messages (chatroom_id, seq, user_id, content, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for row in rows {
+        stage.execute((
+            row.chatroom_id,
+            row.seq,
+            row.user_id,
+            row.content,
+            row.created_at,
+        ))?;
+    }
+    // In the order staged, so ids ascend in the order given, as on the pool.
+    let mut ids = HashMap::with_capacity(rows.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (chatroom_id, seq, user_id, content, created_at) \
+         SELECT chatroom_id, seq, user_id, content, created_at FROM temp.new_messages \
+         ORDER BY rowid RETURNING id, chatroom_id, seq",
+    )?;
+    let mut returned = insert.query([])?;
+    while let Some(row) = returned.next()? {
+        ids.insert((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?), row.get(0)?);
+    }
+    drop(returned);
+    tx.prepare_cached("DELETE FROM temp.new_messages")?
+        .execute([])?;
+    rows.iter()
+        .map(|row| {
+            ids.get(&(row.chatroom_id, row.seq))
+                .copied()
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)
+        })
+        .collect()
+}
+
+/// Makes each poster of `(chatroom_id, user_id, seq)` a member since
+/// `joined_at` unless one already, its read cursor moved up to its newest
+/// post; in key order, as [`super::memberships::add_posters`].
+pub fn add_posters(
+    tx: &Transaction<'_>,
+    posters: impl IntoIterator<Item = (i64, i64, i64)>,
+    joined_at: i64,
+) -> rusqlite::Result<()> {
+    let mut newest: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for (room, user, seq) in posters {
+        let entry = newest.entry((room, user)).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO memberships (chatroom_id, user_id, joined_at, last_read_seq) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (chatroom_id, user_id) DO UPDATE SET last_read_seq = CASE \
+         WHEN excluded.last_read_seq > memberships.last_read_seq \
+         THEN excluded.last_read_seq ELSE memberships.last_read_seq END",
+    )?;
+    for ((room, user), seq) in newest {
+        upsert.execute((room, user, joined_at, seq))?;
+    }
+    Ok(())
+}
+
+/// Records whom message `seq` of `room`, by `author`, mentions, as
+/// [`super::mentions::record`] does: the members named (ignoring case) or
+/// present (for `@here`), never the author, and one [`CHANNEL`] row for
+/// `@channel`. Returns the members mentioned by name or as present, ascending.
+pub fn record_mentions(
+    tx: &Transaction<'_>,
+    room: i64,
+    seq: i64,
+    author: i64,
+    mentions: &Mentions,
+    here: &[i64],
+) -> rusqlite::Result<Vec<i64>> {
+    if mentions.channel {
+        tx.prepare_cached(
+            "INSERT INTO mentions (chatroom_id, seq, user_id, author_id) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute((room, seq, CHANNEL, author))?;
+    }
+    let here: &[i64] = if mentions.here { here } else { &[] };
+    if mentions.nicknames.is_empty() && here.is_empty() {
+        return Ok(Vec::new());
+    }
+    let numbered = |first: usize, count: usize| {
+        (first..first + count)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut wanted = Vec::new();
+    if !mentions.nicknames.is_empty() {
+        wanted.push(format!(
+            "lower(u.nickname) IN ({})",
+            numbered(4, mentions.nicknames.len())
+        ));
+    }
+    if !here.is_empty() {
+        wanted.push(format!(
+            "u.id IN ({})",
+            numbered(4 + mentions.nicknames.len(), here.len())
+        ));
+    }
+    let sql = format!(
+        "INSERT INTO mentions (chatroom_id, seq, user_id, author_id) \
+         SELECT ?1, ?2, u.id, ?3 FROM users u \
+         JOIN memberships m ON m.user_id = u.id AND m.chatroom_id = ?1 \
+         WHERE u.id <> ?3 AND ({}) RETURNING user_id",
+        wanted.join(" OR ")
+    );
+    let mut insert = tx.prepare_cached(&sql)?;
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![&room, &seq, &author];
+    params.extend(
+        mentions
+            .nicknames
+            .iter()
+            .map(|name| name as &dyn rusqlite::ToSql),
+    );
+    params.extend(here.iter().map(|user| user as &dyn rusqlite::ToSql));
+    let mut mentioned = insert
+        .query_map(params.as_slice(), |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    mentioned.sort_unstable();
+    Ok(mentioned)
+}
