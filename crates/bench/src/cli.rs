@@ -270,6 +270,10 @@ pub struct IdleArgs {
     /// the one room, e.g. to follow only some rooms on a node (`bench/rooms.sh`).
     #[arg(long = "rooms", value_delimiter = ',')]
     pub rooms: Vec<String>,
+    /// Seconds to keep holding the connections after the last step, e.g.
+    /// while other tools post to their rooms (`bench/nodes.sh` stops it sooner).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
 }
 
 /// `connect` options.

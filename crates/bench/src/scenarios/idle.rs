@@ -30,9 +30,7 @@ pub async fn run(ctx: Ctx, args: IdleArgs) -> anyhow::Result<()> {
     let mut steps = args.steps.clone();
     steps.sort_unstable();
     steps.dedup();
-    let outcome = ctx
-        .drive(|coord| work(&ctx, &steps, args.settle, &args.rooms, coord))
-        .await?;
+    let outcome = ctx.drive(|coord| work(&ctx, &steps, &args, coord)).await?;
     let Some(outcome) = outcome else {
         return Ok(());
     };
@@ -94,10 +92,10 @@ pub async fn run(ctx: Ctx, args: IdleArgs) -> anyhow::Result<()> {
 async fn work(
     ctx: &Ctx,
     steps: &[usize],
-    settle: f64,
-    rooms: &[String],
+    args: &IdleArgs,
     coord: Coord,
 ) -> anyhow::Result<Partial> {
+    let (settle, rooms) = (args.settle, &args.rooms[..]);
     let shared = ctx.identifier();
     let identifier = |i: usize| match rooms {
         [] => shared.clone(),
@@ -125,6 +123,7 @@ async fn work(
         partial.held.push(holders.len() as u64);
         coord.barrier(&format!("step-{step}")).await?;
     }
+    tokio::time::sleep(std::time::Duration::from_secs_f64(args.hold)).await;
     let _ = stop_tx.send(true);
     while let Some(ended) = holders.join_next().await {
         if let Ok(Some(_)) = ended {
