@@ -282,6 +282,10 @@ pub struct PresenceArgs {
     /// room page does (`{"action":"presence"}`).
     #[arg(long)]
     pub ask: bool,
+    /// Joiners subscribe without presence: a control run, whose probe
+    /// latency and server CPU are what the joins alone cost.
+    #[arg(long)]
+    pub without_presence: bool,
     /// Messages per second the probe speaks in its own room (without
     /// presence), each timed from send to its receipt by the probe.
     #[arg(long, default_value_t = 20.0)]

@@ -156,6 +156,7 @@ pub async fn run(ctx: Ctx, args: PresenceArgs) -> anyhow::Result<()> {
         .with("subscribed", total.subscribed)
         .with("connect_failures", total.connect_failures)
         .with("users", users)
+        .with("presence", !args.without_presence)
         .with("asked", args.ask)
         .num("join_rate_target", args.join_rate, 1)
         .num("join_rate", total.subscribed as f64 / join_s.max(1e-9), 0)
@@ -277,8 +278,13 @@ async fn work(ctx: &Ctx, args: &PresenceArgs, users: u64, coord: Coord) -> anyho
     }
     let joining = Arc::new(Joining {
         cable: ctx.cable.clone(),
-        // With presence whether or not `--presence` was given: it is what is measured.
-        identifier: protocol::identifier_with(&ctx.setup.room, true, ctx.common.format.as_deref()),
+        // With presence whether or not `--presence` was given: it is what
+        // is measured, unless this is the control run.
+        identifier: protocol::identifier_with(
+            &ctx.setup.room,
+            !args.without_presence,
+            ctx.common.format.as_deref(),
+        ),
         timeout: ctx.connect_timeout(),
         ask: args.ask,
         settled: AtomicU64::new(0),
