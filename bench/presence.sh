@@ -10,6 +10,7 @@
 #   SIZES="1000 10000" JOIN_RATE=500 bench/presence.sh
 #   ASK=1 bench/presence.sh                    # each joiner asks for the frame, as the room page does
 #   WITHOUT_PRESENCE=1 bench/presence.sh       # control: the same joins without presence
+#   HEARTH_BIN=/path/to/old/hearth bench/presence.sh   # another build, e.g. before a change
 #   DATA=target/bench/presence-<time>/data bench/presence.sh   # reuse an earlier run's users
 #
 # The users (as many as the largest size) are signed up on a first instance,
@@ -38,7 +39,7 @@ cookies=$data/cookies
 describe_machine --short >"$out/machine.txt"
 cat "$out/machine.txt" >&2
 build_hearth_and_bench --release
-hearth=$root/target/release/hearth
+hearth=${HEARTH_BIN:-$root/target/release/hearth}
 bench=$root/target/release/hearth-bench
 trap stop_servers EXIT
 
