@@ -62,6 +62,16 @@ pub enum Command {
         #[command(flatten)]
         args: SoakArgs,
     },
+    /// N subscribers join one room with presence at a set rate, counting the
+    /// presence frames they get, while a probe in another room times its
+    /// own messages: coalesced presence against one frame per join to
+    /// everyone, and the server's responsiveness meanwhile (Hearth only).
+    Presence {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: PresenceArgs,
+    },
     /// Sign users up on Hearth and write their session cookies to a file, one
     /// a line, for `--cookies-file` (so a server can be restarted between
     /// sign-up and measurement).
@@ -255,6 +265,46 @@ pub struct FanoutArgs {
     /// that broadcasts only the content frames as large as Hearth's.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+}
+
+/// `presence` options.
+#[derive(Debug, Clone, Args)]
+pub struct PresenceArgs {
+    /// Subscribers joining the room, each with `"presence":true`; each should
+    /// be a user of its own (`--users`, `--cookies-file`), as presence
+    /// counts users, not tabs.
+    #[arg(long, default_value_t = 10_000)]
+    pub joiners: usize,
+    /// Joins started per second over all workers.
+    #[arg(long, default_value_t = 1000.0)]
+    pub join_rate: f64,
+    /// Each joiner asks for the presence frame once subscribed, as Hearth's
+    /// room page does (`{"action":"presence"}`).
+    #[arg(long)]
+    pub ask: bool,
+    /// Joiners subscribe without presence: a control run, whose probe
+    /// latency and server CPU are what the joins alone cost.
+    #[arg(long)]
+    pub without_presence: bool,
+    /// Messages per second the probe speaks in its own room (without
+    /// presence), each timed from send to its receipt by the probe.
+    #[arg(long, default_value_t = 20.0)]
+    pub probe_rate: f64,
+    /// The probe's room; by default one is created for the run.
+    #[arg(long)]
+    pub probe_room: Option<String>,
+    /// Seconds to keep counting after the last join, so that the frames
+    /// coalesced at the end arrive (a few presence intervals).
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
+    /// Longest the join phase may take, in seconds; joins not started by
+    /// then are not made.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    /// Exit non-zero unless every joiner subscribed and its last presence
+    /// frame counted every user, and every probe message came back.
+    #[arg(long)]
+    pub expect_complete: bool,
 }
 
 /// `idle` options.

@@ -14,7 +14,7 @@
 //! - [`workers`]: spreading clients over processes, barriers, merging.
 //! - [`procfs`]: a process's RSS, open files and CPU time.
 //! - [`peer`]: the cable subset the reference peers in `src/bin/` serve.
-//! - [`scenarios`]: fanout, idle, connect, rtt, post, soak.
+//! - [`scenarios`]: fanout, idle, connect, rtt, post, soak, presence.
 //! - [`report`]: progress bars, tables, JSON lines.
 //! - [`chart`]: latency and memory against clients, or a soak's memory and
 //!   open files against time, as SVG or PNG.
@@ -68,6 +68,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Soak { common, args } => {
             scenarios::soak::run(Ctx::prepare(common, 0).await?, args).await
         }
+        Command::Presence { common, args } => {
+            let own = usize::from(args.probe_room.is_none());
+            scenarios::presence::run(Ctx::prepare(common, own).await?, args).await
+        }
         Command::Users(args) => {
             let endpoint = net::Endpoint::parse(&args.server)?;
             let source = std::net::Ipv4Addr::LOCALHOST.into();
@@ -96,7 +100,8 @@ pub fn threads(cli: &Cli) -> usize {
         | Command::Connect { common, .. }
         | Command::Rtt { common, .. }
         | Command::Post { common, .. }
-        | Command::Soak { common, .. } => common.threads.max(1),
+        | Command::Soak { common, .. }
+        | Command::Presence { common, .. } => common.threads.max(1),
         Command::Users(_)
         | Command::Seed(_)
         | Command::Reads(_)

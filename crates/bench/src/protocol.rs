@@ -81,6 +81,32 @@ pub fn catch_up(identifier: &str, after: u64) -> String {
     serde_json::to_string(&Command::Message { identifier, data }).expect("plain strings serialise")
 }
 
+#[derive(Serialize)]
+struct Action {
+    action: &'static str,
+}
+
+/// `{"command":"message",…,"data":"{\"action\":\"presence\"}"}`: Hearth's
+/// request for the room's presence frame as it stands, which its room page
+/// sends after every (re)subscription.
+pub fn ask_presence(identifier: &str) -> String {
+    let data =
+        serde_json::to_string(&Action { action: "presence" }).expect("plain strings serialise");
+    serde_json::to_string(&Command::Message { identifier, data }).expect("plain strings serialise")
+}
+
+/// The `count` of a Hearth presence frame (`…{"type":"presence","count":N,…`),
+/// found without parsing the frame; `None` for any other frame. The
+/// identifier, being a JSON string, can only hold those words escaped.
+pub fn presence_count(text: &str) -> Option<u64> {
+    const HEAD: &[u8] = br#""type":"presence","count":"#;
+    let bytes = text.as_bytes();
+    let at = memmem::find(bytes, HEAD)?;
+    let rest = &bytes[at + HEAD.len()..];
+    let (digits, _) = take_digits(rest)?;
+    decimal(digits)
+}
+
 /// The room `seq` of a Hearth message frame (`…"seq":N…`), found without
 /// parsing the frame: the first `"seq":` is the payload's own (the content,
 /// being a JSON string, can only hold it escaped).
@@ -339,6 +365,20 @@ mod tests {
             None
         );
         assert_eq!(room_seq(r#"{"type":"ping","message":17}"#), None);
+    }
+
+    #[test]
+    fn presence_frames_are_told_by_their_count_and_asked_for_by_action() {
+        let frame = r#"{"identifier":"{\"channel\":\"ChatroomChannel\",\"id\":1,\"presence\":true}","message":{"type":"presence","count":1234,"users":[{"id":1,"nickname":"ann"}]}}"#;
+        assert_eq!(presence_count(frame), Some(1234));
+        let typing = r#"{"identifier":"x","message":{"type":"typing","user_id":2,"nickname":"b"}}"#;
+        assert_eq!(presence_count(typing), None);
+        let said = r#"{"identifier":"x","message":{"type":"message","content":"say \"type\":\"presence\",\"count\":5"}}"#;
+        assert_eq!(presence_count(said), None, "a message's content is escaped");
+        let ask: serde_json::Value = serde_json::from_str(&ask_presence(ID)).unwrap();
+        assert_eq!(ask["command"], "message");
+        assert_eq!(ask["identifier"], ID);
+        assert_eq!(ask["data"], r#"{"action":"presence"}"#);
     }
 
     #[test]

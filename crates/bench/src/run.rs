@@ -13,7 +13,7 @@ use crate::hearth;
 use crate::http::HttpConn;
 use crate::net::{Endpoint, raise_open_file_limit};
 use crate::protocol;
-use crate::workers::{SETUP_ENV, unix_nanos};
+use crate::workers::{read_setup, unix_nanos};
 
 /// What the leader prepares once and every worker shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ impl Ctx {
         let workers = common.workers.max(1);
         let (setup, share) = match common.worker_index {
             Some(index) => {
-                let json = std::env::var(SETUP_ENV).context("a worker needs its parent's setup")?;
+                let json = read_setup()?;
                 (serde_json::from_str(&json)?, Share { index, of: workers })
             }
             None => {

@@ -7,8 +7,9 @@
 //! parent in lines: it prints `@barrier <name>` on stdout and waits for `go`
 //! on stdin; at the end it prints `@result <json>`. The parent (the leader)
 //! releases a barrier once every worker has reached it, after sampling the
-//! server's memory and CPU; then it merges the results. A run without
-//! workers goes through the same barriers, in process.
+//! server's memory and CPU; then it merges the results. The leader's setup
+//! (users, rooms) reaches the workers in a file that it removes at the end.
+//! A run without workers goes through the same barriers, in process.
 
 use std::future::Future;
 use std::process::Stdio;
@@ -25,8 +26,39 @@ use tokio::sync::mpsc;
 use crate::procfs;
 use crate::report::spinner;
 
-/// The environment variable that hands the leader's setup to workers.
-pub const SETUP_ENV: &str = "HEARTH_BENCH_SETUP";
+/// The environment variable that names the file in which the leader hands
+/// its setup to workers (a file, as 10,000 cookies pass the 128 KiB an
+/// environment variable may hold).
+pub const SETUP_ENV: &str = "HEARTH_BENCH_SETUP_FILE";
+
+/// The file of this leader's setup for its workers; removed when dropped.
+struct SetupFile(std::path::PathBuf);
+
+impl SetupFile {
+    fn write(setup_json: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "hearth-bench-setup-{}-{}.json",
+            std::process::id(),
+            unix_nanos()
+        ));
+        std::fs::write(&path, setup_json)
+            .with_context(|| format!("writing the workers' setup to {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for SetupFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A worker's setup, as its leader wrote it.
+pub fn read_setup() -> anyhow::Result<String> {
+    let path = std::env::var_os(SETUP_ENV).context("a worker needs its parent's setup")?;
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the parent's setup from {}", path.display()))
+}
 
 /// What the leader saw at one barrier.
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +208,7 @@ async fn lead<P: DeserializeOwned>(
 ) -> anyhow::Result<Outcome<P>> {
     let exe = std::env::current_exe().context("finding this program")?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let setup = SetupFile::write(setup_json)?;
     // Every worker's stdout lines, tagged with its index; bounded by the few
     // lines a worker prints.
     let (lines_tx, mut lines) = mpsc::unbounded_channel();
@@ -186,7 +219,7 @@ async fn lead<P: DeserializeOwned>(
             .args(&args)
             .arg("--worker-index")
             .arg(i.to_string())
-            .env(SETUP_ENV, setup_json)
+            .env(SETUP_ENV, &setup.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

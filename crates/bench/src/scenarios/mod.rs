@@ -6,11 +6,13 @@
 //! - [`rtt`]: websocket-bench's broadcast round trip as clients grow.
 //! - [`post`]: messages created per second by many writers.
 //! - [`soak`]: a long run with churning clients; memory, open files, no loss.
+//! - [`presence`]: joins at a set rate; presence frames against joiners, and a probe's latency.
 
 pub mod connect;
 pub mod fanout;
 pub mod idle;
 pub mod post;
+pub mod presence;
 pub mod rtt;
 pub mod soak;
 
