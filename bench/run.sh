@@ -9,6 +9,8 @@
 #   SERVERS="hearth reference" bench/run.sh
 #   QUICK=1 bench/run.sh              # small sizes, a couple of minutes
 #   PHASES="idle fanout-1k fanout-10k" bench/run.sh   # only these phases
+#   REFERENCE_PAD=444 SERVERS="hearth reference" PHASES="fanout-1k fanout-10k" bench/run.sh
+#                                     # the reference's frames as large as the page's
 #
 # Hearth's clients hold what its room page subscribes to: the room with
 # its presence and typing (ChatroomChannel, "presence":true), taking each
@@ -101,6 +103,12 @@ phase() {
   fi
   local app=(--app plain)
   [ "$name" = hearth ] && app=(--app hearth --cookies-file "$out/cookies" --presence --format html --also '{"channel":"RoomsChannel"}')
+  # The reference's frames padded to the size of the frame Hearth's page
+  # gets (REFERENCE_PAD bytes of filler: 444 makes both 570 bytes), to
+  # compare the engines on frames of one size.
+  if [ "$name" = reference ] && [ -n "${REFERENCE_PAD:-}" ] && [[ $case == fanout-* ]]; then
+    app+=(--pad "$REFERENCE_PAD")
+  fi
   step "$name · $case"
   if ! timeout -k 10 "$limit" "$bench" "$@" "${app[@]}" \
     --server "http://127.0.0.1:$port" --pid "$pid" \
