@@ -12,10 +12,11 @@
 //! statement is prepared once and cached. Measured against the sqlx path
 //! (`bench/speak-ab.sh`, 8 alternating rounds on a loaded 2-core machine):
 //! server CPU per message 60–66 µs before, 39–44 µs after. The rate did
-//! not move there (8–10k messages/s): the writer spends 93 % of its time in
-//! its commits, about 2.4 ms a commit plus ~46 µs a message of SQLite's own
-//! work (the FTS5 trigram index a third of it, then the WAL and the
-//! B-trees), about 49 messages a commit with 100 speakers.
+//! not move there (8–10k messages/s); on the same machine when quiet it was
+//! 24,364 (`bench/run.sh`, run 8) against run 4's 11–14k. The writer spends
+//! 93 % of its time in its commits, about 2.4 ms a commit plus ~46 µs a
+//! message of SQLite's own work (the FTS5 trigram index a third of it, then
+//! the WAL and the B-trees), about 49 messages a commit with 100 speakers.
 //!
 //! Only the writer's posts take this path; everything else, edits and
 //! deletions included, stays on the `sqlx` pool. The queries below mirror
