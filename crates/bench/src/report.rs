@@ -53,6 +53,14 @@ impl Result {
         self
     }
 
+    /// Adds a field if there is a value, e.g. the first error a run met.
+    pub fn with_some(self, name: &'static str, value: Option<impl Into<Value>>) -> Self {
+        match value {
+            Some(value) => self.with(name, value),
+            None => self,
+        }
+    }
+
     /// Adds a number rounded to `digits` decimals.
     pub fn num(self, name: &'static str, value: f64, digits: i32) -> Self {
         let scale = 10f64.powi(digits);

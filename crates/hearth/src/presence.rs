@@ -519,17 +519,17 @@ mod tests {
         }
     }
 
+    fn config() -> PresenceConfig {
+        PresenceConfig {
+            interval: Duration::from_secs(1),
+            ttl: Duration::from_secs(30),
+            typing_interval: Duration::from_secs(2),
+            listed: 2,
+        }
+    }
+
     fn handle() -> PresenceHandle {
-        presence(
-            PresenceConfig {
-                interval: Duration::from_secs(1),
-                ttl: Duration::from_secs(30),
-                typing_interval: Duration::from_secs(2),
-                listed: 2,
-            },
-            None,
-        )
-        .0
+        presence(config(), None).0
     }
 
     fn frame(handle: &PresenceHandle, room: i64) -> serde_json::Value {
@@ -577,15 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_joiner_asking_is_answered_the_frame_the_watchers_have_until_the_next_round() {
-        let (presence, task) = presence(
-            PresenceConfig {
-                interval: Duration::from_secs(1),
-                ttl: Duration::from_secs(30),
-                typing_interval: Duration::from_secs(2),
-                listed: 2,
-            },
-            None,
-        );
+        let (presence, task) = presence(config(), None);
         presence.join(1, &user(1, "ann"), true).await;
         assert_eq!(
             frame(&presence, 1)["count"],

@@ -330,20 +330,19 @@ impl WriterTask {
             // After the posts: a change takes a later `seq` than any post
             // of its room in this batch.
             for change in changes.drain(..) {
-                let result = apply_change(&storage.db, &change.change)
-                    .await
-                    .map(|applied| {
-                        let changed = Changed {
-                            message: applied.message().clone(),
-                            seq: applied.changed.then(|| applied.seq()),
-                            payload: applied.full().to_owned(),
+                let result = apply_change(&storage.db, &change.change).await.map(
+                    |Applied { encoded, changed }| {
+                        let answer = Changed {
+                            message: encoded.message().clone(),
+                            seq: changed.then(|| encoded.seq()),
+                            payload: encoded.full().to_owned(),
                         };
-                        if applied.changed {
-                            let seq = applied.seq();
-                            relay.stored(changed.message.chatroom_id, seq, applied.encoded, None);
+                        if changed {
+                            relay.stored(answer.message.chatroom_id, encoded.seq(), encoded, None);
                         }
-                        changed
-                    });
+                        answer
+                    },
+                );
                 // The asker may have gone away; the change is made regardless.
                 let _ = change.reply.send(result);
             }
@@ -409,14 +408,6 @@ impl WriterTask {
 struct Applied {
     encoded: Encoded,
     changed: bool,
-}
-
-impl std::ops::Deref for Applied {
-    type Target = Encoded;
-
-    fn deref(&self) -> &Encoded {
-        &self.encoded
-    }
 }
 
 /// Makes one edit or deletion in its own transaction. Changes are rare

@@ -161,15 +161,10 @@ pub async fn run(ctx: Ctx, args: FanoutArgs) -> anyhow::Result<()> {
             3,
         );
     }
-    if let Some(rss) = end.and_then(|s| s.server_rss_kib) {
-        result = result.with("server_rss_kib", rss);
-    }
-    if let Some(e) = &total.first_error {
-        result = result.with("first_connect_error", e.clone());
-    }
-    if let Some(e) = &total.drop_reason {
-        result = result.with("first_drop_reason", e.clone());
-    }
+    result = result
+        .with_some("server_rss_kib", end.and_then(|s| s.server_rss_kib))
+        .with_some("first_connect_error", total.first_error.clone())
+        .with_some("first_drop_reason", total.drop_reason.clone());
     result.emit(&ctx.common)?;
 
     if args.expect_complete {

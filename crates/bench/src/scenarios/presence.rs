@@ -186,18 +186,11 @@ pub async fn run(ctx: Ctx, args: PresenceArgs) -> anyhow::Result<()> {
         .num("probe_max_ms", ms(p.max()), 3)
         .num("server_cpu_s", delta(|s| s.server_cpu_s), 2)
         .num("client_cpu_s", delta(|s| Some(s.client_cpu_s)), 2);
-    if let Some(rss) = end.and_then(|s| s.server_rss_kib) {
-        result = result.with("server_rss_kib", rss);
-    }
-    if let Some(e) = &total.first_error {
-        result = result.with("first_connect_error", e.clone());
-    }
-    if let Some(e) = &total.drop_reason {
-        result = result.with("first_drop_reason", e.clone());
-    }
-    if let Some(e) = &probe.dropped {
-        result = result.with("probe_dropped", e.clone());
-    }
+    result = result
+        .with_some("server_rss_kib", end.and_then(|s| s.server_rss_kib))
+        .with_some("first_connect_error", total.first_error.clone())
+        .with_some("first_drop_reason", total.drop_reason.clone())
+        .with_some("probe_dropped", probe.dropped.clone());
     result.emit(&ctx.common)?;
 
     if args.expect_complete {
