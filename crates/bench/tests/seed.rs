@@ -21,9 +21,9 @@ fn args(path: &Path, seed: u64) -> SeedArgs {
     }
 }
 
+/// The seeded database as the server opens it (its search index attached).
 async fn open(path: &Path) -> AnyPool {
-    sqlx::any::install_default_drivers();
-    AnyPool::connect(&seed::database_url(&path.display().to_string()))
+    hearth::db::connect(&seed::database_url(&path.display().to_string()))
         .await
         .expect("the seeded database opens")
 }
@@ -139,7 +139,7 @@ async fn a_seeded_database_is_consistent_and_the_real_server_serves_it() {
     // The search index holds every message as stored, deletions erased.
     let indexed = scalar(
         &db,
-        "SELECT COUNT(*) FROM message_search WHERE message_search MATCH '\"deploy\"'",
+        "SELECT COUNT(*) FROM search.message_search WHERE message_search MATCH '\"deploy\"'",
     )
     .await;
     let stored = scalar(

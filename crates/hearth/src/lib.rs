@@ -72,6 +72,8 @@ pub struct AppState {
     pub cable: Cable<CurrentUser>,
     /// Where messages are posted.
     pub writer: writer::MessageWriter,
+    /// SQLite's search index, filled after the writer's commits.
+    pub search_index: db::search_index::SearchIndex,
     /// The relay's counters.
     pub relay: relay::RelayHandle,
     /// The Redis broker, when several nodes share the work.
@@ -254,7 +256,11 @@ impl App {
             stop_relay.clone(),
         ));
         let stop_writer = CancellationToken::new();
-        let storage = writer::Storage::open(db.clone(), &config.database_url())?;
+        let search_index = db::search_index::SearchIndex::start(
+            db::sqlite_file(&config.database_url())?.as_deref(),
+        )?;
+        let storage =
+            writer::Storage::open(db.clone(), &config.database_url(), search_index.clone())?;
         let writer_task =
             tokio::spawn(writer_task.run(storage, relay.clone(), stop_writer.clone()));
         let passwords = Passwords::new().await?;
@@ -263,6 +269,7 @@ impl App {
                 db,
                 cable,
                 writer,
+                search_index,
                 relay,
                 broker,
                 activity,

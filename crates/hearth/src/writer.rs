@@ -27,6 +27,7 @@ use crate::auth::CurrentUser;
 use crate::db::chatrooms::Chatroom;
 use crate::db::mentions;
 use crate::db::messages::{self, EventKind, Message, NewRow, RoomEvent};
+use crate::db::search_index::SearchIndex;
 use crate::db::sqlite_writer::{self, SqliteWriter};
 use crate::db::{Db, now_millis};
 use crate::domain::MessageContent;
@@ -210,18 +211,21 @@ pub struct MessageWriter {
 
 /// Where the writer stores posts, chosen once from the database URL: on a
 /// SQLite file, the writer's own connection; else (PostgreSQL, an in-memory
-/// SQLite) the pool. Edits and deletions always take the pool.
+/// SQLite) the pool. Edits and deletions always take the pool. SQLite's
+/// search index is told of every commit and takes it in after.
 pub struct Storage {
     db: Db,
     sqlite: Option<SqliteWriter>,
+    index: SearchIndex,
 }
 
 impl Storage {
-    /// Storage on `db`, opened from `url`.
-    pub fn open(db: Db, url: &str) -> anyhow::Result<Self> {
+    /// Storage on `db`, opened from `url`, telling `index` of its commits.
+    pub fn open(db: Db, url: &str, index: SearchIndex) -> anyhow::Result<Self> {
         Ok(Self {
             db,
             sqlite: SqliteWriter::open(url)?,
+            index,
         })
     }
 }
@@ -330,19 +334,21 @@ impl WriterTask {
             // After the posts: a change takes a later `seq` than any post
             // of its room in this batch.
             for change in changes.drain(..) {
-                let result = apply_change(&storage.db, &change.change).await.map(
-                    |Applied { encoded, changed }| {
-                        let answer = Changed {
-                            message: encoded.message().clone(),
-                            seq: changed.then(|| encoded.seq()),
-                            payload: encoded.full().to_owned(),
-                        };
-                        if changed {
-                            relay.stored(answer.message.chatroom_id, encoded.seq(), encoded, None);
-                        }
-                        answer
-                    },
-                );
+                let result = apply_change(&storage.db, &change.change).await;
+                if matches!(result, Ok(Applied { changed: true, .. })) {
+                    storage.index.written();
+                }
+                let result = result.map(|Applied { encoded, changed }| {
+                    let answer = Changed {
+                        message: encoded.message().clone(),
+                        seq: changed.then(|| encoded.seq()),
+                        payload: encoded.full().to_owned(),
+                    };
+                    if changed {
+                        relay.stored(answer.message.chatroom_id, encoded.seq(), encoded, None);
+                    }
+                    answer
+                });
                 // The asker may have gone away; the change is made regardless.
                 let _ = change.reply.send(result);
             }
@@ -360,6 +366,7 @@ impl WriterTask {
         }
         let started = std::time::Instant::now();
         let stored = store(storage, batch).await;
+        storage.index.written();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .commit_micros

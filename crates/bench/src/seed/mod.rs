@@ -9,7 +9,8 @@
 //! each room's `seq` gap-free over its posts, edits and deletions
 //! (`message_events`), `last_seq` and `active_at` to match, every poster a
 //! member with a read cursor at or after their newest post, and the search
-//! index filled by the app's own triggers (SQLite) or index (PostgreSQL).
+//! index filled once the rows are in, by the app's own indexer
+//! (`hearth::db::search_index::build`, SQLite) or index (PostgreSQL).
 //!
 //! - [`text`]: the messages' words.
 //! - [`sink`]: writing rows, multi-row INSERTs on SQLite, `COPY` on PostgreSQL.
@@ -144,6 +145,15 @@ pub async fn run(args: &SeedArgs) -> anyhow::Result<()> {
     sink.memberships(&members).await?;
     let rows: Vec<RoomRow> = rooms.iter().map(|r| r.row.clone()).collect();
     sink.finish(&rows).await?;
+    if let Some(file) = hearth::db::sqlite_file(&url)? {
+        let indexing = Instant::now();
+        let indexed =
+            tokio::task::spawn_blocking(move || hearth::db::search_index::build(&file)).await??;
+        eprintln!(
+            "indexed {indexed} messages for search in {:.1?}",
+            indexing.elapsed()
+        );
+    }
     eprintln!(
         "seeded {} messages in {} rooms, {} users, {} memberships in {:.1?}",
         args.messages,

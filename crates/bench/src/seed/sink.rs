@@ -1,5 +1,5 @@
 //! Writing seeded rows in bulk: multi-row INSERTs in large transactions on
-//! SQLite (the app's triggers fill the search index as they go), `COPY` on
+//! SQLite (the search index is built after, from the rows), `COPY` on
 //! PostgreSQL (the secondary indexes of `messages` are dropped first and
 //! built again, the same definitions, once the rows are in: building a
 //! trigram index once is far faster than growing it row by row).

@@ -11,15 +11,19 @@ pub mod memberships;
 pub mod mentions;
 pub mod messages;
 pub mod search;
+pub mod search_index;
 pub mod sessions;
 pub mod sqlite_writer;
 pub mod users;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
 /// The connection pool, whichever engine is behind it.
 pub type Db = sqlx::AnyPool;
@@ -29,16 +33,50 @@ pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("hearth.db").display())
 }
 
+/// The file of a SQLite database URL; `None` for PostgreSQL and for an
+/// in-memory SQLite, which has no file to put beside it (no search index,
+/// no writer's connection of its own).
+pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("reading the database URL {url}"))?;
+    let path = options.get_filename();
+    if path.as_os_str() == ":memory:" || path.to_string_lossy().starts_with("file:") {
+        return Ok(None);
+    }
+    Ok(Some(path.to_owned()))
+}
+
 /// Opens the database at `url` (`sqlite://…` or `postgres://…`) and runs
-/// its migrations. SQLite runs in WAL mode with foreign keys on.
+/// its migrations. SQLite runs in WAL mode with foreign keys on, with the
+/// search index's file ([`search_index`]) attached as `search`.
 pub async fn connect(url: &str) -> anyhow::Result<Db> {
     sqlx::any::install_default_drivers();
     let sqlite = url.starts_with("sqlite:");
+    let index: Option<Arc<str>> = match sqlite_file(url)? {
+        Some(file) => {
+            let index = search_index::file_beside(&file);
+            let name = index
+                .to_str()
+                .with_context(|| format!("{} is not UTF-8", index.display()))?;
+            Some(name.into())
+        }
+        None => None,
+    };
     let pool = AnyPoolOptions::new()
         .max_connections(if sqlite { 8 } else { 16 })
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
+            let index = index.clone();
             Box::pin(async move {
                 if conn.backend_name() == "SQLite" {
+                    if let Some(index) = index {
+                        sqlx::query("ATTACH DATABASE $1 AS search")
+                            .bind(index.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     // A post is acknowledged only after its commit reaches
                     // the disk: FULL syncs the WAL at every commit (the writer
                     // batches commits, so this costs one fsync per batch).
@@ -69,6 +107,14 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
             .execute(&pool)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        if sqlite_file(url)?.is_some() {
+            sqlx::query("PRAGMA search.journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            for statement in search_index::SCHEMA {
+                sqlx::query(statement).execute(&pool).await?;
+            }
+        }
     } else {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     }

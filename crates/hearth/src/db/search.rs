@@ -1,5 +1,6 @@
 //! Full-text search over messages: on SQLite an FTS5 trigram index
-//! (`message_search`, migration 0005), on PostgreSQL a `pg_trgm` index
+//! (`search.message_search`, in a file of its own: [`super::search_index`]),
+//! on PostgreSQL a `pg_trgm` index
 //! under `ILIKE`. Both find any part of a word and text without spaces
 //! (Chinese, Japanese); words of one or two characters, which a trigram
 //! index cannot hold, are matched with `LIKE` among what the rest found.
@@ -155,13 +156,13 @@ pub async fn search(
             // (BENCHMARKS.md, "History, search and unread counts at
             // 1,000,000 messages"); this way 30 ms.
             conditions.push(format!(
-                "m.id IN (SELECT rowid FROM message_search WHERE message_search MATCH {phrases})"
+                "m.id IN (SELECT rowid FROM search.message_search WHERE message_search MATCH {phrases})"
             ));
         } else {
             // The index drives the scan, in its rowid order (the message
             // id), so the window's end stops it; bm25 is computed for those
             // rows only.
-            from = "message_search s JOIN messages m ON m.id = s.rowid";
+            from = "search.message_search s JOIN messages m ON m.id = s.rowid";
             conditions.push(format!("message_search MATCH {phrases}"));
             newest = "s.rowid DESC";
             score = "-bm25(message_search)";

@@ -26,13 +26,11 @@
 //! keeps those.
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
-use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 
 use super::mentions::CHANNEL;
@@ -70,15 +68,9 @@ impl SqliteWriter {
     /// database, which a second connection would not share: those keep the
     /// `sqlx` path.
     pub fn open(url: &str) -> anyhow::Result<Option<Self>> {
-        if !url.starts_with("sqlite:") {
+        let Some(path) = super::sqlite_file(url)? else {
             return Ok(None);
-        }
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("reading the database URL {url}"))?;
-        let path = options.get_filename().to_owned();
-        if path.as_os_str() == ":memory:" || path.to_string_lossy().starts_with("file:") {
-            return Ok(None);
-        }
+        };
         let conn = open_connection(&path)
             .with_context(|| format!("opening {} for the message writer", path.display()))?;
         let (jobs, received) = mpsc::channel::<Job>();

@@ -86,6 +86,8 @@ async fn search_messages(
     let mut hits = if query.is_empty() {
         Vec::new()
     } else {
+        // What was posted before the search is found by it.
+        state.search_index.settle().await;
         db::search::search(
             &state.db,
             user.id,

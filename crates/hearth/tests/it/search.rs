@@ -301,3 +301,121 @@ async fn bad_queries_get_a_clear_answer_and_strangers_are_sent_to_sign_in() {
     let empty = app.page("/search?q=nothing-like-this", &ann.cookie).await;
     assert!(empty.contains("Nothing matches"));
 }
+
+/// Where the SQLite database of `app` is.
+fn sqlite_url(app: &TestApp) -> String {
+    hearth::db::sqlite_url(app.data_dir.path())
+}
+
+#[tokio::test]
+async fn on_sqlite_the_index_has_a_file_of_its_own_and_is_built_again_when_it_is_lost() {
+    let mut app = TestApp::spawn_on(None, &["--message-rate", "0"]).await;
+    let ann = app.sign_up("ann").await;
+    let room = app.general_room(&ann).await;
+    post(&app, &ann, room, "the kettle is on").await;
+    let edited = post(&app, &ann, room, "stand-up at nine").await["id"]
+        .as_i64()
+        .unwrap();
+    let deleted = post(&app, &ann, room, "the secret word is swordfish").await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.edit_message(&ann, room, edited, "stand-up at ten")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.delete_message(&ann, room, deleted).await.status(), 200);
+    assert_eq!(found(&app, &ann, "kettle").await, ["the kettle is on"]);
+
+    // The index is not in the database's file: it is beside it.
+    let in_main: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM main.sqlite_master WHERE name LIKE 'message_search%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(in_main, 0);
+    let index = app.data_dir.path().join("hearth-search.db");
+    assert!(index.exists());
+
+    // Lost with the server stopped, it is built again at the next start,
+    // edits and deletions as they are now, before the first search answers.
+    let url = sqlite_url(&app);
+    app.shutdown().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = app
+            .data_dir
+            .path()
+            .join(format!("hearth-search.db{suffix}"));
+        if file.exists() {
+            std::fs::remove_file(file).unwrap();
+        }
+    }
+    let again = TestApp::spawn_on(None, &["--database-url", &url]).await;
+    assert_eq!(found(&again, &ann, "kettle").await, ["the kettle is on"]);
+    assert_eq!(found(&again, &ann, "stand-up").await, ["stand-up at ten"]);
+    assert!(found(&again, &ann, "nine").await.is_empty());
+    assert!(found(&again, &ann, "swordfish").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_spoken_on_the_cable_is_found_by_the_next_search() {
+    let (app, ann, room) = TestApp::with_ann_in_general(&["--message-rate", "0"]).await;
+    let (mut cable, identifier) = app.join(&ann, room).await;
+    for n in 0..50 {
+        cable.speak(&identifier, &format!("spoken word {n}")).await;
+    }
+    // Once the broadcasts are back, every one is committed; the search
+    // waits for the index to take them in.
+    for n in 0..50 {
+        assert_eq!(
+            cable.next_message(&identifier).await["content"],
+            format!("spoken word {n}")
+        );
+    }
+    let results: Value = search(&app, &ann, "spoken").await.json().await.unwrap();
+    assert_eq!(results["results"].as_array().unwrap().len(), 20);
+    assert_eq!(results["more"], true);
+    assert_eq!(
+        found(&app, &ann, "word 49").await,
+        ["spoken word 49"],
+        "the newest is found"
+    );
+}
+
+#[tokio::test]
+async fn on_sqlite_an_index_built_from_another_database_is_not_trusted() {
+    let mut first = TestApp::spawn_on(None, &[]).await;
+    let ann = first.sign_up("ann").await;
+    let room = first.general_room(&ann).await;
+    post(&first, &ann, room, "only in the first one").await;
+    first.shutdown().await;
+    let mut second = TestApp::spawn_on(None, &[]).await;
+    let bob = second.sign_up("bob").await;
+    let room = second.general_room(&bob).await;
+    post(&second, &bob, room, "only in the second one").await;
+    second.shutdown().await;
+
+    // The first one's index, with every file of it, beside the second's
+    // database (a copy or a backup put back in the wrong place).
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("hearth-search.db{suffix}");
+        let (from, to) = (
+            first.data_dir.path().join(&name),
+            second.data_dir.path().join(&name),
+        );
+        if to.exists() {
+            std::fs::remove_file(&to).unwrap();
+        }
+        if from.exists() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let again = TestApp::spawn_on(None, &["--database-url", &sqlite_url(&second)]).await;
+    assert_eq!(
+        found(&again, &bob, "only in").await,
+        ["only in the second one"]
+    );
+    assert!(found(&again, &bob, "first").await.is_empty());
+}

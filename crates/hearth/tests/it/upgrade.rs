@@ -2,7 +2,8 @@
 //! 0005) upgraded in place: migrations 0006 and 0007 keep every room,
 //! message and member, make existing rooms public with everyone in
 //! #general, make the first user the admin, start nobody with a backlog of
-//! unread messages, and the upgraded instance serves them.
+//! unread messages, and the upgraded instance serves them; on SQLite 0008
+//! moves the search index to its own file, built again from the messages.
 
 use std::sync::Arc;
 
@@ -113,6 +114,20 @@ async fn assert_served(app: &TestApp) {
         .unwrap();
     assert_eq!(seq, 3, "the room's sequence carries on");
     assert_eq!(app.count("mentions").await, 1);
+    // Search finds the old messages and the new one (on SQLite the index is
+    // built again in its own file, migration 0008).
+    let search: serde_json::Value = app
+        .client()
+        .get(app.url("/search?q=plan"))
+        .header("cookie", &dan.cookie)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(search["results"].as_array().unwrap().len(), 3, "{search}");
 }
 
 #[tokio::test]
