@@ -89,19 +89,21 @@ impl SqliteWriter {
         Ok(Some(Self { jobs, closed }))
     }
 
-    /// Runs `work` on the connection's thread and returns what it returns:
-    /// one hand-off there and one back, whatever `work` does.
-    pub async fn call<R: Send + 'static>(
+    /// Hands `work` to the connection's thread now; the future gives what
+    /// it returns. One hand-off there and one back, whatever `work` does;
+    /// work runs in the order handed over.
+    pub fn start<R: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> R + Send + 'static,
-    ) -> Result<R, Stopped> {
+    ) -> impl Future<Output = Result<R, Stopped>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |conn| {
-                let _ = reply.send(work(conn));
-            }))
-            .map_err(|_| Stopped)?;
-        answer.await.map_err(|_| Stopped)
+        let sent = self.jobs.send(Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        }));
+        async move {
+            sent.map_err(|_| Stopped)?;
+            answer.await.map_err(|_| Stopped)
+        }
     }
 
     /// Closes the connection once the work already sent is done.
