@@ -58,6 +58,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     let index: Option<Arc<str>> = match sqlite_file(url)? {
         Some(file) => {
             let index = search_index::file_beside(&file);
+            search_index::prepare(&index)?;
             let name = index
                 .to_str()
                 .with_context(|| format!("{} is not UTF-8", index.display()))?;
@@ -107,14 +108,6 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
             .execute(&pool)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        if sqlite_file(url)?.is_some() {
-            sqlx::query("PRAGMA search.journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-            for statement in search_index::SCHEMA {
-                sqlx::query(statement).execute(&pool).await?;
-            }
-        }
     } else {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     }

@@ -6,7 +6,8 @@
 //! `search`. One thread owns its writing: after the writer commits, it
 //! follows `messages` and `message_events` by id from where it stopped
 //! (`search_progress`) and takes in the new messages, the edits and the
-//! deletions, in a transaction of its own on that file.
+//! deletions, in a transaction of its own on that file. After each round
+//! it also checkpoints the database's WAL, off the writer's commits.
 //!
 //! Why: while triggers kept the index in step inside the writer's
 //! transaction, the index was 46 % of the writer thread's CPU with 100
@@ -61,21 +62,41 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The index's tables, made in the attached `search` schema by
-/// [`super::connect`] if missing. `contentless_delete` lets an edit or a
-/// deletion remove a message's old text by its id alone: the index keeps
-/// no copy of the text, and results are read from `messages`.
-pub const SCHEMA: [&str; 3] = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS search.message_search USING fts5(\
-     content, content = '', contentless_delete = 1, tokenize = 'trigram')",
-    "CREATE TABLE IF NOT EXISTS search.search_progress (\
-     id INTEGER PRIMARY KEY CHECK (id = 1), \
-     database_key TEXT NOT NULL, \
-     messages_through INTEGER NOT NULL, \
-     events_through INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO search.search_progress \
-     (id, database_key, messages_through, events_through) VALUES (1, '', 0, 0)",
-];
+/// The index's tables, made in its file by [`prepare`] if missing.
+/// `contentless_delete` lets an edit or a deletion remove a message's old
+/// text by its id alone: the index keeps no copy of the text, and results
+/// are read from `messages`.
+const SCHEMA: &str = "
+    CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5(
+        content, content = '', contentless_delete = 1, tokenize = 'trigram');
+    CREATE TABLE IF NOT EXISTS search_progress (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        database_key     TEXT    NOT NULL,
+        messages_through INTEGER NOT NULL,
+        events_through   INTEGER NOT NULL);
+    INSERT OR IGNORE INTO search_progress (id, database_key, messages_through, events_through)
+        VALUES (1, '', 0, 0);
+";
+
+/// Makes the index file `index` and its tables if missing, in WAL mode (its
+/// readers, the pool's connections, never wait for its writer). Run by
+/// [`super::connect`] before any connection attaches it: attaching opens an
+/// existing file only, as the database's URL may not allow creating one.
+pub fn prepare(index: &Path) -> anyhow::Result<()> {
+    let conn = Connection::open(index)
+        .with_context(|| format!("creating the search index {}", index.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "{}: journal_mode is {mode}, not WAL",
+        index.display()
+    );
+    conn.execute_batch(SCHEMA)
+        .with_context(|| format!("making the tables of {}", index.display()))?;
+    Ok(())
+}
 
 /// The index's file beside the database file `db`: `hearth.db` →
 /// `hearth-search.db`.
@@ -180,17 +201,50 @@ fn run(
     woken: &mpsc::Receiver<Wake>,
     indexed: &watch::Sender<u64>,
 ) {
+    // A backlog being taken in (the first start after an upgrade, a lost
+    // index file): since when, and how many so far.
+    let mut backlog: Option<(std::time::Instant, i64)> = None;
     loop {
         let count = written.load(Ordering::Acquire);
         match catch_up(&mut conn, ROUND) {
-            Ok(Round { more: true, .. }) => continue,
-            Ok(Round { more: false, .. }) => {
+            Ok(Round {
+                more: true,
+                messages,
+                ..
+            }) => {
+                let (since, total) = backlog.get_or_insert_with(|| {
+                    tracing::info!("building the search index from the stored messages");
+                    (std::time::Instant::now(), 0)
+                });
+                *total += messages;
+                if *total % (64 * ROUND) < ROUND {
+                    tracing::info!(
+                        messages = *total,
+                        seconds = since.elapsed().as_secs(),
+                        "search index building"
+                    );
+                }
+                continue;
+            }
+            Ok(Round {
+                more: false,
+                messages,
+                ..
+            }) => {
+                if let Some((since, total)) = backlog.take() {
+                    tracing::info!(
+                        messages = total + messages,
+                        seconds = since.elapsed().as_secs_f64(),
+                        "the search index is built"
+                    );
+                }
                 indexed.send_replace(count);
             }
             Err(error) => {
                 tracing::error!(%error, "updating the search index failed; trying again");
             }
         }
+        checkpoint(&conn);
         match woken.recv_timeout(POLL) {
             Ok(Wake::Searched) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Wake::Written) => {
@@ -200,6 +254,16 @@ fn run(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+}
+
+/// Copies what the database's WAL holds into the database file, beside the
+/// writer and without waiting for it (`PASSIVE`), so that the writer's own
+/// checkpoints, at its commits, are rare and short
+/// ([`super::sqlite_writer`]). Nothing to do costs next to nothing.
+fn checkpoint(conn: &Connection) {
+    if let Err(error) = conn.query_row("PRAGMA main.wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::debug!(%error, "checkpointing the database failed; the writer will");
     }
 }
 

@@ -340,8 +340,12 @@ async fn on_sqlite_the_index_has_a_file_of_its_own_and_is_built_again_when_it_is
     assert!(index.exists());
 
     // Lost with the server stopped, it is built again at the next start,
-    // edits and deletions as they are now, before the first search answers.
-    let url = sqlite_url(&app);
+    // edits and deletions as they are now, before the first search answers;
+    // also when the database's URL does not let SQLite create files.
+    let url = format!(
+        "sqlite://{}",
+        app.data_dir.path().join("hearth.db").display()
+    );
     app.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {
         let file = app
