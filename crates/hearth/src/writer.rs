@@ -1,19 +1,23 @@
 //! The message writer: the one place messages are stored, changed and
 //! broadcast.
 //!
-//! Posts from every HTTP request and every `speak` go through one task. It
-//! takes whatever is waiting, stores it in one transaction (group commit: one
-//! fsync for the lot), and only after the commit broadcasts each message, in
-//! the order of the room's sequence (through the [`crate::relay`]). So a message is never broadcast unless it
-//! is stored, and subscribers see each room's messages in order.
+//! Posts from every HTTP request and every `speak` go through one queue.
+//! Whatever is waiting is stored in one transaction (group commit: one
+//! fsync for the lot), and only after the commit is each message broadcast,
+//! in the order of the room's sequence (through the [`crate::relay`]). So a
+//! message is never broadcast unless it is stored, and subscribers see each
+//! room's messages in order.
 //!
 //! Edits and deletions take the same path: each takes its room's next `seq`
 //! after the batch's posts, in a transaction of its own, and is broadcast
 //! after that commit, so the relay sees every room's sequence in order.
 //!
-//! On SQLite the posts are stored through the writer's own connection
-//! ([`SqliteWriter`]: one hand-off per batch, prepared statements), on
-//! PostgreSQL through the pool; [`Storage`] chooses once, at start.
+//! On SQLite the posts are stored through the writer's own connection, whose
+//! thread reads the queue itself and hands each committed batch back to the
+//! writer task to broadcast ([`SqliteWriter`], prepared statements); on
+//! PostgreSQL the task takes the batches and stores them through the pool.
+//! [`Storage`] chooses once, at start. After each commit SQLite's search
+//! index is told to take the new messages in ([`SearchIndex`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,16 +7,17 @@
 //! multi-row INSERT's ~500 parameters up by name. A profile of 100 speakers
 //! (BENCHMARKS.md, run 4, "100 speakers") found sqlx's SQLite threads at
 //! 50 % of the samples and switching between threads at 18 %, for 11–14k
-//! messages/s. Here one thread owns one connection, each batch is one
-//! closure sent to it (one hand-off, one transaction, one fsync), and every
-//! statement is prepared once and cached. Measured against the sqlx path
+//! messages/s. Here one thread owns one connection and takes the writer's
+//! batches itself (one transaction and one fsync a batch; see
+//! [`crate::writer`]), and every statement is prepared once and cached. Measured against the sqlx path
 //! (`bench/speak-ab.sh`, 8 alternating rounds on a loaded 2-core machine):
 //! server CPU per message 60–66 µs before, 39–44 µs after. The rate did
 //! not move there (8–10k messages/s); on the same machine when quiet it was
-//! 24,364 (`bench/run.sh`, run 8) against run 4's 11–14k. The writer spends
-//! 93 % of its time in its commits, about 2.4 ms a commit plus ~46 µs a
-//! message of SQLite's own work (the FTS5 trigram index a third of it, then
-//! the WAL and the B-trees), about 49 messages a commit with 100 speakers.
+//! 24,364 (`bench/run.sh`, run 8) against run 4's 11–14k. Then the search
+//! index left the commit ([`super::search_index`]), this thread came to read
+//! the writer's queue itself, and checkpoints moved off its commits:
+//! 17.8k → 26.2k messages a second side by side (BENCHMARKS.md, "Writes:
+//! the search index off the commit").
 //!
 //! Only the writer's posts take this path; everything else, edits and
 //! deletions included, stays on the `sqlx` pool. The queries below mirror
@@ -57,8 +58,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// The thread that owns the writer's connection to a SQLite file.
 pub struct SqliteWriter {
-    /// To the thread; unbounded, but the writer task waits for each batch
-    /// before it sends the next, so it holds at most one.
+    /// To the thread; unbounded, but it holds one job at a time: the
+    /// writer's loop, which runs until the writer stops ([`crate::writer`]).
     jobs: mpsc::Sender<Job>,
     /// Told once the thread has closed the connection.
     closed: oneshot::Receiver<()>,
@@ -142,17 +143,6 @@ fn open_connection(path: &std::path::Path) -> rusqlite::Result<Connection> {
     // The search index's thread checkpoints the WAL beside this connection
     // ([`super::search_index`]); this one only when that falls behind.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-    // The staging table of [`insert_rows`] lives in memory, never on disk.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.execute_batch(
-        "CREATE TEMP TABLE new_messages (
-            chatroom_id INTEGER NOT NULL,
-            seq         INTEGER NOT NULL,
-            user_id     INTEGER NOT NULL,
-            content     TEXT    NOT NULL,
-            created_at  INTEGER NOT NULL
-        )",
-    )?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -188,51 +178,28 @@ pub fn take_seqs(
     Ok(last)
 }
 
-/// Inserts `rows` into `messages` with one statement; returns their ids, in
-/// the order given.
-///
-/// One statement, not one per row, because of the search index: FTS5
-/// writes what it has gathered to disk at every statement that writes to it
-/// (the `message_search_insert` trigger), so a row at a time made a segment
-/// per message and merging them took half of this thread's time (measured:
-/// 31 % of its samples in `fts5SavepointMethod` and 16 % in
-/// `fts5IndexMergeLevel`, with 100 speakers). The rows are staged in a
-/// temporary table in memory, then moved in one `INSERT … SELECT`: one
-/// segment per batch, as the pool's multi-row INSERT makes, without a
-/// statement to prepare for each batch size.
+/// Inserts `rows` into `messages`, one prepared statement per row; returns
+/// their ids, in the order given. (While the search index was filled by a
+/// trigger, the rows were staged in a temporary table and moved in one
+/// statement, as FTS5 wrote a segment per statement; the index is now
+/// filled apart, [`super::search_index`].)
 pub fn insert_rows(tx: &Transaction<'_>, rows: &[NewRow<'_>]) -> rusqlite::Result<Vec<i64>> {
-    let mut stage = tx.prepare_cached(
-        "INSERT INTO temp.new_messages (chatroom_id, seq, user_id, content, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for row in rows {
-        stage.execute((
-            row.chatroom_id,
-            row.seq,
-            row.user_id,
-            row.content,
-            row.created_at,
-        ))?;
-    }
-    // In the order staged, so ids ascend in the order given, as on the pool.
-    let mut ids = HashMap::with_capacity(rows.len());
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (chatroom_id, seq, user_id, content, created_at) \
-         SELECT chatroom_id, seq, user_id, content, created_at FROM temp.new_messages \
-         ORDER BY rowid RETURNING id, chatroom_id, seq",
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
     )?;
-    let mut returned = insert.query([])?;
-    while let Some(row) = returned.next()? {
-        ids.insert((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?), row.get(0)?);
-    }
-    drop(returned);
-    tx.prepare_cached("DELETE FROM temp.new_messages")?
-        .execute([])?;
     rows.iter()
         .map(|row| {
-            ids.get(&(row.chatroom_id, row.seq))
-                .copied()
-                .ok_or(rusqlite::Error::QueryReturnedNoRows)
+            insert.query_row(
+                (
+                    row.chatroom_id,
+                    row.seq,
+                    row.user_id,
+                    row.content,
+                    row.created_at,
+                ),
+                |found| found.get(0),
+            )
         })
         .collect()
 }
