@@ -333,7 +333,8 @@ fn adopt(conn: &mut Connection) -> anyhow::Result<()> {
     }
     if !owner.is_empty() {
         tracing::warn!(
-            "the search index beside the database was built from another copy of it; building it again"
+            "the search index beside the database was not built from it as it is now \
+             (another copy, or a backup put back); building it again"
         );
     }
     tx.execute(
