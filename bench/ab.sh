@@ -29,25 +29,14 @@ trap stop_servers EXIT
 describe_machine --short >"$out/machine.txt"
 
 # Starts build $1 (A or B) on a fresh data folder with its users signed up
-# on a first instance (Argon2 borrows 19 MiB a hash), then restarted, as
-# bench/run.sh does; sets $pid and $addr.
+# (start_hearth_with_users); sets $pid, $addr, $data and $cookies.
 start_build() {
   local bin_var=${1}_BIN flags_var=${1}_SERVER_FLAGS
-  local bin=${!bin_var} dir
-  dir=$(mktemp -d)
-  data=$dir
+  data=$(mktemp -d)
   # shellcheck disable=SC2206
   local flags=(${!flags_var:-${hearth_without_limits[*]}})
-  for pass in users measured; do
-    start_server "$dir/$pass.log" "$bin" --bind 127.0.0.1:0 --data-dir "$dir" "${flags[@]}"
-    pid=$server_pid
-    addr=$(wait_until_listening "$pid" "$dir/$pass.log")
-    if [ "$pass" = users ]; then
-      "$bench" users --server "http://$addr" --users 20 --out "$dir/cookies" >/dev/null 2>&1
-      stop_server "$pid"
-    fi
-  done
-  cookies=$dir/cookies
+  start_hearth_with_users "$data" "${!bin_var}" --bind 127.0.0.1:0 --data-dir "$data" "${flags[@]}"
+  pid=$server_pid
 }
 
 # A gauge from the measured server's /metrics, as an integer.

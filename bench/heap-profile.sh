@@ -29,20 +29,12 @@ if [ -z "${HEARTH_BIN:-}" ]; then
 fi
 trap stop_servers EXIT
 
-# Users signed up on a first instance, as bench/run.sh does, so the
-# profiled one starts clean.
-for pass in users measured; do
-  # dhat writes dhat-heap.json in the working folder.
-  start_server "$out/$pass.log" env --chdir="$out" "$HEARTH_BIN" --bind 127.0.0.1:0 --data-dir "$out" \
-    "${hearth_without_limits[@]}"
-  pid=$server_pid
-  addr=$(wait_until_listening "$pid" "$out/$pass.log")
-  if [ "$pass" = users ]; then
-    "$bench" users --server "http://$addr" --users 20 --out "$out/cookies" >/dev/null 2>&1
-    stop_server "$pid"
-  fi
-done
-"$bench" idle --app hearth --pid "$pid" --cookies-file "$out/cookies" --server "http://$addr" \
+# Users signed up on a first instance, so the profiled one starts clean;
+# dhat writes dhat-heap.json in the working folder.
+start_hearth_with_users "$out" env --chdir="$out" "$HEARTH_BIN" --bind 127.0.0.1:0 --data-dir "$out" \
+  "${hearth_without_limits[@]}"
+pid=$server_pid
+"$bench" idle --app hearth --pid "$pid" --cookies-file "$cookies" --server "http://$addr" \
   --steps "$connections" --settle 3 --workers 2 --presence --format html --also '{"channel":"RoomsChannel"}' \
   >"$out/idle.log" 2>&1
 # dhat writes its file when the server's `main` returns.

@@ -86,6 +86,25 @@ wait_until_listening() {
   wait_for_server "$1" "$2" listening_addr "$2"
 }
 
+# Starts Hearth as `COMMAND [ARG…]`, which gives it `--data-dir DIR` and a
+# port, twice: first to sign 20 users up (each Argon2 hash borrows 19 MiB),
+# then again, clean, as the server to measure; logs DIR/users.log and
+# DIR/measured.log. Sets $server_pid, $addr and $cookies (DIR/cookies).
+# Needs $bench, the hearth-bench binary.
+start_hearth_with_users() {
+  local dir=$1 pass
+  shift
+  for pass in users measured; do
+    start_server "$dir/$pass.log" "$@"
+    addr=$(wait_until_listening "$server_pid" "$dir/$pass.log")
+    if [ "$pass" = users ]; then
+      "$bench" users --server "http://$addr" --users 20 --out "$dir/cookies" >/dev/null 2>&1
+      stop_server "$server_pid"
+    fi
+  done
+  cookies=$dir/cookies
+}
+
 # Waits until the server PID, logging to LOG, accepts connections on PORT,
 # for servers that do not say where they listen (see wait_for_server).
 wait_until_accepting() {

@@ -37,18 +37,11 @@ for round in $(seq "$rounds"); do
   for build in A B; do
     bin_var=${build}_BIN
     dir=$(mktemp -d)
-    for pass in users measured; do
-      start_server "$dir/$pass.log" "${!bin_var}" --bind 127.0.0.1:0 --data-dir "$dir" "${hearth_without_limits[@]}"
-      pid=$server_pid
-      addr=$(wait_until_listening "$pid" "$dir/$pass.log")
-      if [ "$pass" = users ]; then
-        "$bench" users --server "http://$addr" --users 20 --out "$dir/cookies" >/dev/null 2>&1
-        stop_server "$pid"
-      fi
-    done
+    start_hearth_with_users "$dir" "${!bin_var}" --bind 127.0.0.1:0 --data-dir "$dir" "${hearth_without_limits[@]}"
+    pid=$server_pid
     echo "== round $round $build, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/phases.log" >&2
     timeout -k 10 120 "$bench" post --via speak --writers 100 --rooms own --duration "$secs" \
-      --app hearth --cookies-file "$dir/cookies" --server "http://$addr" --pid "$pid" \
+      --app hearth --cookies-file "$cookies" --server "http://$addr" --pid "$pid" \
       --label "$build" --case speak-100 --json "$results" >>"$out/phases.log" 2>&1 ||
       echo "!! $build failed" >&2
     echo "$build $(writer_counters)" | tee -a "$out/writer.txt"
