@@ -210,7 +210,6 @@ fn run(
             Ok(Round {
                 more: true,
                 messages,
-                ..
             }) => {
                 let (since, total) = backlog.get_or_insert_with(|| {
                     tracing::info!("building the search index from the stored messages");
@@ -229,7 +228,6 @@ fn run(
             Ok(Round {
                 more: false,
                 messages,
-                ..
             }) => {
                 if let Some((since, total)) = backlog.take() {
                     tracing::info!(
@@ -351,12 +349,10 @@ fn adopt(conn: &mut Connection) -> anyhow::Result<()> {
 }
 
 /// What one round did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
     /// New messages taken in.
     pub messages: i64,
-    /// Messages whose text changed (edited or deleted) taken in again.
-    pub changed: usize,
     /// Whether more new messages wait than the round took.
     pub more: bool,
 }
@@ -423,7 +419,6 @@ pub fn catch_up(conn: &mut Connection, most: i64) -> rusqlite::Result<Round> {
     }
     let round = Round {
         messages: count,
-        changed: changed.len(),
         more: count >= most,
     };
     if through.is_some() || last_event > events_through {
